@@ -1,0 +1,42 @@
+//! Batches: the unit that moves through edges.
+
+use std::time::Instant;
+
+/// A batch of records moving through an edge, with the metadata that is paid for once per
+/// batch rather than once per record.
+///
+/// `created` is the instant the oldest record in the batch was produced by its source; sinks
+/// measure source-to-sink latency from it. Operators that merge batches keep the oldest
+/// instant, so latency is never under-reported.
+#[derive(Debug, Clone)]
+pub struct Batch<T> {
+    /// The records, in order.
+    pub records: Vec<T>,
+    /// When the oldest record of this batch left its source.
+    pub created: Instant,
+}
+
+impl<T> Batch<T> {
+    /// A batch created now.
+    pub fn new(records: Vec<T>) -> Self {
+        Self {
+            records,
+            created: Instant::now(),
+        }
+    }
+
+    /// A batch carrying an existing creation instant (for operators that transform a batch).
+    pub fn with_created(records: Vec<T>, created: Instant) -> Self {
+        Self { records, created }
+    }
+
+    /// Number of records.
+    pub fn len(&self) -> usize {
+        self.records.len()
+    }
+
+    /// True when the batch holds no record.
+    pub fn is_empty(&self) -> bool {
+        self.records.is_empty()
+    }
+}

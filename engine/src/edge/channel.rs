@@ -1,0 +1,513 @@
+//! The inbox: ports with credit, one lock, two condition variables.
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+use super::error::{RecvError, SendError, TryRecvError, TrySendError};
+use crate::batch::Batch;
+use crate::metrics::{TaskState, TaskStats};
+use crate::policy::EdgePolicy;
+use crate::sync::{Arc, Condvar, Mutex, MutexGuard};
+
+/// Creates an inbox with one port of `capacity` records and returns a sender to that port
+/// and the receiver. More ports are added with [`Receiver::add_port`], more senders to a port
+/// with [`Sender::clone`].
+///
+/// # Panics
+/// Panics if `capacity` is zero; the graph builder reports a zero capacity as a typed error
+/// before it creates any edge.
+///
+/// # Examples
+/// ```
+/// use sluice_engine::{edge, Batch};
+/// let (tx, rx) = edge::bounded::<u32>(4);
+/// tx.send(Batch::new(vec![1, 2, 3])).unwrap();
+/// drop(tx); // end of stream, in band after the queued batch
+/// assert_eq!(rx.recv().unwrap().records, vec![1, 2, 3]);
+/// assert_eq!(rx.recv().unwrap_err(), edge::RecvError::Closed);
+/// ```
+pub fn bounded<T>(capacity: usize) -> (Sender<T>, Receiver<T>) {
+    let rx = Receiver::new();
+    let tx = rx.add_port(capacity, EdgePolicy::Block);
+    (tx, rx)
+}
+
+struct Shared<T> {
+    state: Mutex<State<T>>,
+    /// The receiver waits here for data.
+    data_ready: Condvar,
+    /// Senders wait here for credit.
+    credit_ready: Condvar,
+}
+
+struct State<T> {
+    ports: Vec<Port<T>>,
+    /// Round-robin cursor over ports, for fairness between inputs.
+    cursor: usize,
+    receiver_waiting: bool,
+    senders_waiting: usize,
+    receiver_alive: bool,
+    aborted: bool,
+}
+
+struct Port<T> {
+    capacity: usize,
+    available: usize,
+    #[allow(dead_code)] // consulted by the drop/shed/defer policies (issue 3)
+    policy: EdgePolicy,
+    queue: VecDeque<(Batch<T>, usize)>,
+    queued_records: usize,
+    open_senders: usize,
+    sent_records: u64,
+    sent_batches: u64,
+    received_records: u64,
+    credit_wait_ns: u64,
+    blocked_sends: u64,
+    max_queued_records: usize,
+}
+
+impl<T> Port<T> {
+    fn ended(&self) -> bool {
+        self.open_senders == 0 && self.queue.is_empty()
+    }
+
+    fn weight(&self, len: usize) -> usize {
+        len.min(self.capacity)
+    }
+
+    fn push(&mut self, batch: Batch<T>, weight: usize) {
+        self.available -= weight;
+        self.queued_records += batch.len();
+        self.sent_records += batch.len() as u64;
+        self.sent_batches += 1;
+        self.max_queued_records = self.max_queued_records.max(self.queued_records);
+        self.queue.push_back((batch, weight));
+    }
+}
+
+/// A point-in-time view of one port's counters.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct PortSnapshot {
+    /// Capacity in records (credits).
+    pub capacity: usize,
+    /// Credits not reserved by a queued batch.
+    pub available: usize,
+    /// Credits held by queued batches (`available + in_flight_credit == capacity`).
+    pub in_flight_credit: usize,
+    /// Records queued now.
+    pub queued_records: usize,
+    /// Largest number of records ever queued at once.
+    pub max_queued_records: usize,
+    /// Records accepted by the port since it was created.
+    pub sent_records: u64,
+    /// Batches accepted by the port.
+    pub sent_batches: u64,
+    /// Records taken by the receiver.
+    pub received_records: u64,
+    /// Total time senders waited for credit, in nanoseconds.
+    pub credit_wait_ns: u64,
+    /// Sends that had to wait for credit.
+    pub blocked_sends: u64,
+    /// Senders still open.
+    pub open_senders: usize,
+}
+
+/// Type-erased access to an inbox, for the runtime's metrics and abort.
+pub trait EdgeProbe: Send + Sync {
+    /// Counters of one port.
+    fn port_snapshot(&self, port: usize) -> PortSnapshot;
+    /// Wakes every waiter and makes every later send and receive fail with `Aborted`.
+    fn abort(&self);
+}
+
+impl<T> Shared<T> {
+    fn snapshot_port(&self, port: usize) -> PortSnapshot {
+        let st = self.state.lock();
+        st.ports.get(port).map(snapshot).unwrap_or_default()
+    }
+
+    fn abort_all(&self) {
+        let mut st = self.state.lock();
+        st.aborted = true;
+        drop(st);
+        self.data_ready.notify_all();
+        self.credit_ready.notify_all();
+    }
+}
+
+impl<T: Send> EdgeProbe for Shared<T> {
+    fn port_snapshot(&self, port: usize) -> PortSnapshot {
+        self.snapshot_port(port)
+    }
+
+    fn abort(&self) {
+        self.abort_all()
+    }
+}
+
+fn snapshot<T>(p: &Port<T>) -> PortSnapshot {
+    PortSnapshot {
+        capacity: p.capacity,
+        available: p.available,
+        in_flight_credit: p.queue.iter().map(|(_, w)| *w).sum(),
+        queued_records: p.queued_records,
+        max_queued_records: p.max_queued_records,
+        sent_records: p.sent_records,
+        sent_batches: p.sent_batches,
+        received_records: p.received_records,
+        credit_wait_ns: p.credit_wait_ns,
+        blocked_sends: p.blocked_sends,
+        open_senders: p.open_senders,
+    }
+}
+
+/// The sending half of one port of an inbox.
+///
+/// Dropping (or [`close`](Sender::close)-ing) the last sender of a port ends that port's
+/// stream, in band after the batches already queued.
+pub struct Sender<T> {
+    shared: Arc<Shared<T>>,
+    port: usize,
+    closed: bool,
+    task: Option<Arc<TaskStats>>,
+}
+
+impl<T> std::fmt::Debug for Sender<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sender").field("port", &self.port).finish_non_exhaustive()
+    }
+}
+
+impl<T> Sender<T> {
+    /// Sends a batch, waiting for credit while the port is full.
+    ///
+    /// # Backpressure
+    /// Blocks until the receiver has returned enough credit for the batch's weight
+    /// (`min(len, capacity)`). The time waited is added to the port's `credit_wait_ns`.
+    /// Empty batches are accepted and discarded without taking credit.
+    ///
+    /// # Errors
+    /// [`SendError::Disconnected`] if the receiver is gone, [`SendError::Aborted`] if the job
+    /// is aborting. Both hand the batch back.
+    pub fn send(&self, batch: Batch<T>) -> Result<(), SendError<T>> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let mut st = self.shared.state.lock();
+        let weight = st.ports[self.port].weight(batch.len());
+        let mut waited_since: Option<Instant> = None;
+        loop {
+            if st.aborted {
+                drop(st);
+                self.end_wait(waited_since, None);
+                return Err(SendError::Aborted(batch));
+            }
+            if !st.receiver_alive {
+                drop(st);
+                self.end_wait(waited_since, None);
+                return Err(SendError::Disconnected(batch));
+            }
+            if st.ports[self.port].available >= weight {
+                break;
+            }
+            if waited_since.is_none() {
+                waited_since = Some(Instant::now());
+                st.ports[self.port].blocked_sends += 1;
+                if let Some(t) = &self.task {
+                    t.set_state(TaskState::WaitingCredit);
+                }
+            }
+            st.senders_waiting += 1;
+            st = self.shared.credit_ready.wait(st);
+            st.senders_waiting -= 1;
+        }
+        if let Some(since) = waited_since {
+            let ns = since.elapsed().as_nanos() as u64;
+            st.ports[self.port].credit_wait_ns += ns;
+            self.end_wait(None, Some(ns));
+        }
+        st.ports[self.port].push(batch, weight);
+        self.wake_receiver(st);
+        Ok(())
+    }
+
+    /// Sends a batch if the port has credit for it now.
+    ///
+    /// # Backpressure
+    /// Never blocks: a full port returns [`TrySendError::Full`] with the batch.
+    ///
+    /// # Errors
+    /// `Full`, `Disconnected` or `Aborted`, each handing the batch back.
+    pub fn try_send(&self, batch: Batch<T>) -> Result<(), TrySendError<T>> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let mut st = self.shared.state.lock();
+        if st.aborted {
+            return Err(TrySendError::Aborted(batch));
+        }
+        if !st.receiver_alive {
+            return Err(TrySendError::Disconnected(batch));
+        }
+        let port = &mut st.ports[self.port];
+        let weight = port.weight(batch.len());
+        if port.available < weight {
+            return Err(TrySendError::Full(batch));
+        }
+        port.push(batch, weight);
+        self.wake_receiver(st);
+        Ok(())
+    }
+
+    /// Ends this sender's stream. The port ends when all its senders are closed; the receiver
+    /// sees the end after every queued batch. Idempotent; dropping the sender does the same.
+    pub fn close(&mut self) {
+        if self.closed {
+            return;
+        }
+        self.closed = true;
+        let mut st = self.shared.state.lock();
+        st.ports[self.port].open_senders -= 1;
+        if st.ports[self.port].open_senders == 0 {
+            self.wake_receiver(st);
+        }
+    }
+
+    /// Counters of this sender's port.
+    pub fn snapshot(&self) -> PortSnapshot {
+        snapshot(&self.shared.state.lock().ports[self.port])
+    }
+
+    /// Attributes the time this sender waits for credit to a task.
+    pub(crate) fn attach_task(&mut self, task: Arc<TaskStats>) {
+        self.task = Some(task);
+    }
+
+    fn end_wait(&self, since: Option<Instant>, ns: Option<u64>) {
+        if let Some(t) = &self.task {
+            let ns = ns.or_else(|| since.map(|s| s.elapsed().as_nanos() as u64));
+            if let Some(ns) = ns {
+                t.add_backpressure_ns(ns);
+                t.set_state(TaskState::Running);
+            }
+        }
+    }
+
+    fn wake_receiver(&self, st: MutexGuard<'_, State<T>>) {
+        let wake = st.receiver_waiting;
+        drop(st);
+        if wake {
+            self.shared.data_ready.notify_one();
+        }
+    }
+}
+
+impl<T> Clone for Sender<T> {
+    /// Another sender to the same port; the port stays open until every clone is closed.
+    fn clone(&self) -> Self {
+        let mut st = self.shared.state.lock();
+        st.ports[self.port].open_senders += 1;
+        drop(st);
+        Sender {
+            shared: self.shared.clone(),
+            port: self.port,
+            closed: false,
+            task: None,
+        }
+    }
+}
+
+impl<T> Drop for Sender<T> {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+/// The receiving half of an inbox: takes batches from all its ports.
+pub struct Receiver<T> {
+    shared: Arc<Shared<T>>,
+}
+
+impl<T> std::fmt::Debug for Receiver<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Receiver").finish_non_exhaustive()
+    }
+}
+
+impl<T> Default for Receiver<T> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<T> Receiver<T> {
+    /// An inbox with no port yet.
+    pub fn new() -> Self {
+        Receiver {
+            shared: Arc::new(Shared {
+                state: Mutex::new(State {
+                    ports: Vec::new(),
+                    cursor: 0,
+                    receiver_waiting: false,
+                    senders_waiting: 0,
+                    receiver_alive: true,
+                    aborted: false,
+                }),
+                data_ready: Condvar::new(),
+                credit_ready: Condvar::new(),
+            }),
+        }
+    }
+
+    /// Adds a port of `capacity` records with the given policy and returns its first sender.
+    ///
+    /// # Panics
+    /// Panics if `capacity` is zero (the graph builder validates capacities first).
+    pub fn add_port(&self, capacity: usize, policy: EdgePolicy) -> Sender<T> {
+        assert!(capacity > 0, "edge capacity must be at least 1");
+        let mut st = self.shared.state.lock();
+        let port = st.ports.len();
+        st.ports.push(Port {
+            capacity,
+            available: capacity,
+            policy,
+            queue: VecDeque::new(),
+            queued_records: 0,
+            open_senders: 1,
+            sent_records: 0,
+            sent_batches: 0,
+            received_records: 0,
+            credit_wait_ns: 0,
+            blocked_sends: 0,
+            max_queued_records: 0,
+        });
+        drop(st);
+        Sender {
+            shared: self.shared.clone(),
+            port,
+            closed: false,
+            task: None,
+        }
+    }
+
+    /// Takes the next batch, waiting while every open port is empty.
+    ///
+    /// # Errors
+    /// [`RecvError::Closed`] once every port has ended (end of stream),
+    /// [`RecvError::Aborted`] if the job is aborting.
+    pub fn recv(&self) -> Result<Batch<T>, RecvError> {
+        let mut st = self.shared.state.lock();
+        loop {
+            match self.take(&mut st) {
+                Ok(batch) => return Ok(batch),
+                Err(TryRecvError::Empty) => {}
+                Err(TryRecvError::Closed) => return Err(RecvError::Closed),
+                Err(TryRecvError::Aborted) => return Err(RecvError::Aborted),
+            }
+            st.receiver_waiting = true;
+            st = self.shared.data_ready.wait(st);
+            st.receiver_waiting = false;
+        }
+    }
+
+    /// Takes the next batch if one is queued.
+    ///
+    /// # Errors
+    /// `Empty` when nothing is queued but a port is open, `Closed` at end of stream,
+    /// `Aborted` if the job is aborting.
+    pub fn try_recv(&self) -> Result<Batch<T>, TryRecvError> {
+        let mut st = self.shared.state.lock();
+        self.take(&mut st)
+    }
+
+    fn take(&self, st: &mut MutexGuard<'_, State<T>>) -> Result<Batch<T>, TryRecvError> {
+        if st.aborted {
+            return Err(TryRecvError::Aborted);
+        }
+        let n = st.ports.len();
+        for i in 0..n {
+            let idx = (st.cursor + i) % n;
+            let port = &mut st.ports[idx];
+            if let Some((batch, weight)) = port.queue.pop_front() {
+                port.available += weight;
+                port.queued_records -= batch.len();
+                port.received_records += batch.len() as u64;
+                st.cursor = (idx + 1) % n;
+                if st.senders_waiting > 0 {
+                    self.shared.credit_ready.notify_all();
+                }
+                return Ok(batch);
+            }
+        }
+        if st.ports.iter().all(Port::ended) {
+            Err(TryRecvError::Closed)
+        } else {
+            Err(TryRecvError::Empty)
+        }
+    }
+
+    /// Number of ports.
+    pub fn ports(&self) -> usize {
+        self.shared.state.lock().ports.len()
+    }
+
+    /// Counters of one port (all zero for a port that does not exist).
+    pub fn snapshot(&self, port: usize) -> PortSnapshot {
+        self.shared.snapshot_port(port)
+    }
+
+    /// Aborts the inbox: every waiter wakes and every later operation fails with `Aborted`.
+    pub fn abort(&self) {
+        self.shared.abort_all();
+    }
+
+    /// A type-erased handle for metrics and abort that outlives the receiver.
+    pub fn probe(&self) -> std::sync::Arc<dyn EdgeProbe>
+    where
+        T: Send + 'static,
+    {
+        probe_of(&self.shared)
+    }
+}
+
+#[cfg(not(loom))]
+fn probe_of<T: Send + 'static>(shared: &Arc<Shared<T>>) -> std::sync::Arc<dyn EdgeProbe> {
+    shared.clone()
+}
+
+#[cfg(loom)]
+fn probe_of<T: Send + 'static>(shared: &Arc<Shared<T>>) -> std::sync::Arc<dyn EdgeProbe> {
+    // loom's Arc cannot be unsized; a forwarding wrapper keeps the API identical.
+    struct Fwd<T>(Arc<Shared<T>>);
+    impl<T: Send> EdgeProbe for Fwd<T> {
+        fn port_snapshot(&self, port: usize) -> PortSnapshot {
+            self.0.snapshot_port(port)
+        }
+        fn abort(&self) {
+            self.0.abort_all()
+        }
+    }
+    std::sync::Arc::new(Fwd(shared.clone()))
+}
+
+impl<T> Drop for Receiver<T> {
+    fn drop(&mut self) {
+        let mut st = self.shared.state.lock();
+        st.receiver_alive = false;
+        let wake = st.senders_waiting > 0;
+        drop(st);
+        if wake {
+            self.shared.credit_ready.notify_all();
+        }
+    }
+}
+
+/// How long senders of a port have waited for credit.
+impl PortSnapshot {
+    /// Credit wait as a duration.
+    pub fn credit_wait(&self) -> Duration {
+        Duration::from_nanos(self.credit_wait_ns)
+    }
+}

@@ -1,0 +1,43 @@
+//! # sluice-engine
+//!
+//! The core of Sluice: typed pipelines of operator chains on a threaded runtime, connected by
+//! bounded, credit-based edges, with per-edge overload policies, metrics and a ledger that
+//! accounts for every record.
+//!
+//! - [`Pipeline`] / [`Stream`]: build a graph of sources, operators and sinks
+//!   ([`graph`]).
+//! - [`edge`]: the bounded credit-based edges that carry [`Batch`]es between tasks.
+//! - [`EdgePolicy`]: what an edge does when credit is short.
+//! - [`Job`]: the running graph; [`JobReport`]: what it did; [`Ledger`]: where every record
+//!   ended.
+//!
+//! Operators such as `map`, `filter` and `key_by` live in `sluice-operators`, built on the
+//! generic [`Stream::operator`] builder; sources and sinks in `sluice-connectors`.
+
+#![warn(missing_docs)]
+
+mod batch;
+pub mod edge;
+mod error;
+pub mod graph;
+mod ledger;
+pub mod metrics;
+mod operator;
+mod policy;
+mod report;
+pub mod runtime;
+pub(crate) mod sync;
+mod topology;
+
+pub use batch::Batch;
+pub use error::{BuildError, JobError};
+pub use graph::{Pipeline, SinkHandle, Stream, DEFAULT_BATCH_SIZE, DEFAULT_CAPACITY};
+pub use ledger::Ledger;
+pub use metrics::TaskState;
+pub use operator::{InstanceInfo, Operator, Sink, SinkError, Source, SourceStatus};
+pub use policy::EdgePolicy;
+pub use report::{
+    EdgeReport, JobReport, JobStatus, LatencySummary, OperatorReport, SinkReport, StageReport,
+};
+pub use runtime::{partition_of, Job};
+pub use topology::{ExchangeKind, OpKind, Topology, TopologyEdge, TopologyStage};

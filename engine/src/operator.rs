@@ -1,0 +1,90 @@
+//! The traits user code implements: sources, operators and sinks.
+//!
+//! All three work a batch at a time. Per-record work happens inside the implementation, where
+//! the compiler can inline and vectorize it; the runtime pays its costs (credit, counters,
+//! clocks, dynamic dispatch) once per batch.
+
+/// Where an operator instance sits in its operator's parallel instances.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InstanceInfo {
+    /// The operator's name.
+    pub name: String,
+    /// This instance, `0..parallelism`.
+    pub instance: usize,
+    /// Number of parallel instances of the operator.
+    pub parallelism: usize,
+    /// The pipeline's batch size (records per batch a source should produce).
+    pub batch_size: usize,
+}
+
+/// What a [`Source`] reports after a poll.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SourceStatus {
+    /// More records may follow; poll again now.
+    More,
+    /// Nothing available right now; the runtime flushes partial batches downstream and polls
+    /// again after a short pause.
+    Idle,
+    /// The source is exhausted; the runtime sends end of stream downstream.
+    Done,
+}
+
+/// A source of records: polled for batches on its own thread.
+///
+/// # Backpressure
+/// The runtime polls the source only when its previous batch has been accepted downstream, so
+/// a slow consumer slows the source: it is never asked for records the graph cannot hold.
+pub trait Source<T>: Send + 'static {
+    /// Appends up to `max` records to `out` and says whether more may follow.
+    fn poll_batch(&mut self, out: &mut Vec<T>, max: usize) -> SourceStatus;
+}
+
+/// A batch operator: turns each input batch into an output batch.
+///
+/// Implementations reuse the input allocation where they can (`retain` for a filter, an
+/// in-place `into_iter().map(..).collect()` for a same-size map).
+pub trait Operator<I, O>: Send + 'static {
+    /// Processes one batch.
+    fn process(&mut self, input: Vec<I>) -> Vec<O>;
+
+    /// Called once at end of stream; returns records still held (windows, buffers).
+    fn finish(&mut self) -> Vec<O> {
+        Vec::new()
+    }
+}
+
+/// A failure reported by a sink; it fails the job with the sink named.
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct SinkError {
+    /// What went wrong, for the job error.
+    pub message: String,
+}
+
+impl SinkError {
+    /// A sink error with a message.
+    pub fn new(message: impl Into<String>) -> Self {
+        Self {
+            message: message.into(),
+        }
+    }
+}
+
+/// The end of a stream: consumes batches on its operator's thread.
+///
+/// A batch counts as delivered when `write` returns `Ok`.
+pub trait Sink<T>: Send + 'static {
+    /// Consumes one batch.
+    ///
+    /// # Errors
+    /// An error fails the job; the batch counts as in flight, not delivered.
+    fn write(&mut self, records: Vec<T>) -> Result<(), SinkError>;
+
+    /// Called once at end of stream, after the last batch.
+    ///
+    /// # Errors
+    /// An error fails the job.
+    fn finish(&mut self) -> Result<(), SinkError> {
+        Ok(())
+    }
+}

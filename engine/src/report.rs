@@ -1,0 +1,307 @@
+//! The job report: a readable table on a terminal, JSON for tools.
+
+use std::fmt;
+
+use hdrhistogram::Histogram;
+use serde::{Deserialize, Serialize};
+
+use crate::ledger::Ledger;
+use crate::metrics::TaskState;
+use crate::policy::EdgePolicy;
+use crate::topology::{ExchangeKind, OpKind};
+
+/// How a job ended (or `Running` for a live report).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JobStatus {
+    /// Still running (a live report).
+    Running,
+    /// Every source finished and the graph drained.
+    Completed,
+    /// Stopped on request and drained within the deadline.
+    Stopped,
+    /// Stopped on request but not drained in time: aborted, records left in flight.
+    Aborted,
+    /// An operator failed.
+    Failed,
+}
+
+/// Record counts of one operator, summed over its instances.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OperatorReport {
+    /// Operator name.
+    pub name: String,
+    /// What it is.
+    pub kind: OpKind,
+    /// Records in.
+    pub records_in: u64,
+    /// Records out.
+    pub records_out: u64,
+}
+
+/// Time accounting of one stage (operator chain), summed over its tasks.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StageReport {
+    /// Chain name.
+    pub name: String,
+    /// Tasks.
+    pub parallelism: usize,
+    /// The chained operators.
+    pub operators: Vec<OperatorReport>,
+    /// Task-seconds spent working.
+    pub busy_s: f64,
+    /// Task-seconds spent waiting for input.
+    pub idle_s: f64,
+    /// Task-seconds spent waiting for credit downstream.
+    pub backpressured_s: f64,
+    /// Busy share of the stage's task time, 0..1.
+    pub busy_ratio: f64,
+    /// Each task's state when the report was made.
+    pub states: Vec<TaskState>,
+}
+
+/// One logical edge, summed over its ports (one per downstream instance).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EdgeReport {
+    /// `upstream op -> downstream op`.
+    pub name: String,
+    /// Upstream stage.
+    pub from: String,
+    /// Downstream stage.
+    pub to: String,
+    /// How records cross.
+    pub exchange: ExchangeKind,
+    /// Overload policy.
+    pub policy: EdgePolicy,
+    /// Capacity per port, in records.
+    pub capacity: usize,
+    /// Ports (downstream instances).
+    pub ports: usize,
+    /// Records sent.
+    pub sent: u64,
+    /// Batches sent.
+    pub batches: u64,
+    /// Records queued when the report was made.
+    pub queued: u64,
+    /// Most records queued at once on one port.
+    pub max_queued: u64,
+    /// Seconds senders waited for credit (summed over senders).
+    pub credit_wait_s: f64,
+    /// Sends that had to wait.
+    pub blocked_sends: u64,
+}
+
+/// Latency percentiles, in milliseconds.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct LatencySummary {
+    /// Records measured.
+    pub count: u64,
+    /// Median.
+    pub p50: f64,
+    /// 99th percentile.
+    pub p99: f64,
+    /// 99.9th percentile.
+    pub p999: f64,
+    /// Maximum.
+    pub max: f64,
+    /// Mean.
+    pub mean: f64,
+}
+
+impl LatencySummary {
+    /// Summarizes a histogram recorded in microseconds.
+    pub fn from_histogram_us(h: &Histogram<u64>) -> Self {
+        if h.is_empty() {
+            return Self::default();
+        }
+        let ms = |us: u64| us as f64 / 1000.0;
+        LatencySummary {
+            count: h.len(),
+            p50: ms(h.value_at_quantile(0.5)),
+            p99: ms(h.value_at_quantile(0.99)),
+            p999: ms(h.value_at_quantile(0.999)),
+            max: ms(h.max()),
+            mean: h.mean() / 1000.0,
+        }
+    }
+}
+
+/// One sink.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SinkReport {
+    /// Sink name.
+    pub name: String,
+    /// Records delivered.
+    pub delivered: u64,
+    /// Source-to-sink latency.
+    pub latency_ms: LatencySummary,
+}
+
+/// What a job did.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JobReport {
+    /// Job name.
+    pub job: String,
+    /// How it ended.
+    pub status: JobStatus,
+    /// Wall-clock seconds from start to report.
+    pub duration_s: f64,
+    /// Records produced by sources.
+    pub source_emitted: u64,
+    /// Records delivered per second over the run.
+    pub delivered_rate: f64,
+    /// Stages (operator chains) with time accounting.
+    pub stages: Vec<StageReport>,
+    /// Edges with traffic and credit accounting.
+    pub edges: Vec<EdgeReport>,
+    /// Sinks with latency.
+    pub sinks: Vec<SinkReport>,
+    /// Where every record ended.
+    pub ledger: Ledger,
+    /// The stage that limits throughput: the busiest stage that is not itself mostly waiting
+    /// for credit downstream.
+    pub bottleneck: Option<String>,
+    /// Tasks still stuck in user code after an abort, detached.
+    pub stuck_tasks: Vec<String>,
+}
+
+impl JobReport {
+    /// The report as pretty JSON.
+    ///
+    /// # Errors
+    /// Only if serialization fails, which the report's plain types do not cause.
+    pub fn to_json(&self) -> Result<String, serde_json::Error> {
+        serde_json::to_string_pretty(self)
+    }
+}
+
+pub(crate) fn bottleneck(stages: &[StageReport]) -> Option<String> {
+    stages
+        .iter()
+        .filter(|s| {
+            let total = s.busy_s + s.idle_s + s.backpressured_s;
+            total > 0.0 && s.backpressured_s / total < 0.2
+        })
+        .max_by(|a, b| a.busy_ratio.total_cmp(&b.busy_ratio))
+        .filter(|s| s.busy_ratio > 0.5)
+        .map(|s| s.name.clone())
+}
+
+fn count(n: u64) -> String {
+    let s = n.to_string();
+    let mut out = String::with_capacity(s.len() + s.len() / 3);
+    for (i, c) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+impl fmt::Display for JobReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "job {}: {:?} in {:.3} s, {} delivered ({:.1} M/s)",
+            self.job,
+            self.status,
+            self.duration_s,
+            count(self.ledger.delivered),
+            self.delivered_rate / 1e6
+        )?;
+        writeln!(f)?;
+        writeln!(
+            f,
+            "{:<34} {:>3} {:>7} {:>7} {:>7}  operators (in -> out)",
+            "stage", "p", "busy%", "idle%", "bp%"
+        )?;
+        for s in &self.stages {
+            let total = (s.busy_s + s.idle_s + s.backpressured_s).max(1e-9);
+            let ops = s
+                .operators
+                .iter()
+                .map(|o| format!("{} ({} -> {})", o.name, count(o.records_in), count(o.records_out)))
+                .collect::<Vec<_>>()
+                .join(", ");
+            writeln!(
+                f,
+                "{:<34} {:>3} {:>6.1}% {:>6.1}% {:>6.1}%  {}",
+                truncate(&s.name, 34),
+                s.parallelism,
+                100.0 * s.busy_s / total,
+                100.0 * s.idle_s / total,
+                100.0 * s.backpressured_s / total,
+                ops
+            )?;
+        }
+        writeln!(f)?;
+        writeln!(
+            f,
+            "{:<34} {:<11} {:>8} {:>14} {:>8} {:>9} {:>11}",
+            "edge", "exchange", "capacity", "sent", "queued", "max queue", "credit wait"
+        )?;
+        for e in &self.edges {
+            writeln!(
+                f,
+                "{:<34} {:<11} {:>8} {:>14} {:>8} {:>9} {:>10.3}s",
+                truncate(&e.name, 34),
+                e.exchange.to_string(),
+                count(e.capacity as u64),
+                count(e.sent),
+                count(e.queued),
+                count(e.max_queued),
+                e.credit_wait_s
+            )?;
+        }
+        writeln!(f)?;
+        writeln!(
+            f,
+            "{:<34} {:>14} {:>9} {:>9} {:>9} {:>9}",
+            "sink", "delivered", "p50 ms", "p99 ms", "p99.9 ms", "max ms"
+        )?;
+        for s in &self.sinks {
+            writeln!(
+                f,
+                "{:<34} {:>14} {:>9.3} {:>9.3} {:>9.3} {:>9.3}",
+                truncate(&s.name, 34),
+                count(s.delivered),
+                s.latency_ms.p50,
+                s.latency_ms.p99,
+                s.latency_ms.p999,
+                s.latency_ms.max
+            )?;
+        }
+        writeln!(f)?;
+        let l = &self.ledger;
+        writeln!(
+            f,
+            "ledger: emitted {} = delivered {} + filtered {} + dropped {} + deferred {} + dead-lettered {} + in flight {}  [{}]",
+            count(l.emitted),
+            count(l.delivered),
+            count(l.filtered),
+            count(l.dropped),
+            count(l.deferred_pending),
+            count(l.dead_lettered),
+            count(l.in_flight),
+            if l.balanced { "balanced" } else { "DOES NOT BALANCE" }
+        )?;
+        if let Some(b) = &self.bottleneck {
+            writeln!(f, "bottleneck: {b}")?;
+        }
+        if !self.stuck_tasks.is_empty() {
+            writeln!(f, "stuck tasks (detached): {}", self.stuck_tasks.join(", "))?;
+        }
+        Ok(())
+    }
+}
+
+fn truncate(s: &str, n: usize) -> String {
+    if s.chars().count() <= n {
+        s.to_string()
+    } else {
+        let mut t: String = s.chars().take(n - 1).collect();
+        t.push('…');
+        t
+    }
+}

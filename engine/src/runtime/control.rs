@@ -1,0 +1,113 @@
+//! Job-wide control: stop and abort requests, the first failure, task completion.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use parking_lot::{Condvar, Mutex};
+
+use crate::edge::EdgeProbe;
+
+/// The first failure of a job.
+#[derive(Debug, Clone)]
+pub(crate) enum Failure {
+    Panicked { op: usize, message: String },
+    SinkFailed { op: usize, message: String },
+}
+
+pub(crate) struct Control {
+    stop: AtomicBool,
+    aborted: AtomicBool,
+    failure: Mutex<Option<Failure>>,
+    probes: Mutex<Vec<Arc<dyn EdgeProbe>>>,
+    done: Mutex<usize>,
+    done_cv: Condvar,
+}
+
+impl Control {
+    pub(crate) fn new() -> Self {
+        Self {
+            stop: AtomicBool::new(false),
+            aborted: AtomicBool::new(false),
+            failure: Mutex::new(None),
+            probes: Mutex::new(Vec::new()),
+            done: Mutex::new(0),
+            done_cv: Condvar::new(),
+        }
+    }
+
+    pub(crate) fn add_probe(&self, probe: Arc<dyn EdgeProbe>) {
+        self.probes.lock().push(probe);
+    }
+
+    /// Sources stop producing at their next batch boundary; the graph then drains.
+    pub(crate) fn request_stop(&self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+
+    pub(crate) fn stop_requested(&self) -> bool {
+        self.stop.load(Ordering::Relaxed)
+    }
+
+    /// Wakes every task blocked on an edge and makes it exit.
+    pub(crate) fn abort(&self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if !self.aborted.swap(true, Ordering::AcqRel) {
+            for p in self.probes.lock().iter() {
+                p.abort();
+            }
+        }
+    }
+
+    pub(crate) fn aborted(&self) -> bool {
+        self.aborted.load(Ordering::Acquire)
+    }
+
+    /// Records the first failure and aborts the job.
+    pub(crate) fn fail(&self, f: Failure) {
+        {
+            let mut slot = self.failure.lock();
+            if slot.is_none() {
+                *slot = Some(f);
+            }
+        }
+        self.abort();
+    }
+
+    pub(crate) fn failure(&self) -> Option<Failure> {
+        self.failure.lock().clone()
+    }
+
+    pub(crate) fn task_done(&self) {
+        *self.done.lock() += 1;
+        self.done_cv.notify_all();
+    }
+
+    pub(crate) fn tasks_done(&self) -> usize {
+        *self.done.lock()
+    }
+
+    /// Waits until `total` tasks are done or `deadline` passes; true if all are done.
+    pub(crate) fn wait_done(&self, total: usize, deadline: Option<Instant>) -> bool {
+        let mut done = self.done.lock();
+        while *done < total {
+            match deadline {
+                Some(d) => {
+                    let now = Instant::now();
+                    if now >= d {
+                        return false;
+                    }
+                    self.done_cv.wait_for(&mut done, d - now);
+                }
+                None => {
+                    // Wake periodically: a failure elsewhere may need the caller to act.
+                    self.done_cv.wait_for(&mut done, Duration::from_millis(100));
+                    if self.aborted() {
+                        return *done >= total;
+                    }
+                }
+            }
+        }
+        true
+    }
+}

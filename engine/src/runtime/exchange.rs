@@ -1,0 +1,268 @@
+//! Chain tails that send on edges: forward, round robin, hash, broadcast, split.
+//!
+//! Every send blocks for credit (the edge's policy decides what happens when it is short).
+//! A send that fails because the job is aborting counts the batch as abandoned in the task's
+//! stats, so the ledger can still account for it as in flight.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use crate::batch::Batch;
+use crate::edge::{SendError, Sender};
+use crate::metrics::{OpStats, TaskStats};
+use crate::runtime::task::{Emit, Halt};
+
+fn send<T>(tx: &Sender<T>, batch: Batch<T>, task: &TaskStats) -> Result<(), Halt> {
+    match tx.send(batch) {
+        Ok(()) => Ok(()),
+        Err(SendError::Aborted(b)) | Err(SendError::Disconnected(b)) => {
+            task.add_abandoned(b.len() as u64);
+            Err(Halt::Aborted)
+        }
+    }
+}
+
+fn close_all<T>(txs: &mut [Sender<T>]) {
+    for tx in txs {
+        tx.close();
+    }
+}
+
+/// Instance `i` upstream sends to instance `i` downstream.
+pub(crate) struct Forward<T> {
+    pub tx: Sender<T>,
+    pub task: Arc<TaskStats>,
+}
+
+impl<T: Send> Emit<T> for Forward<T> {
+    fn emit(&mut self, batch: Batch<T>) -> Result<(), Halt> {
+        send(&self.tx, batch, &self.task)
+    }
+    fn flush(&mut self) -> Result<(), Halt> {
+        Ok(())
+    }
+    fn finish(&mut self) -> Result<(), Halt> {
+        self.tx.close();
+        Ok(())
+    }
+}
+
+/// Whole batches go to downstream instances in turn.
+pub(crate) struct RoundRobin<T> {
+    pub txs: Vec<Sender<T>>,
+    pub next: usize,
+    pub task: Arc<TaskStats>,
+}
+
+impl<T: Send> Emit<T> for RoundRobin<T> {
+    fn emit(&mut self, batch: Batch<T>) -> Result<(), Halt> {
+        let i = self.next;
+        self.next = (self.next + 1) % self.txs.len();
+        send(&self.txs[i], batch, &self.task)
+    }
+    fn flush(&mut self) -> Result<(), Halt> {
+        Ok(())
+    }
+    fn finish(&mut self) -> Result<(), Halt> {
+        close_all(&mut self.txs);
+        Ok(())
+    }
+}
+
+/// Maps a 64-bit hash onto `0..n` using its high bits (Lemire's multiply-shift), so the low
+/// bits stay independent for hash tables downstream.
+#[inline]
+pub fn partition_of(hash: u64, n: usize) -> usize {
+    ((u128::from(hash) * n as u128) >> 64) as usize
+}
+
+/// Records go to the instance their key hashes to, buffered per target into full batches.
+pub(crate) struct Hash<T, H> {
+    pub txs: Vec<Sender<T>>,
+    pub hash: Arc<H>,
+    pub bufs: Vec<Vec<T>>,
+    pub oldest: Vec<Option<Instant>>,
+    pub batch_size: usize,
+    pub task: Arc<TaskStats>,
+}
+
+impl<T, H> Hash<T, H> {
+    pub(crate) fn new(txs: Vec<Sender<T>>, hash: Arc<H>, batch_size: usize, task: Arc<TaskStats>) -> Self {
+        let n = txs.len();
+        Self {
+            txs,
+            hash,
+            bufs: (0..n).map(|_| Vec::new()).collect(),
+            oldest: vec![None; n],
+            batch_size,
+            task,
+        }
+    }
+
+    fn send_buf(&mut self, i: usize) -> Result<(), Halt>
+    where
+        T: Send,
+    {
+        let records = std::mem::take(&mut self.bufs[i]);
+        if records.is_empty() {
+            return Ok(());
+        }
+        let created = self.oldest[i].take().unwrap_or_else(Instant::now);
+        let r = send(&self.txs[i], Batch::with_created(records, created), &self.task);
+        if r.is_err() {
+            let held: usize = self.bufs.iter().map(Vec::len).sum();
+            self.task.add_abandoned(held as u64);
+            for b in &mut self.bufs {
+                b.clear();
+            }
+        }
+        r
+    }
+}
+
+impl<T: Send, H: Fn(&T) -> u64 + Send + Sync> Emit<T> for Hash<T, H> {
+    fn emit(&mut self, batch: Batch<T>) -> Result<(), Halt> {
+        let n = self.txs.len();
+        if n == 1 {
+            // One target: no hashing, the batch moves as is.
+            return send(&self.txs[0], batch, &self.task);
+        }
+        let created = batch.created;
+        let mut records = batch.records.into_iter();
+        while let Some(r) = records.next() {
+            let i = partition_of((self.hash)(&r), n);
+            let buf = &mut self.bufs[i];
+            if buf.capacity() == 0 {
+                buf.reserve_exact(self.batch_size);
+            }
+            buf.push(r);
+            if self.oldest[i].is_none() {
+                self.oldest[i] = Some(created);
+            }
+            if buf.len() >= self.batch_size {
+                if let Err(h) = self.send_buf(i) {
+                    self.task.add_abandoned(records.len() as u64);
+                    return Err(h);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self) -> Result<(), Halt> {
+        for i in 0..self.txs.len() {
+            self.send_buf(i)?;
+        }
+        Ok(())
+    }
+
+    fn finish(&mut self) -> Result<(), Halt> {
+        self.flush()?;
+        close_all(&mut self.txs);
+        Ok(())
+    }
+}
+
+/// Every downstream instance (or every branch) receives every record.
+pub(crate) struct Broadcast<T> {
+    pub txs: Vec<Sender<T>>,
+    /// Accounts the copies as records created (for the ledger).
+    pub stats: Arc<OpStats>,
+    pub task: Arc<TaskStats>,
+}
+
+impl<T: Clone + Send> Emit<T> for Broadcast<T> {
+    fn emit(&mut self, batch: Batch<T>) -> Result<(), Halt> {
+        let n = batch.len();
+        let k = self.txs.len();
+        self.stats.add(n, n * k);
+        let (last, rest) = match self.txs.split_last() {
+            Some(x) => x,
+            None => return Ok(()),
+        };
+        for (j, tx) in rest.iter().enumerate() {
+            if let Err(h) = send(tx, batch.clone(), &self.task) {
+                // The copies for the remaining targets were never sent either.
+                self.task.add_abandoned((n * (k - 1 - j)) as u64);
+                return Err(h);
+            }
+        }
+        send(last, batch, &self.task)
+    }
+    fn flush(&mut self) -> Result<(), Halt> {
+        Ok(())
+    }
+    fn finish(&mut self) -> Result<(), Halt> {
+        close_all(&mut self.txs);
+        Ok(())
+    }
+}
+
+/// Each record goes to the first branch if the predicate holds, else to the second.
+pub(crate) struct Split<T, P> {
+    pub yes: Box<dyn Emit<T>>,
+    pub no: Box<dyn Emit<T>>,
+    pub pred: Arc<P>,
+    pub op_id: usize,
+}
+
+impl<T: Send, P: Fn(&T) -> bool + Send + Sync> Emit<T> for Split<T, P> {
+    fn emit(&mut self, batch: Batch<T>) -> Result<(), Halt> {
+        crate::runtime::task::set_current_op(self.op_id);
+        let created = batch.created;
+        let (yes, no): (Vec<T>, Vec<T>) = batch.records.into_iter().partition(|r| (self.pred)(r));
+        if !yes.is_empty() {
+            self.yes.emit(Batch::with_created(yes, created))?;
+        }
+        if !no.is_empty() {
+            self.no.emit(Batch::with_created(no, created))?;
+        }
+        Ok(())
+    }
+    fn flush(&mut self) -> Result<(), Halt> {
+        self.yes.flush()?;
+        self.no.flush()
+    }
+    fn finish(&mut self) -> Result<(), Halt> {
+        let a = self.yes.finish();
+        let b = self.no.finish();
+        a.and(b)
+    }
+}
+
+/// Sends each batch to several chain tails (fan-out of one stream to several consumers).
+pub(crate) struct Tee<T> {
+    pub outs: Vec<Box<dyn Emit<T>>>,
+    pub stats: Arc<OpStats>,
+}
+
+impl<T: Clone + Send> Emit<T> for Tee<T> {
+    fn emit(&mut self, batch: Batch<T>) -> Result<(), Halt> {
+        let n = batch.len();
+        let k = self.outs.len();
+        self.stats.add(n, n * k);
+        let Some((last, rest)) = self.outs.split_last_mut() else {
+            return Ok(());
+        };
+        for o in rest {
+            o.emit(batch.clone())?;
+        }
+        last.emit(batch)
+    }
+    fn flush(&mut self) -> Result<(), Halt> {
+        for o in &mut self.outs {
+            o.flush()?;
+        }
+        Ok(())
+    }
+    fn finish(&mut self) -> Result<(), Halt> {
+        let mut r = Ok(());
+        for o in &mut self.outs {
+            let x = o.finish();
+            if r.is_ok() {
+                r = x;
+            }
+        }
+        r
+    }
+}

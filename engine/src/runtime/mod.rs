@@ -1,0 +1,464 @@
+//! The threaded runtime: one named OS thread per operator-chain instance.
+//!
+//! # Lifecycle
+//! - **Run**: sources are polled for batches; every other task receives from its inbox.
+//! - **Complete**: a source that is done finishes its chain; each `finish` forwards end of
+//!   stream in band, so downstream tasks drain everything queued before they end.
+//! - **Stop** ([`Job::stop`]): sources stop at their next batch boundary and the graph drains
+//!   as on completion. If it has not drained by the deadline, the job is aborted.
+//! - **Abort**: every edge wakes all its waiters and fails their calls; tasks exit, counting
+//!   the records they held as abandoned (in flight) in the ledger.
+//! - **Failure**: a panic in user code, or a sink error, records the failure (naming the
+//!   operator) and aborts the job. [`Job::wait`] returns the error; it never hangs on a
+//!   failed job: tasks stuck in user code are given a grace period, then detached and named
+//!   in the report.
+
+pub(crate) mod control;
+pub(crate) mod exchange;
+pub(crate) mod sinkstats;
+pub(crate) mod task;
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crate::edge::EdgeProbe;
+use crate::error::{BuildError, JobError};
+use crate::graph::Builder;
+use crate::ledger::Ledger;
+use crate::metrics::{OpStats, TaskState, TaskStats};
+use crate::policy::EdgePolicy;
+use crate::report::{
+    EdgeReport, JobReport, JobStatus, LatencySummary, OperatorReport, SinkReport, StageReport,
+};
+use crate::topology::{ExchangeKind, OpKind, Topology};
+use control::{Control, Failure};
+use sinkstats::SinkStats;
+use task::{current_op, Halt};
+
+pub use exchange::partition_of;
+
+/// How long a failed or aborted job waits for tasks stuck in user code before detaching them.
+const ABORT_GRACE: Duration = Duration::from_secs(5);
+
+struct OpInfo {
+    name: String,
+    kind: OpKind,
+    stats: Arc<OpStats>,
+    sink: Option<Arc<SinkStats>>,
+}
+
+struct StageInfo {
+    name: String,
+    ops: Vec<usize>,
+    tasks: Vec<Arc<TaskStats>>,
+}
+
+struct EdgeInfo {
+    name: String,
+    from: usize,
+    to: usize,
+    exchange: ExchangeKind,
+    capacity: usize,
+    policy: EdgePolicy,
+    ports: Vec<(Arc<dyn EdgeProbe>, usize)>,
+}
+
+/// A running job.
+///
+/// Dropping a `Job` without waiting aborts it.
+pub struct Job {
+    name: String,
+    control: Arc<Control>,
+    threads: Vec<(String, JoinHandle<()>)>,
+    ops: Vec<OpInfo>,
+    stages: Vec<StageInfo>,
+    edges: Vec<EdgeInfo>,
+    topology: Topology,
+    started: Instant,
+    stuck: Vec<String>,
+}
+
+impl std::fmt::Debug for Job {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Job")
+            .field("name", &self.name)
+            .field("tasks", &self.threads.len())
+            .finish_non_exhaustive()
+    }
+}
+
+pub(crate) fn spawn(mut b: Builder, topology: Topology) -> Result<Job, BuildError> {
+    let control = b.control.clone();
+    for e in &b.edges {
+        for (probe, _) in &e.ports {
+            control.add_probe(probe.clone());
+        }
+    }
+    let stage_names: Vec<String> = (0..b.stages.len()).map(|s| b.stage_name(s)).collect();
+    let mut job = Job {
+        name: b.name.clone(),
+        control: control.clone(),
+        threads: Vec::new(),
+        ops: b
+            .ops
+            .iter()
+            .map(|o| OpInfo {
+                name: o.name.clone(),
+                kind: o.kind,
+                stats: o.stats.clone(),
+                sink: o.sink.clone(),
+            })
+            .collect(),
+        stages: b
+            .stages
+            .iter()
+            .enumerate()
+            .map(|(i, s)| StageInfo {
+                name: stage_names[i].clone(),
+                ops: s.ops.clone(),
+                tasks: s.tasks.clone(),
+            })
+            .collect(),
+        edges: b
+            .edges
+            .iter()
+            .map(|e| EdgeInfo {
+                name: format!(
+                    "{} -> {}",
+                    b.ops[e.from_op].name,
+                    b.stages[e.to_stage]
+                        .ops
+                        .first()
+                        .map(|&o| b.ops[o].name.as_str())
+                        .unwrap_or(stage_names[e.to_stage].as_str())
+                ),
+                from: e.from_stage,
+                to: e.to_stage,
+                exchange: e.exchange,
+                capacity: e.capacity,
+                policy: e.policy,
+                ports: e.ports.clone(),
+            })
+            .collect(),
+        topology,
+        started: Instant::now(),
+        stuck: Vec::new(),
+    };
+    for (s, stage) in b.stages.iter_mut().enumerate() {
+        for (i, slot) in stage.runners.iter_mut().enumerate() {
+            let Some(runner) = slot.take() else { continue };
+            let task = stage.tasks[i].clone();
+            let ctl = control.clone();
+            let tname = format!("{}#{i}", stage_names[s]);
+            let spawned = std::thread::Builder::new().name(tname.clone()).spawn(move || {
+                task.set_state(TaskState::Running);
+                let r = catch_unwind(AssertUnwindSafe(move || runner.run()));
+                match r {
+                    Ok(Ok(())) | Ok(Err(Halt::Aborted)) => {}
+                    Ok(Err(Halt::SinkFailed { op, message })) => {
+                        ctl.fail(Failure::SinkFailed { op, message })
+                    }
+                    Err(payload) => {
+                        let op = current_op();
+                        ctl.fail(Failure::Panicked {
+                            op,
+                            message: panic_message(payload.as_ref()),
+                        })
+                    }
+                }
+                task.set_state(TaskState::Finished);
+                ctl.task_done();
+            });
+            match spawned {
+                Ok(h) => job.threads.push((tname, h)),
+                Err(e) => {
+                    control.abort();
+                    return Err(BuildError::Spawn {
+                        operator: tname,
+                        message: e.to_string(),
+                    });
+                }
+            }
+        }
+    }
+    Ok(job)
+}
+
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        (*s).to_string()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "non-string panic payload".to_string()
+    }
+}
+
+impl Job {
+    /// The job's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The job's graph.
+    pub fn topology(&self) -> &Topology {
+        &self.topology
+    }
+
+    /// True when every task has finished.
+    pub fn is_finished(&self) -> bool {
+        self.control.tasks_done() >= self.threads.len()
+    }
+
+    /// Asks sources to stop at their next batch boundary; the graph then drains. Returns at
+    /// once; [`Job::wait`] collects the report.
+    pub fn request_stop(&self) {
+        self.control.request_stop();
+    }
+
+    /// States of every task, by thread name, for observing where a job waits.
+    pub fn task_states(&self) -> Vec<(String, TaskState)> {
+        let mut v = Vec::new();
+        for st in &self.stages {
+            for (i, t) in st.tasks.iter().enumerate() {
+                v.push((format!("{}#{i}", st.name), t.state()));
+            }
+        }
+        v
+    }
+
+    /// A report of the job so far, while it runs. Its ledger's `in_flight` is what the other
+    /// terms leave unaccounted (records queued or in hand), so it always balances; the
+    /// independent check happens in the final report.
+    pub fn report(&self) -> JobReport {
+        let mut r = self.build_report(JobStatus::Running);
+        let l = r.ledger;
+        let accounted = l.delivered + l.filtered + l.dropped + l.deferred_pending + l.dead_lettered;
+        r.ledger = Ledger::new(
+            l.emitted,
+            l.delivered,
+            l.filtered,
+            l.dropped,
+            l.deferred_pending,
+            l.dead_lettered,
+            l.emitted.saturating_sub(accounted),
+        );
+        r
+    }
+
+    /// Waits for the job to complete and returns its report.
+    ///
+    /// # Errors
+    /// [`JobError::Panicked`] or [`JobError::SinkFailed`] if an operator failed (the report
+    /// is inside the error); [`JobError::LedgerMismatch`] if a record is unaccounted for.
+    pub fn wait(mut self) -> Result<JobReport, JobError> {
+        let total = self.threads.len();
+        loop {
+            if self.control.wait_done(total, None) {
+                break;
+            }
+            if self.control.aborted() {
+                let _ = self
+                    .control
+                    .wait_done(total, Some(Instant::now() + ABORT_GRACE));
+                break;
+            }
+        }
+        self.finish()
+    }
+
+    /// Stops the job: sources stop, the graph drains, and the report is returned. If the
+    /// graph has not drained within `deadline`, the job is aborted and the report shows what
+    /// was in flight.
+    ///
+    /// # Errors
+    /// As [`Job::wait`].
+    pub fn stop(mut self, deadline: Duration) -> Result<JobReport, JobError> {
+        let total = self.threads.len();
+        self.control.request_stop();
+        if !self
+            .control
+            .wait_done(total, Some(Instant::now() + deadline))
+        {
+            self.control.abort();
+            let _ = self
+                .control
+                .wait_done(total, Some(Instant::now() + ABORT_GRACE));
+        }
+        self.finish()
+    }
+
+    fn finish(&mut self) -> Result<JobReport, JobError> {
+        for (name, h) in std::mem::take(&mut self.threads) {
+            if h.is_finished() {
+                let _ = h.join();
+            } else {
+                // Stuck in user code after an abort: detach rather than hang.
+                self.stuck.push(name);
+            }
+        }
+        let status = if self.control.failure().is_some() {
+            JobStatus::Failed
+        } else if self.control.aborted() {
+            JobStatus::Aborted
+        } else if self.control.stop_requested() {
+            JobStatus::Stopped
+        } else {
+            JobStatus::Completed
+        };
+        let report = self.build_report(status);
+        match self.control.failure() {
+            Some(Failure::Panicked { op, message }) => Err(JobError::Panicked {
+                operator: self.op_name(op),
+                message,
+                report: Box::new(report),
+            }),
+            Some(Failure::SinkFailed { op, message }) => Err(JobError::SinkFailed {
+                operator: self.op_name(op),
+                message,
+                report: Box::new(report),
+            }),
+            None if !report.ledger.balanced => Err(JobError::LedgerMismatch {
+                detail: report.ledger.explain(),
+                report: Box::new(report),
+            }),
+            None => Ok(report),
+        }
+    }
+
+    fn op_name(&self, op: usize) -> String {
+        self.ops
+            .get(op)
+            .map(|o| o.name.clone())
+            .unwrap_or_else(|| "<runtime>".to_string())
+    }
+
+    fn build_report(&self, status: JobStatus) -> JobReport {
+        let duration = self.started.elapsed();
+        let secs = duration.as_secs_f64();
+        let mut emitted = 0u64;
+        let mut source_emitted = 0u64;
+        let mut filtered = 0u64;
+        let mut delivered = 0u64;
+        for o in &self.ops {
+            emitted += o.stats.created();
+            filtered += o.stats.absorbed();
+            if o.kind == OpKind::Source {
+                source_emitted += o.stats.records_out();
+            }
+            if let Some(s) = &o.sink {
+                delivered += s.delivered();
+            }
+        }
+        let edges: Vec<EdgeReport> = self
+            .edges
+            .iter()
+            .map(|e| {
+                let mut r = EdgeReport {
+                    name: e.name.clone(),
+                    from: self.stages[e.from].name.clone(),
+                    to: self.stages[e.to].name.clone(),
+                    exchange: e.exchange,
+                    policy: e.policy,
+                    capacity: e.capacity,
+                    ports: e.ports.len(),
+                    sent: 0,
+                    batches: 0,
+                    queued: 0,
+                    max_queued: 0,
+                    credit_wait_s: 0.0,
+                    blocked_sends: 0,
+                };
+                for (probe, port) in &e.ports {
+                    let s = probe.port_snapshot(*port);
+                    r.sent += s.sent_records;
+                    r.batches += s.sent_batches;
+                    r.queued += s.queued_records as u64;
+                    r.max_queued = r.max_queued.max(s.max_queued_records as u64);
+                    r.credit_wait_s += s.credit_wait_ns as f64 / 1e9;
+                    r.blocked_sends += s.blocked_sends;
+                }
+                r
+            })
+            .collect();
+        let queued: u64 = edges.iter().map(|e| e.queued).sum();
+        let mut abandoned = 0u64;
+        let stages: Vec<StageReport> = self
+            .stages
+            .iter()
+            .map(|st| {
+                let n = st.tasks.len().max(1) as f64;
+                let idle: f64 = st.tasks.iter().map(|t| t.idle_ns() as f64 / 1e9).sum();
+                let bp: f64 = st.tasks.iter().map(|t| t.backpressure_ns() as f64 / 1e9).sum();
+                abandoned += st.tasks.iter().map(|t| t.abandoned()).sum::<u64>();
+                let busy = (secs * n - idle - bp).max(0.0);
+                StageReport {
+                    name: st.name.clone(),
+                    parallelism: st.tasks.len(),
+                    operators: st
+                        .ops
+                        .iter()
+                        .map(|&o| OperatorReport {
+                            name: self.ops[o].name.clone(),
+                            kind: self.ops[o].kind,
+                            records_in: self.ops[o].stats.records_in(),
+                            records_out: self.ops[o].stats.records_out(),
+                        })
+                        .collect(),
+                    busy_s: busy,
+                    idle_s: idle,
+                    backpressured_s: bp,
+                    busy_ratio: if secs > 0.0 { busy / (secs * n) } else { 0.0 },
+                    states: st.tasks.iter().map(|t| t.state()).collect(),
+                }
+            })
+            .collect();
+        let sinks = self
+            .ops
+            .iter()
+            .filter_map(|o| {
+                o.sink.as_ref().map(|s| SinkReport {
+                    name: o.name.clone(),
+                    delivered: s.delivered(),
+                    latency_ms: s
+                        .latency_us()
+                        .map(|h| LatencySummary::from_histogram_us(&h))
+                        .unwrap_or_default(),
+                })
+            })
+            .collect();
+        let ledger = Ledger::new(
+            emitted,
+            delivered,
+            filtered,
+            0,
+            0,
+            0,
+            queued + abandoned,
+        );
+        let bottleneck = crate::report::bottleneck(&stages);
+        JobReport {
+            job: self.name.clone(),
+            status,
+            duration_s: secs,
+            source_emitted,
+            delivered_rate: if secs > 0.0 { delivered as f64 / secs } else { 0.0 },
+            stages,
+            edges,
+            sinks,
+            ledger,
+            bottleneck,
+            stuck_tasks: self.stuck.clone(),
+        }
+    }
+}
+
+impl Drop for Job {
+    fn drop(&mut self) {
+        if !self.threads.is_empty() {
+            self.control.abort();
+        }
+    }
+}

@@ -1,0 +1,248 @@
+//! Tasks: the body of one operator-chain instance (one thread), and the chained operators.
+//!
+//! A chain is a stack of [`Emit`] implementations built innermost-last: the head (a source or
+//! an inbox) pushes each batch into the first operator, which pushes its output into the next,
+//! and so on down to the tail (a sink or an exchange that sends on edges). Each link is a
+//! boxed trait object called once per batch; inside a link the per-record loop is
+//! monomorphized user code.
+
+use std::cell::Cell;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::batch::Batch;
+use crate::edge::{Receiver, RecvError, TryRecvError};
+use crate::metrics::{OpStats, TaskState, TaskStats};
+use crate::operator::{InstanceInfo, Operator, Sink, Source, SourceStatus};
+use crate::runtime::control::Control;
+use crate::runtime::sinkstats::{LatencyRecorder, SinkStats};
+
+/// Why a task stopped early.
+#[derive(Debug)]
+pub(crate) enum Halt {
+    /// The job is aborting; unwind quietly.
+    Aborted,
+    /// A sink failed; the job fails with this error.
+    SinkFailed { op: usize, message: String },
+}
+
+thread_local! {
+    /// The operator whose code this thread is running, for naming it when it panics.
+    static CURRENT_OP: Cell<usize> = const { Cell::new(usize::MAX) };
+}
+
+pub(crate) fn set_current_op(op: usize) {
+    CURRENT_OP.with(|c| c.set(op));
+}
+
+pub(crate) fn current_op() -> usize {
+    CURRENT_OP.with(|c| c.get())
+}
+
+/// One link of a chain: receives batches from the link before it.
+pub(crate) trait Emit<T>: Send {
+    /// Pushes one batch through this link and everything after it.
+    fn emit(&mut self, batch: Batch<T>) -> Result<(), Halt>;
+    /// The head has no input right now: push out partial buffers.
+    fn flush(&mut self) -> Result<(), Halt>;
+    /// End of stream: flush, forward the end, release outputs.
+    fn finish(&mut self) -> Result<(), Halt>;
+}
+
+/// The body of a task.
+pub(crate) trait Runner: Send {
+    fn run(self: Box<Self>) -> Result<(), Halt>;
+}
+
+/// A user [`Operator`] as a chain link.
+pub(crate) struct OpLink<I, O, P> {
+    pub op: P,
+    pub op_id: usize,
+    pub stats: Arc<OpStats>,
+    pub out: Box<dyn Emit<O>>,
+    pub _in: std::marker::PhantomData<fn(I)>,
+}
+
+impl<I, O, P> Emit<I> for OpLink<I, O, P>
+where
+    I: Send,
+    O: Send,
+    P: Operator<I, O>,
+{
+    fn emit(&mut self, batch: Batch<I>) -> Result<(), Halt> {
+        let n = batch.len();
+        set_current_op(self.op_id);
+        let out = self.op.process(batch.records);
+        self.stats.add(n, out.len());
+        if out.is_empty() {
+            return Ok(());
+        }
+        self.out.emit(Batch::with_created(out, batch.created))
+    }
+
+    fn flush(&mut self) -> Result<(), Halt> {
+        self.out.flush()
+    }
+
+    fn finish(&mut self) -> Result<(), Halt> {
+        set_current_op(self.op_id);
+        let tail = self.op.finish();
+        self.stats.add(0, tail.len());
+        if !tail.is_empty() {
+            self.out.emit(Batch::new(tail))?;
+        }
+        self.out.finish()
+    }
+}
+
+/// A user [`Sink`] as the tail of a chain.
+pub(crate) struct SinkLink<T, S> {
+    pub sink: S,
+    pub op_id: usize,
+    pub stats: Arc<SinkStats>,
+    pub task: Arc<TaskStats>,
+    pub latency: LatencyRecorder,
+    pub _t: std::marker::PhantomData<fn(T)>,
+}
+
+impl<T: Send, S: Sink<T>> Emit<T> for SinkLink<T, S> {
+    fn emit(&mut self, batch: Batch<T>) -> Result<(), Halt> {
+        let n = batch.len();
+        set_current_op(self.op_id);
+        match self.sink.write(batch.records) {
+            Ok(()) => {
+                self.latency.record(batch.created, n as u64);
+                self.stats.add_delivered(n as u64);
+                Ok(())
+            }
+            Err(e) => {
+                self.task.add_abandoned(n as u64);
+                Err(Halt::SinkFailed {
+                    op: self.op_id,
+                    message: e.message,
+                })
+            }
+        }
+    }
+
+    fn flush(&mut self) -> Result<(), Halt> {
+        Ok(())
+    }
+
+    fn finish(&mut self) -> Result<(), Halt> {
+        set_current_op(self.op_id);
+        self.latency.publish(&self.stats);
+        self.sink.finish().map_err(|e| Halt::SinkFailed {
+            op: self.op_id,
+            message: e.message,
+        })
+    }
+}
+
+impl<T, S> Drop for SinkLink<T, S> {
+    fn drop(&mut self) {
+        // Publish what was measured even when the task aborts.
+        self.latency.publish(&self.stats);
+    }
+}
+
+/// A task whose head is a [`Source`].
+pub(crate) struct SourceRunner<T, S> {
+    pub source: S,
+    pub op_id: usize,
+    pub stats: Arc<OpStats>,
+    pub task: Arc<TaskStats>,
+    pub control: Arc<Control>,
+    pub info: InstanceInfo,
+    pub out: Box<dyn Emit<T>>,
+}
+
+/// How long an idle source pauses before it is polled again.
+const IDLE_PAUSE: Duration = Duration::from_millis(1);
+
+impl<T: Send, S: Source<T>> Runner for SourceRunner<T, S> {
+    fn run(mut self: Box<Self>) -> Result<(), Halt> {
+        let max = self.info.batch_size;
+        loop {
+            if self.control.stop_requested() {
+                break;
+            }
+            let mut buf = Vec::with_capacity(max);
+            set_current_op(self.op_id);
+            let status = self.source.poll_batch(&mut buf, max);
+            let n = buf.len();
+            if n > 0 {
+                self.stats.add(0, n);
+                self.out.emit(Batch::new(buf))?;
+            }
+            match status {
+                SourceStatus::More => {}
+                SourceStatus::Done => break,
+                SourceStatus::Idle => {
+                    self.out.flush()?;
+                    self.task.set_state(TaskState::WaitingInput);
+                    let t0 = Instant::now();
+                    std::thread::sleep(IDLE_PAUSE);
+                    self.task.add_idle_ns(t0.elapsed().as_nanos() as u64);
+                    self.task.set_state(TaskState::Running);
+                }
+            }
+        }
+        self.out.finish()
+    }
+}
+
+/// A task whose head is an inbox (the edges from upstream tasks).
+pub(crate) struct InboxRunner<T> {
+    pub rx: Receiver<T>,
+    pub task: Arc<TaskStats>,
+    pub out: Box<dyn Emit<T>>,
+}
+
+impl<T: Send> Runner for InboxRunner<T> {
+    fn run(mut self: Box<Self>) -> Result<(), Halt> {
+        loop {
+            let batch = match self.rx.try_recv() {
+                Ok(b) => b,
+                Err(TryRecvError::Closed) => break,
+                Err(TryRecvError::Aborted) => return Err(Halt::Aborted),
+                Err(TryRecvError::Empty) => {
+                    // Nothing queued: push out partial buffers before waiting, so records
+                    // never sit in a buffer while the task is idle.
+                    self.out.flush()?;
+                    self.task.set_state(TaskState::WaitingInput);
+                    let t0 = Instant::now();
+                    let r = self.rx.recv();
+                    self.task.add_idle_ns(t0.elapsed().as_nanos() as u64);
+                    self.task.set_state(TaskState::Running);
+                    match r {
+                        Ok(b) => b,
+                        Err(RecvError::Closed) => break,
+                        Err(RecvError::Aborted) => return Err(Halt::Aborted),
+                    }
+                }
+            };
+            self.out.emit(batch)?;
+        }
+        self.out.finish()
+    }
+}
+
+/// A tail with no output edge. Never built for a well-formed graph; if it ever were, it
+/// refuses records loudly (abandoned, job aborted) rather than losing them silently.
+pub(crate) struct Nowhere {
+    pub task: Arc<TaskStats>,
+}
+
+impl<T: Send> Emit<T> for Nowhere {
+    fn emit(&mut self, batch: Batch<T>) -> Result<(), Halt> {
+        self.task.add_abandoned(batch.len() as u64);
+        Err(Halt::Aborted)
+    }
+    fn flush(&mut self) -> Result<(), Halt> {
+        Ok(())
+    }
+    fn finish(&mut self) -> Result<(), Halt> {
+        Ok(())
+    }
+}

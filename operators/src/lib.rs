@@ -1,0 +1,122 @@
+//! # sluice-operators
+//!
+//! Operators for Sluice streams, as extension traits on [`Stream`]: stateless record
+//! operators ([`StreamExt::map`], [`StreamExt::filter`], [`StreamExt::flat_map`],
+//! [`StreamExt::inspect`]), keyed state ([`StreamExt::key_by`] then [`KeyedStream::fold`]) and
+//! in-process sinks ([`SinkExt`]).
+//!
+//! Each is built on the engine's generic [`Stream::operator`] / [`Stream::sink`] builders,
+//! so stateless operators chain into their upstream's thread and their per-record loops are
+//! monomorphized user code.
+//!
+//! ```
+//! use sluice_engine::Pipeline;
+//! use sluice_connectors::PipelineExt;
+//! use sluice_operators::{SinkExt, StreamExt};
+//!
+//! let p = Pipeline::new("doc");
+//! let out = p
+//!     .iter_source("numbers", 1, |_| 0..100u64)
+//!     .map("square", |x| x * x)
+//!     .filter("even", |x| x % 2 == 0)
+//!     .key_by(|x| x % 3)
+//!     .fold("running sum", || 0u64, |sum, x| { *sum += x; *sum })
+//!     .collect("out");
+//! let report = p.run().unwrap().wait().unwrap();
+//! assert_eq!(out.take().len(), 50);
+//! assert!(report.ledger.balanced);
+//! ```
+
+#![warn(missing_docs)]
+
+mod keyed;
+mod record;
+mod sink;
+
+pub use keyed::{FoldOp, KeyedStream};
+pub use record::{Filter, FlatMap, Inspect, Map};
+pub use sink::{Collected, Counted, FoldSinkHandle, SinkExt};
+
+use std::hash::Hash;
+use std::sync::Arc;
+
+use sluice_engine::Stream;
+
+/// Record-at-a-time operators on a [`Stream`].
+pub trait StreamExt<T: Send + 'static>: Sized {
+    /// Transforms each record. Chains into the upstream thread.
+    fn map<U, F>(self, name: &str, f: F) -> Stream<U>
+    where
+        U: Send + 'static,
+        F: Fn(T) -> U + Send + Sync + 'static;
+
+    /// Keeps the records for which `f` holds; the others are counted as filtered in the
+    /// ledger. Chains into the upstream thread.
+    fn filter<F>(self, name: &str, f: F) -> Stream<T>
+    where
+        F: Fn(&T) -> bool + Send + Sync + 'static;
+
+    /// Turns each record into zero or more records. Chains into the upstream thread.
+    fn flat_map<U, I, F>(self, name: &str, f: F) -> Stream<U>
+    where
+        U: Send + 'static,
+        I: IntoIterator<Item = U>,
+        F: Fn(T) -> I + Send + Sync + 'static;
+
+    /// Calls `f` on each record and passes it on unchanged. Chains into the upstream thread.
+    fn inspect<F>(self, name: &str, f: F) -> Stream<T>
+    where
+        F: Fn(&T) + Send + Sync + 'static;
+
+    /// Partitions the stream by a key for a keyed stateful operator: records with equal keys
+    /// meet in one instance, in the order each upstream instance sent them.
+    fn key_by<K, KF>(self, key: KF) -> KeyedStream<T, K, KF>
+    where
+        K: Hash + Eq + Send + 'static,
+        KF: Fn(&T) -> K + Send + Sync + 'static;
+}
+
+impl<T: Send + 'static> StreamExt<T> for Stream<T> {
+    fn map<U, F>(self, name: &str, f: F) -> Stream<U>
+    where
+        U: Send + 'static,
+        F: Fn(T) -> U + Send + Sync + 'static,
+    {
+        let f = Arc::new(f);
+        self.operator(name, move |_| Map { f: f.clone() })
+    }
+
+    fn filter<F>(self, name: &str, f: F) -> Stream<T>
+    where
+        F: Fn(&T) -> bool + Send + Sync + 'static,
+    {
+        let f = Arc::new(f);
+        self.operator(name, move |_| Filter { f: f.clone() })
+    }
+
+    fn flat_map<U, I, F>(self, name: &str, f: F) -> Stream<U>
+    where
+        U: Send + 'static,
+        I: IntoIterator<Item = U>,
+        F: Fn(T) -> I + Send + Sync + 'static,
+    {
+        let f = Arc::new(f);
+        self.operator(name, move |_| FlatMap { f: f.clone() })
+    }
+
+    fn inspect<F>(self, name: &str, f: F) -> Stream<T>
+    where
+        F: Fn(&T) + Send + Sync + 'static,
+    {
+        let f = Arc::new(f);
+        self.operator(name, move |_| Inspect { f: f.clone() })
+    }
+
+    fn key_by<K, KF>(self, key: KF) -> KeyedStream<T, K, KF>
+    where
+        K: Hash + Eq + Send + 'static,
+        KF: Fn(&T) -> K + Send + Sync + 'static,
+    {
+        KeyedStream::new(self, key)
+    }
+}
