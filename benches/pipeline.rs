@@ -1,1 +1,81 @@
-fn main(){}
+//! W1 on Sluice against a hand-written crossbeam pipeline, in the same run.
+//!
+//! ```text
+//! cargo bench --bench pipeline
+//! ```
+//!
+//! Both run the same computation with the same threads (source+map+filter, keyed sum, sink
+//! per instance), batch size (1024) and buffered records (8192 per edge). After criterion's
+//! own measurements, an interleaved run (alternating the two, median of 7 each) prints the
+//! throughput ratio `sluice / baseline`; the engine-core target is >= 1.0.
+
+use std::time::Duration;
+
+use criterion::{criterion_group, Criterion, Throughput};
+use sluice::workloads::w1;
+
+const RECORDS: u64 = 4_000_000;
+
+fn configs() -> Vec<w1::Config> {
+    [1usize, 2]
+        .into_iter()
+        .map(|p| w1::Config {
+            records: RECORDS,
+            parallelism: p,
+            ..w1::Config::default()
+        })
+        .collect()
+}
+
+fn bench_w1(c: &mut Criterion) {
+    let mut g = c.benchmark_group("w1");
+    g.throughput(Throughput::Elements(RECORDS));
+    g.sample_size(10);
+    g.measurement_time(Duration::from_secs(4));
+    for cfg in configs() {
+        g.bench_function(format!("sluice/p{}", cfg.parallelism), |b| {
+            b.iter(|| w1::run_sluice(&cfg).map(|(o, _)| o.checksum).unwrap_or_default())
+        });
+        g.bench_function(format!("crossbeam/p{}", cfg.parallelism), |b| {
+            b.iter(|| w1::run_baseline(&cfg).checksum)
+        });
+    }
+    g.finish();
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+fn ratio() {
+    for cfg in configs() {
+        let (mut s, mut b) = (Vec::new(), Vec::new());
+        for _ in 0..7 {
+            if let Ok((o, _)) = w1::run_sluice(&cfg) {
+                s.push(o.rate(cfg.records));
+            }
+            b.push(w1::run_baseline(&cfg).rate(cfg.records));
+        }
+        if s.is_empty() {
+            println!("w1 p{}: sluice failed to run", cfg.parallelism);
+            continue;
+        }
+        let (ms, mb) = (median(s), median(b));
+        println!(
+            "w1 p{}: sluice {:.1} M rec/s, crossbeam {:.1} M rec/s, ratio {:.3}",
+            cfg.parallelism,
+            ms / 1e6,
+            mb / 1e6,
+            ms / mb
+        );
+    }
+}
+
+criterion_group!(benches, bench_w1);
+
+fn main() {
+    benches();
+    Criterion::default().configure_from_args().final_summary();
+    ratio();
+}

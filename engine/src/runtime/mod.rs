@@ -403,7 +403,10 @@ impl Job {
                         .map(|&o| OperatorReport {
                             name: self.ops[o].name.clone(),
                             kind: self.ops[o].kind,
-                            records_in: self.ops[o].stats.records_in(),
+                            records_in: match &self.ops[o].sink {
+                                Some(s) => s.delivered(),
+                                None => self.ops[o].stats.records_in(),
+                            },
                             records_out: self.ops[o].stats.records_out(),
                         })
                         .collect(),

@@ -1,0 +1,120 @@
+//! Graph validation returns typed errors before anything runs.
+
+mod common;
+
+use common::*;
+use sluice_engine::{BuildError, ExchangeKind, Pipeline, Topology, TopologyEdge, TopologyStage};
+
+#[test]
+fn zero_capacity_is_rejected() {
+    let p = Pipeline::new("z");
+    p.source("src", 1, range(10))
+        .edge_capacity(0)
+        .new_chain()
+        .sink("sink", |_| SlowSink(std::time::Duration::ZERO));
+    match p.run() {
+        Err(BuildError::ZeroCapacity { edge }) => assert!(edge.contains("src"), "{edge}"),
+        other => panic!("unexpected {other:?}"),
+    }
+}
+
+#[test]
+fn zero_parallelism_and_batch_size_are_rejected() {
+    let p = Pipeline::new("z");
+    p.source("src", 0, range(10)).sink("sink", |_| SlowSink(std::time::Duration::ZERO));
+    assert!(matches!(p.run(), Err(BuildError::ZeroParallelism { operator }) if operator == "src"));
+
+    let p = Pipeline::new("z").batch_size(0);
+    p.source("src", 1, range(10)).sink("sink", |_| SlowSink(std::time::Duration::ZERO));
+    assert_eq!(p.run().unwrap_err(), BuildError::ZeroBatchSize);
+}
+
+#[test]
+fn unconnected_output_is_rejected() {
+    let p = Pipeline::new("u");
+    let s = p.source("src", 1, range(10)).operator("dangling", |_| Identity);
+    drop(s);
+    match p.run() {
+        Err(BuildError::UnconnectedOutput { operator }) => assert_eq!(operator, "dangling"),
+        other => panic!("unexpected {other:?}"),
+    }
+    let msg = BuildError::UnconnectedOutput {
+        operator: "x".into(),
+    }
+    .to_string();
+    assert!(msg.contains("sink"), "the message says how to fix it: {msg}");
+}
+
+#[test]
+fn stream_kept_alive_past_run_is_rejected() {
+    let p = Pipeline::new("u");
+    let s = p.source("src", 1, range(10)).operator("held", |_| Identity);
+    let r = p.run();
+    assert!(matches!(r, Err(BuildError::UnconnectedOutput { operator }) if operator == "held"));
+    drop(s);
+}
+
+#[test]
+fn empty_pipeline_has_no_source() {
+    assert_eq!(Pipeline::new("e").run().unwrap_err(), BuildError::NoSource);
+}
+
+fn stage(name: &str, is_source: bool) -> TopologyStage {
+    TopologyStage {
+        name: name.into(),
+        parallelism: 1,
+        operators: vec![name.into()],
+        is_source,
+    }
+}
+
+fn edge(from: usize, to: usize) -> TopologyEdge {
+    TopologyEdge {
+        from,
+        to,
+        exchange: ExchangeKind::Forward,
+        capacity: 8,
+    }
+}
+
+#[test]
+fn cycle_is_found_and_named() {
+    let t = Topology {
+        stages: vec![stage("a", true), stage("b", false), stage("c", false), stage("d", false)],
+        edges: vec![edge(0, 1), edge(1, 2), edge(2, 3), edge(3, 1)],
+    };
+    assert_eq!(t.find_cycle(), Some(vec![1, 2, 3, 1]));
+    match t.validate() {
+        Err(BuildError::Cycle { path }) => assert_eq!(path, "b -> c -> d -> b"),
+        other => panic!("unexpected {other:?}"),
+    }
+    let dag = Topology {
+        stages: t.stages.clone(),
+        edges: vec![edge(0, 1), edge(0, 2), edge(1, 3), edge(2, 3)],
+    };
+    assert_eq!(dag.find_cycle(), None);
+    assert!(dag.validate().is_ok());
+}
+
+#[test]
+fn built_pipelines_describe_their_topology() {
+    let p = Pipeline::new("t");
+    p.source("src", 2, range(10))
+        .operator("id", |_| Identity)
+        .edge_capacity(77)
+        .rebalance(3)
+        .sink("sink", |_| SlowSink(std::time::Duration::ZERO));
+    let t = p.topology();
+    assert_eq!(t.stages.len(), 2);
+    assert_eq!(t.stages[0].name, "src+id");
+    assert_eq!(t.stages[1].parallelism, 3);
+    assert_eq!(t.edges, vec![TopologyEdge {
+        from: 0,
+        to: 1,
+        exchange: ExchangeKind::RoundRobin,
+        capacity: 77
+    }]);
+    let job = p.run().expect("valid");
+    let r = job.wait().expect("completes");
+    assert_eq!(r.ledger.delivered, 10);
+}

@@ -1,0 +1,3 @@
+//! Reference workloads shared by the examples, the benchmarks, the CLI and the tests.
+
+pub mod w1;
