@@ -171,7 +171,7 @@ pub struct Sender<T> {
     shared: Arc<Shared<T>>,
     port: usize,
     closed: bool,
-    task: Option<Arc<TaskStats>>,
+    task: Option<std::sync::Arc<TaskStats>>,
 }
 
 impl<T> std::fmt::Debug for Sender<T> {
@@ -281,7 +281,7 @@ impl<T> Sender<T> {
     }
 
     /// Attributes the time this sender waits for credit to a task.
-    pub(crate) fn attach_task(&mut self, task: Arc<TaskStats>) {
+    pub(crate) fn attach_task(&mut self, task: std::sync::Arc<TaskStats>) {
         self.task = Some(task);
     }
 
