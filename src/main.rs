@@ -1,1 +1,9 @@
-fn main(){}
+//! The `sluice` command line: run the example jobs, benchmark, render reports.
+
+use std::process::ExitCode;
+
+mod cli;
+
+fn main() -> ExitCode {
+    cli::main()
+}

@@ -1,0 +1,225 @@
+//! `sluice` subcommands. Exit codes: 0 success, 1 job failure, 2 usage or configuration error.
+
+use std::path::PathBuf;
+
+/// Like `println!`, but a closed stdout (`sluice ... | head`) ends output quietly instead of
+/// panicking.
+macro_rules! outln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout().lock(), $($arg)*);
+    }};
+}
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+use sluice::engine::JobReport;
+use sluice::workloads::w1;
+
+/// Sluice: a stream-processing engine built around backpressure.
+#[derive(Parser, Debug)]
+#[command(name = "sluice", version, about, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// List the example jobs.
+    Jobs,
+    /// Run an example job.
+    Run {
+        #[command(subcommand)]
+        job: Job,
+    },
+    /// Benchmarks.
+    Bench {
+        #[command(subcommand)]
+        bench: Bench,
+    },
+    /// Render a saved JSON report as a table.
+    Report {
+        /// A report written with `--json`.
+        file: PathBuf,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum Job {
+    /// W1: generate -> map -> filter -> keyed running sum -> checksum sink.
+    W1(W1Args),
+}
+
+#[derive(Subcommand, Debug)]
+enum Bench {
+    /// W1 on Sluice against a hand-written crossbeam pipeline, in the same run.
+    Pipeline {
+        #[command(flatten)]
+        w1: W1Args,
+        /// Rounds of each (alternating); the median is reported.
+        #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=100))]
+        rounds: u64,
+    },
+}
+
+#[derive(Args, Debug, Clone)]
+struct W1Args {
+    /// Records to generate.
+    #[arg(long, default_value_t = 20_000_000, value_parser = clap::value_parser!(u64).range(1..))]
+    records: u64,
+    /// Instances of every stage.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=64))]
+    parallelism: u64,
+    /// Records each edge buffers, per downstream instance.
+    #[arg(long, default_value_t = 8192, value_parser = clap::value_parser!(u64).range(1..))]
+    capacity: u64,
+    /// Write the job report as JSON to this file.
+    #[arg(long)]
+    json: Option<PathBuf>,
+}
+
+impl W1Args {
+    fn config(&self) -> w1::Config {
+        w1::Config {
+            records: self.records,
+            parallelism: self.parallelism as usize,
+            capacity: self.capacity as usize,
+            ..w1::Config::default()
+        }
+    }
+}
+
+const JOBS: &[(&str, &str)] = &[(
+    "w1",
+    "generate -> map -> filter -> key_by + running sum -> checksum sink (engine throughput)",
+)];
+
+pub fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let code = if e.use_stderr() { 2 } else { 0 };
+            let _ = e.print();
+            return ExitCode::from(code);
+        }
+    };
+    match cli.command {
+        Command::Jobs => {
+            for (name, what) in JOBS {
+                outln!("{name:<12} {what}");
+            }
+            ExitCode::SUCCESS
+        }
+        Command::Run { job: Job::W1(a) } => run_w1(&a),
+        Command::Bench {
+            bench: Bench::Pipeline { w1: a, rounds },
+        } => bench_pipeline(&a, rounds),
+        Command::Report { file } => render(&file),
+    }
+}
+
+fn run_w1(a: &W1Args) -> ExitCode {
+    let cfg = a.config();
+    match w1::run_sluice(&cfg) {
+        Ok((out, report)) => {
+            outln!("{report}");
+            outln!(
+                "records_out={} checksum={:016x} seconds={:.3} rate={:.1}M/s",
+                out.records_out,
+                out.checksum,
+                out.elapsed.as_secs_f64(),
+                out.rate(cfg.records) / 1e6
+            );
+            write_json(a.json.as_ref(), &report)
+        }
+        Err(e) => {
+            eoutln!("error: job w1 failed: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn bench_pipeline(a: &W1Args, rounds: u64) -> ExitCode {
+    let cfg = a.config();
+    let (mut s, mut b) = (Vec::new(), Vec::new());
+    for round in 0..rounds {
+        let out = match w1::run_sluice(&cfg) {
+            Ok((o, _)) => o,
+            Err(e) => {
+                eoutln!("error: job w1 failed: {e}");
+                return ExitCode::from(1);
+            }
+        };
+        let base = w1::run_baseline(&cfg);
+        if (out.records_out, out.checksum) != (base.records_out, base.checksum) {
+            eoutln!("error: sluice and the baseline disagree on W1's result");
+            return ExitCode::from(1);
+        }
+        outln!(
+            "round {}: sluice {:>6.1} M rec/s   crossbeam {:>6.1} M rec/s",
+            round + 1,
+            out.rate(cfg.records) / 1e6,
+            base.rate(cfg.records) / 1e6
+        );
+        s.push(out.rate(cfg.records));
+        b.push(base.rate(cfg.records));
+    }
+    let (ms, mb) = (median(s), median(b));
+    outln!(
+        "median: sluice {:.1} M rec/s, crossbeam {:.1} M rec/s, ratio {:.3} (p={}, capacity={}, records={})",
+        ms / 1e6,
+        mb / 1e6,
+        ms / mb,
+        cfg.parallelism,
+        cfg.capacity,
+        cfg.records
+    );
+    ExitCode::SUCCESS
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v.get(v.len() / 2).copied().unwrap_or(0.0)
+}
+
+fn write_json(path: Option<&PathBuf>, report: &JobReport) -> ExitCode {
+    let Some(path) = path else {
+        return ExitCode::SUCCESS;
+    };
+    let json = match report.to_json() {
+        Ok(j) => j,
+        Err(e) => {
+            eoutln!("error: could not serialize the report: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    if let Err(e) = std::fs::write(path, json) {
+        eoutln!("error: could not write {}: {e}", path.display());
+        return ExitCode::from(2);
+    }
+    ExitCode::SUCCESS
+}
+
+fn render(file: &PathBuf) -> ExitCode {
+    let text = match std::fs::read_to_string(file) {
+        Ok(t) => t,
+        Err(e) => {
+            eoutln!("error: cannot read {}: {e}", file.display());
+            return ExitCode::from(2);
+        }
+    };
+    match serde_json::from_str::<JobReport>(&text) {
+        Ok(r) => {
+            outln!("{r}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eoutln!(
+                "error: {} is not a Sluice job report ({e}); write one with `sluice run w1 --json FILE`",
+                file.display()
+            );
+            ExitCode::from(2)
+        }
+    }
+}
