@@ -134,7 +134,7 @@ fn run_w1(a: &W1Args) -> ExitCode {
             write_json(a.json.as_ref(), &report)
         }
         Err(e) => {
-            eoutln!("error: job w1 failed: {e}");
+            eprintln!("error: job w1 failed: {e}");
             ExitCode::from(1)
         }
     }
@@ -147,13 +147,13 @@ fn bench_pipeline(a: &W1Args, rounds: u64) -> ExitCode {
         let out = match w1::run_sluice(&cfg) {
             Ok((o, _)) => o,
             Err(e) => {
-                eoutln!("error: job w1 failed: {e}");
+                eprintln!("error: job w1 failed: {e}");
                 return ExitCode::from(1);
             }
         };
         let base = w1::run_baseline(&cfg);
         if (out.records_out, out.checksum) != (base.records_out, base.checksum) {
-            eoutln!("error: sluice and the baseline disagree on W1's result");
+            eprintln!("error: sluice and the baseline disagree on W1's result");
             return ExitCode::from(1);
         }
         outln!(
@@ -190,12 +190,12 @@ fn write_json(path: Option<&PathBuf>, report: &JobReport) -> ExitCode {
     let json = match report.to_json() {
         Ok(j) => j,
         Err(e) => {
-            eoutln!("error: could not serialize the report: {e}");
+            eprintln!("error: could not serialize the report: {e}");
             return ExitCode::from(1);
         }
     };
     if let Err(e) = std::fs::write(path, json) {
-        eoutln!("error: could not write {}: {e}", path.display());
+        eprintln!("error: could not write {}: {e}", path.display());
         return ExitCode::from(2);
     }
     ExitCode::SUCCESS
@@ -205,7 +205,7 @@ fn render(file: &PathBuf) -> ExitCode {
     let text = match std::fs::read_to_string(file) {
         Ok(t) => t,
         Err(e) => {
-            eoutln!("error: cannot read {}: {e}", file.display());
+            eprintln!("error: cannot read {}: {e}", file.display());
             return ExitCode::from(2);
         }
     };
@@ -215,7 +215,7 @@ fn render(file: &PathBuf) -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(e) => {
-            eoutln!(
+            eprintln!(
                 "error: {} is not a Sluice job report ({e}); write one with `sluice run w1 --json FILE`",
                 file.display()
             );
