@@ -11,7 +11,7 @@
 
 use std::time::Duration;
 
-use criterion::{criterion_group, Criterion, Throughput};
+use criterion::{Criterion, Throughput};
 use sluice::workloads::w1;
 
 const RECORDS: u64 = 4_000_000;
@@ -34,7 +34,11 @@ fn bench_w1(c: &mut Criterion) {
     g.measurement_time(Duration::from_secs(4));
     for cfg in configs() {
         g.bench_function(format!("sluice/p{}", cfg.parallelism), |b| {
-            b.iter(|| w1::run_sluice(&cfg).map(|(o, _)| o.checksum).unwrap_or_default())
+            b.iter(|| {
+                w1::run_sluice(&cfg)
+                    .map(|(o, _)| o.checksum)
+                    .unwrap_or_default()
+            })
         });
         g.bench_function(format!("crossbeam/p{}", cfg.parallelism), |b| {
             b.iter(|| w1::run_baseline(&cfg).checksum)
@@ -72,10 +76,9 @@ fn ratio() {
     }
 }
 
-criterion_group!(benches, bench_w1);
-
 fn main() {
-    benches();
-    Criterion::default().configure_from_args().final_summary();
+    let mut c = Criterion::default().configure_from_args();
+    bench_w1(&mut c);
+    c.final_summary();
     ratio();
 }

@@ -34,8 +34,8 @@ pub mod workloads;
 pub mod prelude {
     pub use sluice_connectors::{GeneratorConfig, PipelineExt};
     pub use sluice_engine::{
-        Batch, BuildError, EdgePolicy, InstanceInfo, Job, JobError, JobReport, Operator,
-        Pipeline, Sink, SinkError, Source, SourceStatus, Stream,
+        Batch, BuildError, EdgePolicy, InstanceInfo, Job, JobError, JobReport, Operator, Pipeline,
+        Sink, SinkError, Source, SourceStatus, Stream,
     };
     pub use sluice_operators::{SinkExt, StreamExt};
 }

@@ -1,4 +1,5 @@
 //! Fan-in, fan-out, exchanges and chaining, with exact counts and a balanced ledger.
+#![allow(clippy::unwrap_used, missing_docs)]
 
 use std::collections::BTreeMap;
 
@@ -27,7 +28,11 @@ fn stateless_operators_chain_into_one_thread() {
     assert_eq!(got.len() as u64, 2 * kept);
     let l = report.ledger;
     assert!(l.balanced, "{}", l.explain());
-    assert_eq!(l.emitted, 10_000 + kept, "flat_map's extra outputs count as emitted");
+    assert_eq!(
+        l.emitted,
+        10_000 + kept,
+        "flat_map's extra outputs count as emitted"
+    );
     assert_eq!(l.filtered, 10_000 - kept);
     assert_eq!(l.delivered, 2 * kept);
 }
@@ -41,7 +46,9 @@ fn union_merges_two_sources() {
     let report = p.run().expect("valid").wait().expect("completes");
     let mut got = out.take();
     got.sort_unstable();
-    let mut want: Vec<u64> = (0..5_000).chain((0..7_000).map(|x| x + 1_000_000)).collect();
+    let mut want: Vec<u64> = (0..5_000)
+        .chain((0..7_000).map(|x| x + 1_000_000))
+        .collect();
     want.sort_unstable();
     assert_eq!(got, want);
     assert!(report.ledger.balanced);
@@ -97,7 +104,10 @@ fn broadcast_and_rebalance_exchanges() {
     let out = numbers(&p, "src", 1, 1_000).parallelism(3).collect("out");
     let report = p.run().expect("valid").wait().expect("completes");
     assert_eq!(out.take().len(), 1_000);
-    assert_eq!(report.edges[0].exchange, sluice::engine::ExchangeKind::RoundRobin);
+    assert_eq!(
+        report.edges[0].exchange,
+        sluice::engine::ExchangeKind::RoundRobin
+    );
     assert_eq!(report.edges[0].ports, 3);
     assert!(report.ledger.balanced);
 }
@@ -110,16 +120,23 @@ fn key_by_keeps_per_key_order_across_instances() {
     let out = numbers(&p, "src", 2, 100_000)
         .key_by(|x| x % 64)
         .parallelism(3)
-        .fold("order", || (0u64, true), |st, x| {
-            let ok = st.1 && (st.0 == 0 || x > st.0);
-            *st = (x, ok);
-            ok
-        })
+        .fold(
+            "order",
+            || (0u64, true),
+            |st, x| {
+                let ok = st.1 && (st.0 == 0 || x > st.0);
+                *st = (x, ok);
+                ok
+            },
+        )
         .collect("out");
     let report = p.run().expect("valid").wait().expect("completes");
     let got = out.take();
     assert_eq!(got.len(), 100_000);
-    assert!(got.iter().all(|ok| *ok), "a key's records arrived out of order");
+    assert!(
+        got.iter().all(|ok| *ok),
+        "a key's records arrived out of order"
+    );
     assert_eq!(report.stages[1].parallelism, 3);
     assert!(report.ledger.balanced);
 }
@@ -129,16 +146,21 @@ fn report_renders_and_serializes() {
     let p = Pipeline::new("render");
     numbers(&p, "src", 1, 10_000)
         .key_by(|x| x % 10)
-        .fold("sum", || 0u64, |s, x| {
-            *s += x;
-            *s
-        })
+        .fold(
+            "sum",
+            || 0u64,
+            |s, x| {
+                *s += x;
+                *s
+            },
+        )
         .discard("sink");
     let report = p.run().expect("valid").wait().expect("completes");
     let table = report.to_string();
     assert!(table.contains("ledger: emitted 10,000"), "{table}");
     assert!(table.contains("[balanced]"));
-    let json: serde_json::Value = serde_json::from_str(&report.to_json().expect("json")).expect("parses");
+    let json: serde_json::Value =
+        serde_json::from_str(&report.to_json().expect("json")).expect("parses");
     assert_eq!(json["ledger"]["delivered"], 10_000);
     assert_eq!(json["ledger"]["balanced"], true);
     assert_eq!(json["status"], "completed");

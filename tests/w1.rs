@@ -1,5 +1,6 @@
 //! W1 on Sluice matches a single-threaded reference at every parallelism, and its report
 //! balances.
+#![allow(clippy::unwrap_used, missing_docs)]
 
 use sluice::workloads::w1;
 
@@ -12,7 +13,11 @@ fn check(records: u64, parallelism: usize, capacity: usize) {
     };
     let (out, report) = w1::run_sluice(&cfg).expect("w1 runs");
     let (n, x) = w1::reference(records);
-    assert_eq!((out.records_out, out.checksum), (n, x), "p={parallelism} cap={capacity}");
+    assert_eq!(
+        (out.records_out, out.checksum),
+        (n, x),
+        "p={parallelism} cap={capacity}"
+    );
     assert!(report.ledger.balanced, "{}", report.ledger.explain());
     assert_eq!(report.ledger.emitted, records);
     assert_eq!(report.ledger.delivered + report.ledger.filtered, records);

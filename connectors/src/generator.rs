@@ -105,9 +105,6 @@ impl<F> Generator<F> {
     }
 }
 
-
-
-
 impl<T, F> Source<T> for Generator<F>
 where
     T: Send + 'static,

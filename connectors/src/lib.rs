@@ -28,7 +28,13 @@ pub trait PipelineExt {
     /// A generator: record `i` is `f(i)`; instance `s` of `p` produces the indices with
     /// `i % p == s`, so each instance's records are in index order. See
     /// [`GeneratorConfig`] for the count and the target rate.
-    fn generator<T, F>(&self, name: &str, parallelism: usize, config: GeneratorConfig, f: F) -> Stream<T>
+    fn generator<T, F>(
+        &self,
+        name: &str,
+        parallelism: usize,
+        config: GeneratorConfig,
+        f: F,
+    ) -> Stream<T>
     where
         T: Send + 'static,
         F: Fn(u64) -> T + Send + Sync + 'static;
@@ -42,10 +48,18 @@ impl PipelineExt for Pipeline {
         I::IntoIter: Send + 'static,
         F: Fn(&InstanceInfo) -> I + 'static,
     {
-        self.source(name, parallelism, move |info| IterSource::new(f(info).into_iter()))
+        self.source(name, parallelism, move |info| {
+            IterSource::new(f(info).into_iter())
+        })
     }
 
-    fn generator<T, F>(&self, name: &str, parallelism: usize, config: GeneratorConfig, f: F) -> Stream<T>
+    fn generator<T, F>(
+        &self,
+        name: &str,
+        parallelism: usize,
+        config: GeneratorConfig,
+        f: F,
+    ) -> Stream<T>
     where
         T: Send + 'static,
         F: Fn(u64) -> T + Send + Sync + 'static,

@@ -783,7 +783,10 @@ impl<T: Clone + Send + 'static> Stream<T> {
     }
 }
 
-fn forward_tail<T: Send + 'static>(mut txs: Vec<Sender<T>>, task: Arc<TaskStats>) -> Box<dyn Emit<T>> {
+fn forward_tail<T: Send + 'static>(
+    mut txs: Vec<Sender<T>>,
+    task: Arc<TaskStats>,
+) -> Box<dyn Emit<T>> {
     match txs.pop() {
         Some(tx) => Box::new(Forward { tx, task }),
         None => Box::new(crate::runtime::task::Nowhere { task }),

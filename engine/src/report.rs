@@ -221,7 +221,14 @@ impl fmt::Display for JobReport {
             let ops = s
                 .operators
                 .iter()
-                .map(|o| format!("{} ({} -> {})", o.name, count(o.records_in), count(o.records_out)))
+                .map(|o| {
+                    format!(
+                        "{} ({} -> {})",
+                        o.name,
+                        count(o.records_in),
+                        count(o.records_out)
+                    )
+                })
                 .collect::<Vec<_>>()
                 .join(", ");
             writeln!(

@@ -1,5 +1,6 @@
 //! Backpressure with exact counts: a sink that stops consuming stops the source after the
 //! edges are full, and a slow sink bounds what the source can emit at every instant.
+#![allow(clippy::unwrap_used, missing_docs)]
 
 mod common;
 
@@ -30,7 +31,11 @@ fn stopped_sink_stops_source_after_edges_fill() {
     let parked = wait_until(Duration::from_secs(10), || {
         let states = job.task_states();
         gate.is_waiting()
-            && states.iter().filter(|(_, s)| *s == TaskState::WaitingCredit).count() == 2
+            && states
+                .iter()
+                .filter(|(_, s)| *s == TaskState::WaitingCredit)
+                .count()
+                == 2
     });
     assert!(parked, "tasks did not park: {:?}", job.task_states());
 
@@ -42,11 +47,17 @@ fn stopped_sink_stops_source_after_edges_fill() {
     assert_eq!(r.ledger.delivered, delivered);
     assert_eq!(r.edges[0].queued, C1 as u64);
     assert_eq!(r.edges[1].queued, C2 as u64);
-    assert_eq!(r.source_emitted, delivered + C1 as u64 + C2 as u64 + in_hand);
+    assert_eq!(
+        r.source_emitted,
+        delivered + C1 as u64 + C2 as u64 + in_hand
+    );
     // Still parked: the source emits nothing more while the sink is stopped.
     std::thread::sleep(Duration::from_millis(50));
     assert_eq!(job.report().source_emitted, r.source_emitted);
-    assert!(r.edges.iter().all(|e| e.credit_wait_s > 0.0 || e.blocked_sends > 0));
+    assert!(r
+        .edges
+        .iter()
+        .all(|e| e.credit_wait_s > 0.0 || e.blocked_sends > 0));
 
     gate.open();
     let report = job.wait().expect("job completes once the sink resumes");
@@ -83,7 +94,13 @@ fn slow_sink_bounds_emitted_at_every_sample() {
             tasks * B as u64
         );
         for e in &r.edges {
-            assert!(e.queued <= e.capacity as u64, "{} queued {} > {}", e.name, e.queued, e.capacity);
+            assert!(
+                e.queued <= e.capacity as u64,
+                "{} queued {} > {}",
+                e.name,
+                e.queued,
+                e.capacity
+            );
             assert!(e.max_queued <= e.capacity as u64);
         }
         samples += 1;

@@ -1,6 +1,6 @@
 //! Helpers shared by the engine's integration tests: plain sources, operators and sinks
 //! written against the engine's traits, and a gate to stop a sink at an exact point.
-#![allow(dead_code)]
+#![allow(clippy::unwrap_used, missing_docs, dead_code)]
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

@@ -1,5 +1,6 @@
 //! Property test: random send / receive / close sequences on an edge behave like a
 //! `VecDeque` model with credit, and the credit invariant holds after every step.
+#![allow(clippy::unwrap_used, missing_docs)]
 
 use std::collections::VecDeque;
 
@@ -10,10 +11,15 @@ use sluice_engine::{Batch, EdgePolicy};
 #[derive(Debug, Clone)]
 enum Op {
     /// try_send a batch of this many records on this port.
-    Send { port: usize, len: usize },
+    Send {
+        port: usize,
+        len: usize,
+    },
     Recv,
     /// Close the sender of this port.
-    Close { port: usize },
+    Close {
+        port: usize,
+    },
 }
 
 fn op(ports: usize) -> impl Strategy<Value = Op> {
@@ -114,10 +120,14 @@ proptest! {
 fn oversized_batch_is_clamped_not_deadlocked() {
     let (tx, rx) = edge::bounded::<u32>(4);
     // Larger than the whole capacity: takes all the credit, waits for an empty port.
-    tx.send(Batch::new((0..10).collect())).expect("clamped batch fits an empty port");
+    tx.send(Batch::new((0..10).collect()))
+        .expect("clamped batch fits an empty port");
     assert!(tx.try_send(Batch::new(vec![1])).unwrap_err().is_full());
     let s = rx.snapshot(0);
-    assert_eq!((s.available, s.in_flight_credit, s.queued_records), (0, 4, 10));
+    assert_eq!(
+        (s.available, s.in_flight_credit, s.queued_records),
+        (0, 4, 10)
+    );
     assert_eq!(rx.recv().expect("batch").len(), 10);
     tx.try_send(Batch::new(vec![1])).expect("credit returned");
 }
@@ -127,7 +137,8 @@ fn blocked_sender_waits_for_credit_and_counts_it() {
     let (tx, rx) = edge::bounded::<u32>(2);
     tx.send(Batch::new(vec![1, 2])).expect("fits");
     let t = std::thread::spawn(move || {
-        tx.send(Batch::new(vec![3])).expect("sent once credit returns");
+        tx.send(Batch::new(vec![3]))
+            .expect("sent once credit returns");
         tx.snapshot()
     });
     // Wait until the sender is blocked, then receive to return credit.
@@ -148,7 +159,10 @@ fn blocked_sender_waits_for_credit_and_counts_it() {
 fn dropped_receiver_disconnects_and_abort_wakes_everyone() {
     let (tx, rx) = edge::bounded::<u32>(1);
     tx.send(Batch::new(vec![1])).expect("fits");
-    let t = std::thread::spawn(move || tx.send(Batch::new(vec![2])).map_err(|e| e.into_inner().records));
+    let t = std::thread::spawn(move || {
+        tx.send(Batch::new(vec![2]))
+            .map_err(|e| e.into_inner().records)
+    });
     std::thread::sleep(std::time::Duration::from_millis(20));
     drop(rx);
     assert_eq!(t.join().expect("sender"), Err(vec![2]), "batch handed back");
@@ -162,8 +176,17 @@ fn dropped_receiver_disconnects_and_abort_wakes_everyone() {
     let t2 = std::thread::spawn(move || rx2.recv());
     std::thread::sleep(std::time::Duration::from_millis(20));
     p.abort();
-    assert_eq!(t2.join().expect("receiver").map(|b| b.records), Err(edge::RecvError::Aborted));
-    assert!(matches!(tx2.try_send(Batch::new(vec![1])), Err(TrySendError::Aborted(_))));
+    assert_eq!(
+        t2.join().expect("receiver").map(|b| b.records),
+        Err(edge::RecvError::Aborted)
+    );
+    assert!(matches!(
+        tx2.try_send(Batch::new(vec![1])),
+        Err(TrySendError::Aborted(_))
+    ));
     drop(tx);
-    assert_eq!(t.join().expect("receiver").map(|b| b.records), Err(edge::RecvError::Closed));
+    assert_eq!(
+        t.join().expect("receiver").map(|b| b.records),
+        Err(edge::RecvError::Closed)
+    );
 }

@@ -2,6 +2,7 @@
 //! abort, with tiny capacities. Run with
 //! `RUSTFLAGS="--cfg loom" cargo test -p sluice-engine --release --test loom_edge`.
 #![cfg(loom)]
+#![allow(clippy::unwrap_used, missing_docs)]
 
 use loom::thread;
 use sluice_engine::edge::{self, RecvError, SendError};
@@ -18,7 +19,11 @@ fn model<F: Fn() + Sync + Send + 'static>(f: F) {
 fn check_credit<T>(rx: &edge::Receiver<T>) {
     for p in 0..rx.ports() {
         let s = rx.snapshot(p);
-        assert_eq!(s.available + s.in_flight_credit, s.capacity, "credit invariant");
+        assert_eq!(
+            s.available + s.in_flight_credit,
+            s.capacity,
+            "credit invariant"
+        );
         assert!(s.queued_records <= s.capacity.max(s.queued_records));
     }
 }

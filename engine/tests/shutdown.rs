@@ -1,5 +1,6 @@
 //! Failure and shutdown: a panic names its operator and never hangs; a stop drains; a stop
 //! that cannot drain in time aborts and reports what was in flight.
+#![allow(clippy::unwrap_used, missing_docs)]
 
 mod common;
 
@@ -8,7 +9,9 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use parking_lot::Mutex;
-use sluice_engine::{JobError, JobStatus, Operator, Pipeline, Sink, SinkError, Source, SourceStatus};
+use sluice_engine::{
+    JobError, JobStatus, Operator, Pipeline, Sink, SinkError, Source, SourceStatus,
+};
 
 struct PanicAt(u64);
 impl Operator<u64, u64> for PanicAt {
@@ -36,7 +39,11 @@ fn panic_in_operator_fails_job_naming_it() {
     let err = p.run().expect("valid").wait().expect_err("must fail");
     assert!(t0.elapsed() < Duration::from_secs(20));
     match &err {
-        JobError::Panicked { operator, message, report } => {
+        JobError::Panicked {
+            operator,
+            message,
+            report,
+        } => {
             assert_eq!(operator, "explode");
             assert!(message.contains("bad record 5000"), "{message}");
             assert_eq!(report.status, JobStatus::Failed);
@@ -55,7 +62,8 @@ fn panic_in_source_and_sink_are_named() {
         }
     }
     let p = Pipeline::new("s");
-    p.source("boom", 2, |_| Boom).sink("c", |_| Collect(Arc::new(Mutex::new(Vec::new()))));
+    p.source("boom", 2, |_| Boom)
+        .sink("c", |_| Collect(Arc::new(Mutex::new(Vec::new()))));
     match p.run().expect("valid").wait() {
         Err(JobError::Panicked { operator, .. }) => assert_eq!(operator, "boom"),
         other => panic!("unexpected {other:?}"),
@@ -70,7 +78,9 @@ fn panic_in_source_and_sink_are_named() {
     let p = Pipeline::new("s");
     p.source("n", 1, range(10_000)).sink("writer", |_| BadSink);
     match p.run().expect("valid").wait() {
-        Err(JobError::SinkFailed { operator, message, .. }) => {
+        Err(JobError::SinkFailed {
+            operator, message, ..
+        }) => {
             assert_eq!(operator, "writer");
             assert_eq!(message, "disk full");
         }
@@ -102,7 +112,11 @@ fn stop_drains_and_balances() {
         .new_chain()
         .sink("collect", move |_| Collect(g.clone()));
     let job = p.run().expect("valid");
-    assert!(wait_until(Duration::from_secs(10), || job.report().ledger.delivered > 10_000));
+    assert!(wait_until(Duration::from_secs(10), || job
+        .report()
+        .ledger
+        .delivered
+        > 10_000));
     let report = job.stop(Duration::from_secs(10)).expect("drains");
     assert_eq!(report.status, JobStatus::Stopped);
     assert_eq!(report.ledger.in_flight, 0);
@@ -136,10 +150,15 @@ fn stop_that_cannot_drain_aborts_and_counts_in_flight() {
             gate.open();
         })
     };
-    let report = job.stop(Duration::from_millis(200)).expect("ledger balances after abort");
+    let report = job
+        .stop(Duration::from_millis(200))
+        .expect("ledger balances after abort");
     opener.join().expect("opener");
     assert_eq!(report.status, JobStatus::Aborted);
-    assert!(report.ledger.in_flight > 0, "records were queued when aborted");
+    assert!(
+        report.ledger.in_flight > 0,
+        "records were queued when aborted"
+    );
     assert!(report.ledger.balanced, "{}", report.ledger.explain());
 }
 

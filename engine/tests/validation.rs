@@ -1,4 +1,5 @@
 //! Graph validation returns typed errors before anything runs.
+#![allow(clippy::unwrap_used, missing_docs)]
 
 mod common;
 
@@ -21,18 +22,22 @@ fn zero_capacity_is_rejected() {
 #[test]
 fn zero_parallelism_and_batch_size_are_rejected() {
     let p = Pipeline::new("z");
-    p.source("src", 0, range(10)).sink("sink", |_| SlowSink(std::time::Duration::ZERO));
+    p.source("src", 0, range(10))
+        .sink("sink", |_| SlowSink(std::time::Duration::ZERO));
     assert!(matches!(p.run(), Err(BuildError::ZeroParallelism { operator }) if operator == "src"));
 
     let p = Pipeline::new("z").batch_size(0);
-    p.source("src", 1, range(10)).sink("sink", |_| SlowSink(std::time::Duration::ZERO));
+    p.source("src", 1, range(10))
+        .sink("sink", |_| SlowSink(std::time::Duration::ZERO));
     assert_eq!(p.run().unwrap_err(), BuildError::ZeroBatchSize);
 }
 
 #[test]
 fn unconnected_output_is_rejected() {
     let p = Pipeline::new("u");
-    let s = p.source("src", 1, range(10)).operator("dangling", |_| Identity);
+    let s = p
+        .source("src", 1, range(10))
+        .operator("dangling", |_| Identity);
     drop(s);
     match p.run() {
         Err(BuildError::UnconnectedOutput { operator }) => assert_eq!(operator, "dangling"),
@@ -42,7 +47,10 @@ fn unconnected_output_is_rejected() {
         operator: "x".into(),
     }
     .to_string();
-    assert!(msg.contains("sink"), "the message says how to fix it: {msg}");
+    assert!(
+        msg.contains("sink"),
+        "the message says how to fix it: {msg}"
+    );
 }
 
 #[test]
@@ -80,7 +88,12 @@ fn edge(from: usize, to: usize) -> TopologyEdge {
 #[test]
 fn cycle_is_found_and_named() {
     let t = Topology {
-        stages: vec![stage("a", true), stage("b", false), stage("c", false), stage("d", false)],
+        stages: vec![
+            stage("a", true),
+            stage("b", false),
+            stage("c", false),
+            stage("d", false),
+        ],
         edges: vec![edge(0, 1), edge(1, 2), edge(2, 3), edge(3, 1)],
     };
     assert_eq!(t.find_cycle(), Some(vec![1, 2, 3, 1]));
@@ -108,12 +121,15 @@ fn built_pipelines_describe_their_topology() {
     assert_eq!(t.stages.len(), 2);
     assert_eq!(t.stages[0].name, "src+id");
     assert_eq!(t.stages[1].parallelism, 3);
-    assert_eq!(t.edges, vec![TopologyEdge {
-        from: 0,
-        to: 1,
-        exchange: ExchangeKind::RoundRobin,
-        capacity: 77
-    }]);
+    assert_eq!(
+        t.edges,
+        vec![TopologyEdge {
+            from: 0,
+            to: 1,
+            exchange: ExchangeKind::RoundRobin,
+            capacity: 77
+        }]
+    );
     let job = p.run().expect("valid");
     let r = job.wait().expect("completes");
     assert_eq!(r.ledger.delivered, 10);

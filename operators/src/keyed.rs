@@ -66,7 +66,9 @@ where
         I: Fn() -> S + Send + Sync + 'static,
         F: Fn(&mut S, T) -> U + Send + Sync + 'static,
     {
-        let p = self.parallelism.unwrap_or_else(|| self.stream.parallelism_of());
+        let p = self
+            .parallelism
+            .unwrap_or_else(|| self.stream.parallelism_of());
         let key = self.key;
         let hk = key.clone();
         let hasher = FxBuildHasher;
@@ -102,7 +104,12 @@ where
     F: Fn(&mut S, T) -> U + Send + Sync + 'static,
 {
     fn process(&mut self, input: Vec<T>) -> Vec<U> {
-        let FoldOp { state, key, init, f } = self;
+        let FoldOp {
+            state,
+            key,
+            init,
+            f,
+        } = self;
         let (key, init, f) = (&**key, &**init, &**f);
         input
             .into_iter()

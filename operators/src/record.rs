@@ -78,4 +78,3 @@ where
         input
     }
 }
-

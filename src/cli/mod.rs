@@ -101,6 +101,10 @@ pub fn main() -> ExitCode {
         Err(e) => {
             let code = if e.use_stderr() { 2 } else { 0 };
             let _ = e.print();
+            if e.kind() == clap::error::ErrorKind::InvalidSubcommand {
+                let names: Vec<&str> = JOBS.iter().map(|(n, _)| *n).collect();
+                eprintln!("available jobs: {} (see `sluice jobs`)", names.join(", "));
+            }
             return ExitCode::from(code);
         }
     };

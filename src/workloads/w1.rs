@@ -120,22 +120,35 @@ pub fn reference(records: u64) -> (u64, u64) {
 /// Builds W1 on a pipeline: three chains per instance (source+map+filter, keyed sum, sink),
 /// the same threads as the baseline. Returns the handle to read the sink's result from.
 pub fn build(p: &Pipeline, cfg: &Config) -> sluice_operators::FoldSinkHandle<(u64, u64)> {
-    p.generator("source", cfg.parallelism, GeneratorConfig::count(cfg.records), gen)
-        .map("rotate", rotate)
-        .filter("keep", keep)
-        .edge_capacity(cfg.capacity)
-        .key_by(key)
-        .fold("running sum", || 0u64, |sum, mut r: Record| {
+    p.generator(
+        "source",
+        cfg.parallelism,
+        GeneratorConfig::count(cfg.records),
+        gen,
+    )
+    .map("rotate", rotate)
+    .filter("keep", keep)
+    .edge_capacity(cfg.capacity)
+    .key_by(key)
+    .fold(
+        "running sum",
+        || 0u64,
+        |sum, mut r: Record| {
             *sum = sum.wrapping_add(r.value);
             r.value = *sum;
             r
-        })
-        .new_chain()
-        .edge_capacity(cfg.capacity)
-        .fold_sink("checksum", || (0u64, 0u64), |acc, r: Record| {
+        },
+    )
+    .new_chain()
+    .edge_capacity(cfg.capacity)
+    .fold_sink(
+        "checksum",
+        || (0u64, 0u64),
+        |acc, r: Record| {
             acc.0 += 1;
             acc.1 ^= r.value;
-        })
+        },
+    )
 }
 
 /// Runs W1 on Sluice.
@@ -146,7 +159,10 @@ pub fn run_sluice(cfg: &Config) -> Result<(Outcome, JobReport), Box<dyn std::err
     let p = Pipeline::new("w1").batch_size(cfg.batch_size);
     let sink = build(&p, cfg);
     let t0 = Instant::now();
-    let report = p.run()?.wait().map_err(|e: JobError| Box::new(e) as Box<dyn std::error::Error>)?;
+    let report = p
+        .run()?
+        .wait()
+        .map_err(|e: JobError| Box::new(e) as Box<dyn std::error::Error>)?;
     let elapsed = t0.elapsed();
     let (mut n, mut x) = (0u64, 0u64);
     for (c, s) in sink.take() {

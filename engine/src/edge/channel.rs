@@ -176,7 +176,9 @@ pub struct Sender<T> {
 
 impl<T> std::fmt::Debug for Sender<T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Sender").field("port", &self.port).finish_non_exhaustive()
+        f.debug_struct("Sender")
+            .field("port", &self.port)
+            .finish_non_exhaustive()
     }
 }
 

@@ -87,7 +87,12 @@ pub(crate) struct Hash<T, H> {
 }
 
 impl<T, H> Hash<T, H> {
-    pub(crate) fn new(txs: Vec<Sender<T>>, hash: Arc<H>, batch_size: usize, task: Arc<TaskStats>) -> Self {
+    pub(crate) fn new(
+        txs: Vec<Sender<T>>,
+        hash: Arc<H>,
+        batch_size: usize,
+        task: Arc<TaskStats>,
+    ) -> Self {
         let n = txs.len();
         Self {
             txs,
@@ -108,7 +113,11 @@ impl<T, H> Hash<T, H> {
             return Ok(());
         }
         let created = self.oldest[i].take().unwrap_or_else(Instant::now);
-        let r = send(&self.txs[i], Batch::with_created(records, created), &self.task);
+        let r = send(
+            &self.txs[i],
+            Batch::with_created(records, created),
+            &self.task,
+        );
         if r.is_err() {
             let held: usize = self.bufs.iter().map(Vec::len).sum();
             self.task.add_abandoned(held as u64);

@@ -152,25 +152,27 @@ pub(crate) fn spawn(mut b: Builder, topology: Topology) -> Result<Job, BuildErro
             let task = stage.tasks[i].clone();
             let ctl = control.clone();
             let tname = format!("{}#{i}", stage_names[s]);
-            let spawned = std::thread::Builder::new().name(tname.clone()).spawn(move || {
-                task.set_state(TaskState::Running);
-                let r = catch_unwind(AssertUnwindSafe(move || runner.run()));
-                match r {
-                    Ok(Ok(())) | Ok(Err(Halt::Aborted)) => {}
-                    Ok(Err(Halt::SinkFailed { op, message })) => {
-                        ctl.fail(Failure::SinkFailed { op, message })
+            let spawned = std::thread::Builder::new()
+                .name(tname.clone())
+                .spawn(move || {
+                    task.set_state(TaskState::Running);
+                    let r = catch_unwind(AssertUnwindSafe(move || runner.run()));
+                    match r {
+                        Ok(Ok(())) | Ok(Err(Halt::Aborted)) => {}
+                        Ok(Err(Halt::SinkFailed { op, message })) => {
+                            ctl.fail(Failure::SinkFailed { op, message })
+                        }
+                        Err(payload) => {
+                            let op = current_op();
+                            ctl.fail(Failure::Panicked {
+                                op,
+                                message: panic_message(payload.as_ref()),
+                            })
+                        }
                     }
-                    Err(payload) => {
-                        let op = current_op();
-                        ctl.fail(Failure::Panicked {
-                            op,
-                            message: panic_message(payload.as_ref()),
-                        })
-                    }
-                }
-                task.set_state(TaskState::Finished);
-                ctl.task_done();
-            });
+                    task.set_state(TaskState::Finished);
+                    ctl.task_done();
+                });
             match spawned {
                 Ok(h) => job.threads.push((tname, h)),
                 Err(e) => {
@@ -391,7 +393,11 @@ impl Job {
             .map(|st| {
                 let n = st.tasks.len().max(1) as f64;
                 let idle: f64 = st.tasks.iter().map(|t| t.idle_ns() as f64 / 1e9).sum();
-                let bp: f64 = st.tasks.iter().map(|t| t.backpressure_ns() as f64 / 1e9).sum();
+                let bp: f64 = st
+                    .tasks
+                    .iter()
+                    .map(|t| t.backpressure_ns() as f64 / 1e9)
+                    .sum();
                 abandoned += st.tasks.iter().map(|t| t.abandoned()).sum::<u64>();
                 let busy = (secs * n - idle - bp).max(0.0);
                 StageReport {
@@ -432,22 +438,18 @@ impl Job {
                 })
             })
             .collect();
-        let ledger = Ledger::new(
-            emitted,
-            delivered,
-            filtered,
-            0,
-            0,
-            0,
-            queued + abandoned,
-        );
+        let ledger = Ledger::new(emitted, delivered, filtered, 0, 0, 0, queued + abandoned);
         let bottleneck = crate::report::bottleneck(&stages);
         JobReport {
             job: self.name.clone(),
             status,
             duration_s: secs,
             source_emitted,
-            delivered_rate: if secs > 0.0 { delivered as f64 / secs } else { 0.0 },
+            delivered_rate: if secs > 0.0 {
+                delivered as f64 / secs
+            } else {
+                0.0
+            },
             stages,
             edges,
             sinks,

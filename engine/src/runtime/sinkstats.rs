@@ -61,7 +61,10 @@ impl LatencyRecorder {
     /// Records `count` records whose batch was created at `created`.
     pub(crate) fn record(&mut self, created: Instant, count: u64) {
         let Some(h) = &mut self.local else { return };
-        let us = created.elapsed().as_micros().clamp(1, MAX_LATENCY_US as u128) as u64;
+        let us = created
+            .elapsed()
+            .as_micros()
+            .clamp(1, MAX_LATENCY_US as u128) as u64;
         // Within the bounds just clamped to, recording cannot fail.
         let _ = h.record_n(us, count);
     }

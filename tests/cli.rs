@@ -1,0 +1,74 @@
+//! The `sluice` binary: jobs run to completion, bad arguments exit 2 with a useful message.
+#![allow(clippy::unwrap_used, missing_docs)]
+
+use std::process::Command;
+
+fn sluice(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .args(args)
+        .output()
+        .expect("sluice runs")
+}
+
+#[test]
+fn run_w1_prints_result_and_writes_json() {
+    let dir = std::env::temp_dir().join(format!("sluice-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("tmp dir");
+    let json = dir.join("w1.json");
+    let out = sluice(&[
+        "run",
+        "w1",
+        "--records",
+        "200000",
+        "--parallelism",
+        "2",
+        "--json",
+        json.to_str().expect("utf8 path"),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let (n, x) = sluice::workloads::w1::reference(200_000);
+    assert!(
+        stdout.contains(&format!("records_out={n} checksum={x:016x}")),
+        "{stdout}"
+    );
+    assert!(stdout.contains("[balanced]"), "{stdout}");
+
+    let rendered = sluice(&["report", json.to_str().expect("utf8 path")]);
+    assert!(rendered.status.success());
+    assert!(String::from_utf8_lossy(&rendered.stdout).contains("job w1: Completed"));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn bad_arguments_exit_2_with_a_message() {
+    let out = sluice(&["run", "w1", "--parallelism", "0"]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("--parallelism") && err.contains("1..=64"),
+        "{err}"
+    );
+
+    let out = sluice(&["run", "nope"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("w1"),
+        "lists valid jobs"
+    );
+
+    let out = sluice(&["report", "/nonexistent/report.json"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot read"));
+}
+
+#[test]
+fn jobs_lists_w1() {
+    let out = sluice(&["jobs"]);
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("w1"));
+}
