@@ -66,9 +66,19 @@ struct Port<T> {
     credit_wait_ns: u64,
     blocked_sends: u64,
     max_queued_records: usize,
+    /// Senders parked on this port, and the largest weight one of them waits for.
+    waiting: usize,
+    wanted: usize,
 }
 
 impl<T> Port<T> {
+    /// Whether returning credit should wake this port's parked senders: only once enough
+    /// credit has come back for a run of sends (half the capacity, or what the largest
+    /// waiter needs), so a full edge does not ping-pong one wake-up per batch.
+    fn should_wake_senders(&self) -> bool {
+        self.waiting > 0 && self.available >= self.wanted.max(self.capacity / 2)
+    }
+
     fn ended(&self) -> bool {
         self.open_senders == 0 && self.queue.is_empty()
     }
@@ -112,6 +122,24 @@ pub struct PortSnapshot {
     pub blocked_sends: u64,
     /// Senders still open.
     pub open_senders: usize,
+}
+
+/// Back-off rounds before a sender or receiver parks (none under loom, whose models explore
+/// the parking paths).
+#[cfg(not(loom))]
+const SPIN_STEPS: u32 = 10;
+#[cfg(loom)]
+const SPIN_STEPS: u32 = 0;
+
+/// Spins for the first rounds, then yields the CPU (crossbeam's backoff shape).
+fn backoff(step: u32) {
+    if step < 6 {
+        for _ in 0..(1u32 << step) {
+            std::hint::spin_loop();
+        }
+    } else {
+        std::thread::yield_now();
+    }
 }
 
 /// Type-erased access to an inbox, for the runtime's metrics and abort.
@@ -200,6 +228,7 @@ impl<T> Sender<T> {
         let mut st = self.shared.state.lock();
         let weight = st.ports[self.port].weight(batch.len());
         let mut waited_since: Option<Instant> = None;
+        let mut spins = 0;
         loop {
             if st.aborted {
                 drop(st);
@@ -221,9 +250,26 @@ impl<T> Sender<T> {
                     t.set_state(TaskState::WaitingCredit);
                 }
             }
+            if spins < SPIN_STEPS {
+                // Credit usually returns within microseconds: back off briefly before
+                // parking, which costs a futex round trip and a context switch.
+                drop(st);
+                backoff(spins);
+                spins += 1;
+                st = self.shared.state.lock();
+                continue;
+            }
             st.senders_waiting += 1;
+            let port = &mut st.ports[self.port];
+            port.waiting += 1;
+            port.wanted = port.wanted.max(weight);
             st = self.shared.credit_ready.wait(st);
             st.senders_waiting -= 1;
+            let port = &mut st.ports[self.port];
+            port.waiting -= 1;
+            if port.waiting == 0 {
+                port.wanted = 0;
+            }
         }
         if let Some(since) = waited_since {
             let ns = since.elapsed().as_nanos() as u64;
@@ -384,6 +430,8 @@ impl<T> Receiver<T> {
             credit_wait_ns: 0,
             blocked_sends: 0,
             max_queued_records: 0,
+            waiting: 0,
+            wanted: 0,
         });
         drop(st);
         Sender {
@@ -401,12 +449,20 @@ impl<T> Receiver<T> {
     /// [`RecvError::Aborted`] if the job is aborting.
     pub fn recv(&self) -> Result<Batch<T>, RecvError> {
         let mut st = self.shared.state.lock();
+        let mut spins = 0;
         loop {
             match self.take(&mut st) {
                 Ok(batch) => return Ok(batch),
                 Err(TryRecvError::Empty) => {}
                 Err(TryRecvError::Closed) => return Err(RecvError::Closed),
                 Err(TryRecvError::Aborted) => return Err(RecvError::Aborted),
+            }
+            if spins < SPIN_STEPS {
+                drop(st);
+                backoff(spins);
+                spins += 1;
+                st = self.shared.state.lock();
+                continue;
             }
             st.receiver_waiting = true;
             st = self.shared.data_ready.wait(st);
@@ -436,8 +492,9 @@ impl<T> Receiver<T> {
                 port.available += weight;
                 port.queued_records -= batch.len();
                 port.received_records += batch.len() as u64;
+                let wake = port.should_wake_senders();
                 st.cursor = (idx + 1) % n;
-                if st.senders_waiting > 0 {
+                if wake {
                     self.shared.credit_ready.notify_all();
                 }
                 return Ok(batch);
