@@ -1,0 +1,99 @@
+//! Priority classes: an ordered rank per record that overload policies act on, lowest first.
+//!
+//! A record's class comes from a classifier given to the edge (a closure) or from the record
+//! itself through [`Prioritized`]. Classes are small ranks `0..CLASSES`; the named ones follow
+//! log levels. Policies classify records only on their slow path (when the edge is under
+//! pressure), so an edge that never fills never calls the classifier.
+
+use std::fmt;
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+/// Number of distinct priority ranks (`0..CLASSES`); higher ranks saturate to the top one.
+pub const CLASSES: usize = 8;
+
+/// An ordered priority class: `Debug < Info < Warn < Error < Critical`, or a numeric rank.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Priority(u8);
+
+impl Priority {
+    /// Debug telemetry: the first to be shed.
+    pub const DEBUG: Priority = Priority(0);
+    /// Informational.
+    pub const INFO: Priority = Priority(1);
+    /// Warnings.
+    pub const WARN: Priority = Priority(2);
+    /// Errors: never shed by the default watermarks.
+    pub const ERROR: Priority = Priority(3);
+    /// Critical: never shed by the default watermarks.
+    pub const CRITICAL: Priority = Priority(4);
+    /// Class of records an edge cannot classify (no classifier configured).
+    pub const DEFAULT: Priority = Priority::INFO;
+
+    /// A numeric rank; ranks at or above [`CLASSES`] saturate to the highest.
+    pub const fn rank(rank: u8) -> Priority {
+        if (rank as usize) < CLASSES {
+            Priority(rank)
+        } else {
+            Priority((CLASSES - 1) as u8)
+        }
+    }
+
+    /// The rank as an index `0..CLASSES`.
+    pub const fn index(self) -> usize {
+        self.0 as usize
+    }
+
+    /// The class's name: `debug`, `info`, `warn`, `error`, `critical`, or `p5`..`p7`.
+    pub fn name(self) -> &'static str {
+        const NAMES: [&str; CLASSES] = ["debug", "info", "warn", "error", "critical", "p5", "p6", "p7"];
+        NAMES[self.index()]
+    }
+
+    /// Every class, lowest first.
+    pub fn all() -> impl Iterator<Item = Priority> {
+        (0..CLASSES as u8).map(Priority)
+    }
+
+    /// Parses a class name (case-insensitive) or a numeric rank.
+    pub fn parse(s: &str) -> Option<Priority> {
+        let l = s.trim().to_ascii_lowercase();
+        match l.as_str() {
+            "debug" | "trace" => Some(Priority::DEBUG),
+            "info" => Some(Priority::INFO),
+            "warn" | "warning" => Some(Priority::WARN),
+            "error" => Some(Priority::ERROR),
+            "critical" | "fatal" => Some(Priority::CRITICAL),
+            _ => l
+                .strip_prefix('p')
+                .unwrap_or(&l)
+                .parse::<u8>()
+                .ok()
+                .filter(|r| (*r as usize) < CLASSES)
+                .map(Priority),
+        }
+    }
+}
+
+impl fmt::Debug for Priority {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl fmt::Display for Priority {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Records that know their own priority class.
+pub trait Prioritized {
+    /// This record's class.
+    fn priority(&self) -> Priority;
+}
+
+/// A shared classifier closure, as stored on an edge.
+pub type Classifier<T> = Arc<dyn Fn(&T) -> Priority + Send + Sync>;
