@@ -13,6 +13,14 @@ pub enum BuildError {
         /// The edge, `upstream -> downstream`.
         edge: String,
     },
+    /// An edge's policy acts on priority classes but the edge has no classifier.
+    #[error("edge `{edge}` uses policy {policy}, which needs record classes: call `.classify(..)` or `.prioritized()` before the edge")]
+    PolicyNeedsClassifier {
+        /// The edge.
+        edge: String,
+        /// The policy.
+        policy: String,
+    },
     /// An operator was given parallelism 0.
     #[error("operator `{operator}` has parallelism 0: use at least 1")]
     ZeroParallelism {

@@ -20,11 +20,12 @@ use std::collections::BTreeMap;
 use std::rc::Rc;
 use std::sync::Arc;
 
-use crate::edge::{EdgeProbe, Receiver, Sender};
+use crate::edge::{DropTapFn, Dropped, EdgeProbe, PortConfig, Receiver, Sender};
 use crate::error::BuildError;
 use crate::metrics::{OpStats, TaskStats};
 use crate::operator::{InstanceInfo, Operator, Sink, Source};
 use crate::policy::EdgePolicy;
+use crate::priority::{Classifier, Prioritized, Priority};
 use crate::runtime::exchange::{Broadcast, Forward, Hash, RoundRobin, Split, Tee};
 use crate::runtime::sinkstats::{LatencyRecorder, SinkStats};
 use crate::runtime::task::{Emit, InboxRunner, OpLink, Runner, SinkLink, SourceRunner};
@@ -286,6 +287,8 @@ impl Pipeline {
             last_op: op,
             capacity: None,
             policy: EdgePolicy::Block,
+            classifier: None,
+            tap: None,
             chain,
         }
     }
@@ -339,6 +342,8 @@ pub struct Stream<T> {
     last_op: usize,
     capacity: Option<usize>,
     policy: EdgePolicy,
+    classifier: Option<Classifier<T>>,
+    tap: Option<(u64, DropTapFn<T>)>,
     chain: ChainFn<T>,
 }
 
@@ -369,8 +374,42 @@ impl<T: Send + 'static> Stream<T> {
     }
 
     /// Sets the overload policy of the next edge out of this stream.
+    ///
+    /// # Backpressure
+    /// `Block` (the default) slows the producer; the other policies drop records (counted by
+    /// class and reason in the report and the ledger). Policies that act on classes need a
+    /// classifier ([`Stream::classify`] or [`Stream::prioritized`]).
     pub fn edge_policy(mut self, policy: EdgePolicy) -> Self {
         self.policy = policy;
+        self
+    }
+
+    /// Classifies records for the next edge's policy. Set it after the last operator before
+    /// the edge (an operator starts a new stream without one). Called only when the edge is
+    /// under pressure.
+    pub fn classify<F>(mut self, f: F) -> Self
+    where
+        F: Fn(&T) -> Priority + Send + Sync + 'static,
+    {
+        self.classifier = Some(Arc::new(f));
+        self
+    }
+
+    /// Classifies records for the next edge by their [`Prioritized`] implementation.
+    pub fn prioritized(self) -> Self
+    where
+        T: Prioritized,
+    {
+        self.classify(|r: &T| r.priority())
+    }
+
+    /// Hands one in `every` record the next edge drops to `tap` (on the thread that dropped
+    /// it, outside the edge's lock), so a user can see what was shed.
+    pub fn drop_tap<F>(mut self, every: u64, tap: F) -> Self
+    where
+        F: Fn(Dropped<T>) + Send + Sync + 'static,
+    {
+        self.tap = Some((every.max(1), Arc::new(tap)));
         self
     }
 
@@ -422,6 +461,8 @@ impl<T: Send + 'static> Stream<T> {
             last_op: op,
             capacity,
             policy,
+            classifier: None,
+            tap: None,
             chain: next,
         }
     }
@@ -600,10 +641,23 @@ impl<T: Send + 'static> Stream<T> {
             bm.error(BuildError::ZeroCapacity { edge });
             cap = 1;
         }
+        if self.policy.uses_classes() && self.classifier.is_none() {
+            let edge = format!("{} -> #{to_stage}", bm.ops[from_op].name);
+            bm.error(BuildError::PolicyNeedsClassifier {
+                edge,
+                policy: self.policy.to_string(),
+            });
+        }
+        let cfg = PortConfig {
+            capacity: cap,
+            policy: self.policy,
+            classifier: self.classifier.clone(),
+            tap: self.tap.clone(),
+        };
         let mut probes = Vec::with_capacity(p_down);
         let mut senders = Vec::with_capacity(p_down);
         for rx in rxs {
-            senders.push(rx.add_port(cap, self.policy));
+            senders.push(rx.add_port_with(cfg.clone()));
             probes.push((rx.probe(), rx.ports() - 1));
         }
         bm.edges.push(EdgeMeta {
@@ -686,6 +740,8 @@ impl<T: Send + 'static> Stream<T> {
             last_op,
             capacity: None,
             policy: EdgePolicy::Block,
+            classifier: None,
+            tap: None,
             chain,
         }
     }

@@ -24,6 +24,7 @@ mod ledger;
 pub mod metrics;
 mod operator;
 mod policy;
+mod priority;
 mod report;
 pub mod runtime;
 pub(crate) mod sync;
@@ -35,9 +36,10 @@ pub use graph::{Pipeline, SinkHandle, Stream, DEFAULT_BATCH_SIZE, DEFAULT_CAPACI
 pub use ledger::Ledger;
 pub use metrics::TaskState;
 pub use operator::{InstanceInfo, Operator, Sink, SinkError, Source, SourceStatus};
-pub use policy::EdgePolicy;
+pub use policy::{DropReason, EdgePolicy, SampleConfig, Watermarks, REASONS};
+pub use priority::{Classifier, Prioritized, Priority, CLASSES};
 pub use report::{
-    EdgeReport, JobReport, JobStatus, LatencySummary, OperatorReport, SinkReport, StageReport,
+    DropCount, EdgeReport, JobReport, JobStatus, LatencySummary, OperatorReport, SinkReport, StageReport,
 };
 pub use runtime::{partition_of, Job};
 pub use topology::{ExchangeKind, OpKind, Topology, TopologyEdge, TopologyStage};

@@ -7,7 +7,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::ledger::Ledger;
 use crate::metrics::TaskState;
-use crate::policy::EdgePolicy;
+use crate::policy::{DropReason, EdgePolicy};
+use crate::priority::Priority;
 use crate::topology::{ExchangeKind, OpKind};
 
 /// How a job ended (or `Running` for a live report).
@@ -89,6 +90,21 @@ pub struct EdgeReport {
     pub credit_wait_s: f64,
     /// Sends that had to wait.
     pub blocked_sends: u64,
+    /// Records dropped by the edge's policy.
+    pub dropped: u64,
+}
+
+/// Records one edge dropped for one reason and class.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DropCount {
+    /// The edge.
+    pub edge: String,
+    /// The records' class.
+    pub class: Priority,
+    /// Why they were dropped.
+    pub reason: DropReason,
+    /// How many.
+    pub count: u64,
 }
 
 /// Latency percentiles, in milliseconds.
@@ -156,6 +172,8 @@ pub struct JobReport {
     pub edges: Vec<EdgeReport>,
     /// Sinks with latency.
     pub sinks: Vec<SinkReport>,
+    /// Drops by edge, class and reason (non-zero entries only).
+    pub drops: Vec<DropCount>,
     /// Where every record ended.
     pub ledger: Ledger,
     /// The stage that limits throughput: the busiest stage that is not itself mostly waiting
@@ -166,6 +184,16 @@ pub struct JobReport {
 }
 
 impl JobReport {
+    /// Records dropped with this class, over all edges and reasons.
+    pub fn dropped_of_class(&self, class: Priority) -> u64 {
+        self.drops.iter().filter(|d| d.class == class).map(|d| d.count).sum()
+    }
+
+    /// Records dropped for this reason, over all edges and classes.
+    pub fn dropped_for(&self, reason: DropReason) -> u64 {
+        self.drops.iter().filter(|d| d.reason == reason).map(|d| d.count).sum()
+    }
+
     /// The report as pretty JSON.
     ///
     /// # Errors
@@ -245,17 +273,19 @@ impl fmt::Display for JobReport {
         writeln!(f)?;
         writeln!(
             f,
-            "{:<34} {:<11} {:>8} {:>14} {:>8} {:>9} {:>11}",
-            "edge", "exchange", "capacity", "sent", "queued", "max queue", "credit wait"
+            "{:<34} {:<11} {:<17} {:>8} {:>14} {:>12} {:>8} {:>9} {:>11}",
+            "edge", "exchange", "policy", "capacity", "sent", "dropped", "queued", "max queue", "credit wait"
         )?;
         for e in &self.edges {
             writeln!(
                 f,
-                "{:<34} {:<11} {:>8} {:>14} {:>8} {:>9} {:>10.3}s",
+                "{:<34} {:<11} {:<17} {:>8} {:>14} {:>12} {:>8} {:>9} {:>10.3}s",
                 truncate(&e.name, 34),
                 e.exchange.to_string(),
+                truncate(&e.policy.to_string(), 17),
                 count(e.capacity as u64),
                 count(e.sent),
+                count(e.dropped),
                 count(e.queued),
                 count(e.max_queued),
                 e.credit_wait_s
@@ -280,6 +310,20 @@ impl fmt::Display for JobReport {
             )?;
         }
         writeln!(f)?;
+        if !self.drops.is_empty() {
+            writeln!(f, "{:<34} {:<9} {:<14} {:>12}", "drops: edge", "class", "reason", "records")?;
+            for d in &self.drops {
+                writeln!(
+                    f,
+                    "{:<34} {:<9} {:<14} {:>12}",
+                    truncate(&d.edge, 34),
+                    d.class.name(),
+                    d.reason.name(),
+                    count(d.count)
+                )?;
+            }
+            writeln!(f)?;
+        }
         let l = &self.ledger;
         writeln!(
             f,

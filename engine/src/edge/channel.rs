@@ -1,14 +1,15 @@
 //! The inbox: ports with credit, one lock, two condition variables.
 
-use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
 use super::error::{RecvError, SendError, TryRecvError, TrySendError};
+use super::port::{Dropped, Offer, Port, PortConfig};
 use crate::batch::Batch;
 use crate::metrics::{TaskState, TaskStats};
-use crate::policy::EdgePolicy;
+use crate::policy::{EdgePolicy, REASONS};
+use crate::priority::CLASSES;
 use crate::sync::{Arc, Condvar, Mutex, MutexGuard};
 
 /// Creates an inbox with one port of `capacity` records and returns a sender to that port
@@ -52,51 +53,6 @@ struct State<T> {
     aborted: bool,
 }
 
-struct Port<T> {
-    capacity: usize,
-    available: usize,
-    #[allow(dead_code)] // consulted by the drop/shed/defer policies (issue 3)
-    policy: EdgePolicy,
-    queue: VecDeque<(Batch<T>, usize)>,
-    queued_records: usize,
-    open_senders: usize,
-    sent_records: u64,
-    sent_batches: u64,
-    received_records: u64,
-    credit_wait_ns: u64,
-    blocked_sends: u64,
-    max_queued_records: usize,
-    /// Senders parked on this port, and the largest weight one of them waits for.
-    waiting: usize,
-    wanted: usize,
-}
-
-impl<T> Port<T> {
-    /// Whether returning credit should wake this port's parked senders: only once enough
-    /// credit has come back for a run of sends (half the capacity, or what the largest
-    /// waiter needs), so a full edge does not ping-pong one wake-up per batch.
-    fn should_wake_senders(&self) -> bool {
-        self.waiting > 0 && self.available >= self.wanted.max(self.capacity / 2)
-    }
-
-    fn ended(&self) -> bool {
-        self.open_senders == 0 && self.queue.is_empty()
-    }
-
-    fn weight(&self, len: usize) -> usize {
-        len.min(self.capacity)
-    }
-
-    fn push(&mut self, batch: Batch<T>, weight: usize) {
-        self.available -= weight;
-        self.queued_records += batch.len();
-        self.sent_records += batch.len() as u64;
-        self.sent_batches += 1;
-        self.max_queued_records = self.max_queued_records.max(self.queued_records);
-        self.queue.push_back((batch, weight));
-    }
-}
-
 /// A point-in-time view of one port's counters.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct PortSnapshot {
@@ -122,6 +78,16 @@ pub struct PortSnapshot {
     pub blocked_sends: u64,
     /// Senders still open.
     pub open_senders: usize,
+    /// Records dropped by the port's policy, indexed `[reason][class]`
+    /// (see [`DropReason::ALL`](crate::DropReason::ALL) and [`Priority`](crate::Priority)).
+    pub drops: [[u64; CLASSES]; REASONS],
+}
+
+impl PortSnapshot {
+    /// Records dropped for any reason.
+    pub fn dropped(&self) -> u64 {
+        self.drops.iter().flatten().sum()
+    }
 }
 
 /// Back-off rounds before a sender or receiver parks (none under loom, whose models explore
@@ -179,7 +145,7 @@ fn snapshot<T>(p: &Port<T>) -> PortSnapshot {
     PortSnapshot {
         capacity: p.capacity,
         available: p.available,
-        in_flight_credit: p.queue.iter().map(|(_, w)| *w).sum(),
+        in_flight_credit: p.queue.iter().map(|e| e.weight).sum(),
         queued_records: p.queued_records,
         max_queued_records: p.max_queued_records,
         sent_records: p.sent_records,
@@ -188,6 +154,7 @@ fn snapshot<T>(p: &Port<T>) -> PortSnapshot {
         credit_wait_ns: p.credit_wait_ns,
         blocked_sends: p.blocked_sends,
         open_senders: p.open_senders,
+        drops: p.drops,
     }
 }
 
@@ -214,34 +181,59 @@ impl<T> Sender<T> {
     /// Sends a batch, waiting for credit while the port is full.
     ///
     /// # Backpressure
-    /// Blocks until the receiver has returned enough credit for the batch's weight
-    /// (`min(len, capacity)`). The time waited is added to the port's `credit_wait_ns`.
-    /// Empty batches are accepted and discarded without taking credit.
+    /// Under the default `Block` policy, blocks until the receiver has returned enough credit
+    /// for the batch's weight (`min(len, capacity)`); the time waited is added to the port's
+    /// `credit_wait_ns`. Other policies may drop part or all of the batch instead (counted
+    /// in the port's `drops`), or wait only for the records they may not drop. Empty batches
+    /// are accepted and discarded without taking credit.
     ///
     /// # Errors
     /// [`SendError::Disconnected`] if the receiver is gone, [`SendError::Aborted`] if the job
-    /// is aborting. Both hand the batch back.
+    /// is aborting. Both hand back what was not queued or dropped.
     pub fn send(&self, batch: Batch<T>) -> Result<(), SendError<T>> {
+        match self.offer(batch, true) {
+            Ok(()) => Ok(()),
+            Err(TrySendError::Disconnected(b)) => Err(SendError::Disconnected(b)),
+            Err(TrySendError::Aborted(b)) | Err(TrySendError::Full(b)) => Err(SendError::Aborted(b)),
+        }
+    }
+
+    /// Sends a batch if the port has credit for it now.
+    ///
+    /// # Backpressure
+    /// Never blocks: a full port returns [`TrySendError::Full`] with what the policy did not
+    /// drop (under `Block`, the whole batch).
+    ///
+    /// # Errors
+    /// `Full`, `Disconnected` or `Aborted`, each handing back the records not queued.
+    pub fn try_send(&self, batch: Batch<T>) -> Result<(), TrySendError<T>> {
+        self.offer(batch, false)
+    }
+
+    fn offer(&self, batch: Batch<T>, blocking: bool) -> Result<(), TrySendError<T>> {
         if batch.is_empty() {
             return Ok(());
         }
+        let mut tapped: Vec<Dropped<T>> = Vec::new();
         let mut st = self.shared.state.lock();
-        let weight = st.ports[self.port].weight(batch.len());
+        let mut batch = batch;
+        let mut first = true;
         let mut waited_since: Option<Instant> = None;
         let mut spins = 0;
-        loop {
+        let result = loop {
             if st.aborted {
-                drop(st);
-                self.end_wait(waited_since, None);
-                return Err(SendError::Aborted(batch));
+                break Err(TrySendError::Aborted(batch));
             }
             if !st.receiver_alive {
-                drop(st);
-                self.end_wait(waited_since, None);
-                return Err(SendError::Disconnected(batch));
+                break Err(TrySendError::Disconnected(batch));
             }
-            if st.ports[self.port].available >= weight {
-                break;
+            match st.ports[self.port].offer(batch, first, &mut tapped) {
+                Offer::Done => break Ok(()),
+                Offer::Wait(rest) => batch = rest,
+            }
+            first = false;
+            if !blocking {
+                break Err(TrySendError::Full(batch));
             }
             if waited_since.is_none() {
                 waited_since = Some(Instant::now());
@@ -259,6 +251,7 @@ impl<T> Sender<T> {
                 st = self.shared.state.lock();
                 continue;
             }
+            let weight = st.ports[self.port].weight(batch.len());
             st.senders_waiting += 1;
             let port = &mut st.ports[self.port];
             port.waiting += 1;
@@ -270,43 +263,27 @@ impl<T> Sender<T> {
             if port.waiting == 0 {
                 port.wanted = 0;
             }
-        }
+        };
         if let Some(since) = waited_since {
             let ns = since.elapsed().as_nanos() as u64;
             st.ports[self.port].credit_wait_ns += ns;
-            self.end_wait(None, Some(ns));
+            if let Some(t) = &self.task {
+                t.add_backpressure_ns(ns);
+                t.set_state(TaskState::Running);
+            }
         }
-        st.ports[self.port].push(batch, weight);
+        let tap = if tapped.is_empty() {
+            None
+        } else {
+            st.ports[self.port].tap.as_ref().map(|(_, f)| f.clone())
+        };
         self.wake_receiver(st);
-        Ok(())
-    }
-
-    /// Sends a batch if the port has credit for it now.
-    ///
-    /// # Backpressure
-    /// Never blocks: a full port returns [`TrySendError::Full`] with the batch.
-    ///
-    /// # Errors
-    /// `Full`, `Disconnected` or `Aborted`, each handing the batch back.
-    pub fn try_send(&self, batch: Batch<T>) -> Result<(), TrySendError<T>> {
-        if batch.is_empty() {
-            return Ok(());
+        if let Some(tap) = tap {
+            for d in tapped {
+                tap(d);
+            }
         }
-        let mut st = self.shared.state.lock();
-        if st.aborted {
-            return Err(TrySendError::Aborted(batch));
-        }
-        if !st.receiver_alive {
-            return Err(TrySendError::Disconnected(batch));
-        }
-        let port = &mut st.ports[self.port];
-        let weight = port.weight(batch.len());
-        if port.available < weight {
-            return Err(TrySendError::Full(batch));
-        }
-        port.push(batch, weight);
-        self.wake_receiver(st);
-        Ok(())
+        result
     }
 
     /// Ends this sender's stream. The port ends when all its senders are closed; the receiver
@@ -331,16 +308,6 @@ impl<T> Sender<T> {
     /// Attributes the time this sender waits for credit to a task.
     pub(crate) fn attach_task(&mut self, task: std::sync::Arc<TaskStats>) {
         self.task = Some(task);
-    }
-
-    fn end_wait(&self, since: Option<Instant>, ns: Option<u64>) {
-        if let Some(t) = &self.task {
-            let ns = ns.or_else(|| since.map(|s| s.elapsed().as_nanos() as u64));
-            if let Some(ns) = ns {
-                t.add_backpressure_ns(ns);
-                t.set_state(TaskState::Running);
-            }
-        }
     }
 
     fn wake_receiver(&self, st: MutexGuard<'_, State<T>>) {
@@ -414,25 +381,20 @@ impl<T> Receiver<T> {
     /// # Panics
     /// Panics if `capacity` is zero (the graph builder validates capacities first).
     pub fn add_port(&self, capacity: usize, policy: EdgePolicy) -> Sender<T> {
-        assert!(capacity > 0, "edge capacity must be at least 1");
+        let mut cfg = PortConfig::new(capacity);
+        cfg.policy = policy;
+        self.add_port_with(cfg)
+    }
+
+    /// Adds a port configured in full (policy, classifier, drop tap).
+    ///
+    /// # Panics
+    /// Panics if the capacity is zero (the graph builder validates capacities first).
+    pub fn add_port_with(&self, cfg: PortConfig<T>) -> Sender<T> {
+        assert!(cfg.capacity > 0, "edge capacity must be at least 1");
         let mut st = self.shared.state.lock();
         let port = st.ports.len();
-        st.ports.push(Port {
-            capacity,
-            available: capacity,
-            policy,
-            queue: VecDeque::new(),
-            queued_records: 0,
-            open_senders: 1,
-            sent_records: 0,
-            sent_batches: 0,
-            received_records: 0,
-            credit_wait_ns: 0,
-            blocked_sends: 0,
-            max_queued_records: 0,
-            waiting: 0,
-            wanted: 0,
-        });
+        st.ports.push(Port::new(cfg));
         drop(st);
         Sender {
             shared: self.shared.clone(),
@@ -448,14 +410,15 @@ impl<T> Receiver<T> {
     /// [`RecvError::Closed`] once every port has ended (end of stream),
     /// [`RecvError::Aborted`] if the job is aborting.
     pub fn recv(&self) -> Result<Batch<T>, RecvError> {
+        let mut tapped = Vec::new();
         let mut st = self.shared.state.lock();
         let mut spins = 0;
-        loop {
-            match self.take(&mut st) {
-                Ok(batch) => return Ok(batch),
+        let r = loop {
+            match self.take(&mut st, &mut tapped) {
+                Ok(batch) => break Ok(batch),
                 Err(TryRecvError::Empty) => {}
-                Err(TryRecvError::Closed) => return Err(RecvError::Closed),
-                Err(TryRecvError::Aborted) => return Err(RecvError::Aborted),
+                Err(TryRecvError::Closed) => break Err(RecvError::Closed),
+                Err(TryRecvError::Aborted) => break Err(RecvError::Aborted),
             }
             if spins < SPIN_STEPS {
                 drop(st);
@@ -467,7 +430,9 @@ impl<T> Receiver<T> {
             st.receiver_waiting = true;
             st = self.shared.data_ready.wait(st);
             st.receiver_waiting = false;
-        }
+        };
+        self.run_taps(st, tapped);
+        r
     }
 
     /// Takes the next batch if one is queued.
@@ -476,28 +441,58 @@ impl<T> Receiver<T> {
     /// `Empty` when nothing is queued but a port is open, `Closed` at end of stream,
     /// `Aborted` if the job is aborting.
     pub fn try_recv(&self) -> Result<Batch<T>, TryRecvError> {
+        let mut tapped = Vec::new();
         let mut st = self.shared.state.lock();
-        self.take(&mut st)
+        let r = self.take(&mut st, &mut tapped);
+        self.run_taps(st, tapped);
+        r
     }
 
-    fn take(&self, st: &mut MutexGuard<'_, State<T>>) -> Result<Batch<T>, TryRecvError> {
+    fn run_taps(&self, st: MutexGuard<'_, State<T>>, tapped: Vec<(usize, Dropped<T>)>) {
+        if tapped.is_empty() {
+            return;
+        }
+        let taps: Vec<_> = st
+            .ports
+            .iter()
+            .map(|p| p.tap.as_ref().map(|(_, f)| f.clone()))
+            .collect();
+        drop(st);
+        for (port, d) in tapped {
+            if let Some(Some(tap)) = taps.get(port) {
+                tap(d);
+            }
+        }
+    }
+
+    fn take(
+        &self,
+        st: &mut MutexGuard<'_, State<T>>,
+        tapped: &mut Vec<(usize, Dropped<T>)>,
+    ) -> Result<Batch<T>, TryRecvError> {
         if st.aborted {
             return Err(TryRecvError::Aborted);
         }
         let n = st.ports.len();
+        let mut expired = Vec::new();
         for i in 0..n {
             let idx = (st.cursor + i) % n;
             let port = &mut st.ports[idx];
-            if let Some((batch, weight)) = port.queue.pop_front() {
-                port.available += weight;
-                port.queued_records -= batch.len();
-                port.received_records += batch.len() as u64;
+            if matches!(port.policy, EdgePolicy::Deadline(_)) && !port.queue.is_empty() {
+                port.expire(Instant::now(), &mut expired);
+                tapped.extend(expired.drain(..).map(|d| (idx, d)));
+            }
+            if let Some(batch) = port.pop() {
                 let wake = port.should_wake_senders();
                 st.cursor = (idx + 1) % n;
                 if wake {
                     self.shared.credit_ready.notify_all();
                 }
                 return Ok(batch);
+            }
+            if port.should_wake_senders() {
+                // Expired batches returned credit.
+                self.shared.credit_ready.notify_all();
             }
         }
         if st.ports.iter().all(Port::ended) {

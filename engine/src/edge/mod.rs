@@ -38,6 +38,8 @@
 
 mod channel;
 mod error;
+mod port;
 
 pub use channel::{bounded, EdgeProbe, PortSnapshot, Receiver, Sender};
+pub use port::{DropTapFn, Dropped, PortConfig};
 pub use error::{RecvError, SendError, TryRecvError, TrySendError};

@@ -28,9 +28,10 @@ use crate::error::{BuildError, JobError};
 use crate::graph::Builder;
 use crate::ledger::Ledger;
 use crate::metrics::{OpStats, TaskState, TaskStats};
-use crate::policy::EdgePolicy;
+use crate::policy::{DropReason, EdgePolicy, REASONS};
+use crate::priority::{Priority, CLASSES};
 use crate::report::{
-    EdgeReport, JobReport, JobStatus, LatencySummary, OperatorReport, SinkReport, StageReport,
+    DropCount, EdgeReport, JobReport, JobStatus, LatencySummary, OperatorReport, SinkReport, StageReport,
 };
 use crate::topology::{ExchangeKind, OpKind, Topology};
 use control::{Control, Failure};
@@ -354,10 +355,12 @@ impl Job {
                 delivered += s.delivered();
             }
         }
+        let mut drops = Vec::new();
         let edges: Vec<EdgeReport> = self
             .edges
             .iter()
             .map(|e| {
+                let mut drop_matrix = [[0u64; CLASSES]; REASONS];
                 let mut r = EdgeReport {
                     name: e.name.clone(),
                     from: self.stages[e.from].name.clone(),
@@ -372,6 +375,7 @@ impl Job {
                     max_queued: 0,
                     credit_wait_s: 0.0,
                     blocked_sends: 0,
+                    dropped: 0,
                 };
                 for (probe, port) in &e.ports {
                     let s = probe.port_snapshot(*port);
@@ -381,10 +385,29 @@ impl Job {
                     r.max_queued = r.max_queued.max(s.max_queued_records as u64);
                     r.credit_wait_s += s.credit_wait_ns as f64 / 1e9;
                     r.blocked_sends += s.blocked_sends;
+                    r.dropped += s.dropped();
+                    for (ri, per_class) in s.drops.iter().enumerate() {
+                        for (ci, &n) in per_class.iter().enumerate() {
+                            drop_matrix[ri][ci] += n;
+                        }
+                    }
+                }
+                for (ri, per_class) in drop_matrix.iter().enumerate() {
+                    for (ci, &n) in per_class.iter().enumerate() {
+                        if n > 0 {
+                            drops.push(DropCount {
+                                edge: e.name.clone(),
+                                class: Priority::rank(ci as u8),
+                                reason: DropReason::ALL[ri],
+                                count: n,
+                            });
+                        }
+                    }
                 }
                 r
             })
             .collect();
+        let dropped: u64 = edges.iter().map(|e| e.dropped).sum();
         let queued: u64 = edges.iter().map(|e| e.queued).sum();
         let mut abandoned = 0u64;
         let stages: Vec<StageReport> = self
@@ -438,7 +461,7 @@ impl Job {
                 })
             })
             .collect();
-        let ledger = Ledger::new(emitted, delivered, filtered, 0, 0, 0, queued + abandoned);
+        let ledger = Ledger::new(emitted, delivered, filtered, dropped, 0, 0, queued + abandoned);
         let bottleneck = crate::report::bottleneck(&stages);
         JobReport {
             job: self.name.clone(),
@@ -453,6 +476,7 @@ impl Job {
             stages,
             edges,
             sinks,
+            drops,
             ledger,
             bottleneck,
             stuck_tasks: self.stuck.clone(),

@@ -1,0 +1,443 @@
+//! One port of an inbox: its queue, credit, policy and counters. Everything here runs under
+//! the inbox lock and never blocks; the blocking lives in `channel.rs`.
+//!
+//! # Overload
+//! [`Port::offer`] applies the port's [`EdgePolicy`] to an incoming batch. The fast path (the
+//! batch fits and no watermark is crossed) is one comparison. Under pressure the policy may
+//! refuse part of the batch, evict queued records, or ask the sender to wait for the rest.
+//! Every refused or evicted record is counted in `drops[reason][class]`, and one in
+//! `tap_every` of them is handed to the drop tap (outside the lock, by the caller).
+//!
+//! Evicting from a queued batch shrinks it; its weight becomes `min(len, capacity)` and the
+//! difference returns to `available`, so `available + sum(weights) == capacity` holds after
+//! every operation.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::Instant;
+
+use crate::batch::Batch;
+use crate::policy::{DropReason, EdgePolicy, SampleConfig, Watermarks, REASONS};
+use crate::priority::{Classifier, Priority, CLASSES};
+
+/// A record an edge dropped, as handed to a drop tap.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Dropped<T> {
+    /// The record.
+    pub record: T,
+    /// Its class.
+    pub class: Priority,
+    /// Why it was dropped.
+    pub reason: DropReason,
+}
+
+/// A callback that sees a sample of what an edge drops.
+pub type DropTapFn<T> = Arc<dyn Fn(Dropped<T>) + Send + Sync>;
+
+/// Everything that configures one port.
+pub struct PortConfig<T> {
+    /// Capacity in records (credits); at least 1.
+    pub capacity: usize,
+    /// What to do when credit is short.
+    pub policy: EdgePolicy,
+    /// How to classify records (policies that act on classes need one).
+    pub classifier: Option<Classifier<T>>,
+    /// A tap that sees one in `every` dropped records.
+    pub tap: Option<(u64, DropTapFn<T>)>,
+}
+
+impl<T> PortConfig<T> {
+    /// A port of `capacity` records with the `Block` policy.
+    pub fn new(capacity: usize) -> Self {
+        PortConfig {
+            capacity,
+            policy: EdgePolicy::Block,
+            classifier: None,
+            tap: None,
+        }
+    }
+}
+
+impl<T> Clone for PortConfig<T> {
+    fn clone(&self) -> Self {
+        PortConfig {
+            capacity: self.capacity,
+            policy: self.policy,
+            classifier: self.classifier.clone(),
+            tap: self.tap.clone(),
+        }
+    }
+}
+
+pub(super) struct Entry<T> {
+    pub batch: Batch<T>,
+    pub weight: usize,
+    /// Records per class, computed the first time a policy needs it.
+    pub classes: Option<[u32; CLASSES]>,
+}
+
+/// What became of an offered batch.
+pub(super) enum Offer<T> {
+    /// Queued, or dropped by policy: nothing left for the sender.
+    Done,
+    /// Not enough credit for these records: wait, then offer them again.
+    Wait(Batch<T>),
+}
+
+pub(super) struct Port<T> {
+    pub capacity: usize,
+    pub available: usize,
+    pub policy: EdgePolicy,
+    pub classifier: Option<Classifier<T>>,
+    pub tap: Option<(u64, DropTapFn<T>)>,
+    pub queue: VecDeque<Entry<T>>,
+    pub queued_records: usize,
+    pub open_senders: usize,
+    pub sent_records: u64,
+    pub sent_batches: u64,
+    pub received_records: u64,
+    pub credit_wait_ns: u64,
+    pub blocked_sends: u64,
+    pub max_queued_records: usize,
+    /// Senders parked on this port, and the largest weight one of them waits for.
+    pub waiting: usize,
+    pub wanted: usize,
+    pub drops: [[u64; CLASSES]; REASONS],
+    sample_seen: u64,
+    tap_seen: u64,
+}
+
+impl<T> Port<T> {
+    pub fn new(cfg: PortConfig<T>) -> Self {
+        Port {
+            capacity: cfg.capacity,
+            available: cfg.capacity,
+            policy: cfg.policy,
+            classifier: cfg.classifier,
+            tap: cfg.tap,
+            queue: VecDeque::new(),
+            queued_records: 0,
+            open_senders: 1,
+            sent_records: 0,
+            sent_batches: 0,
+            received_records: 0,
+            credit_wait_ns: 0,
+            blocked_sends: 0,
+            max_queued_records: 0,
+            waiting: 0,
+            wanted: 0,
+            drops: [[0; CLASSES]; REASONS],
+            sample_seen: 0,
+            tap_seen: 0,
+        }
+    }
+
+    /// Whether returning credit should wake this port's parked senders: only once enough
+    /// credit has come back for a run of sends (half the capacity, or what the largest
+    /// waiter needs), so a full edge does not ping-pong one wake-up per batch.
+    pub fn should_wake_senders(&self) -> bool {
+        self.waiting > 0 && self.available >= self.wanted.max(self.capacity / 2)
+    }
+
+    pub fn ended(&self) -> bool {
+        self.open_senders == 0 && self.queue.is_empty()
+    }
+
+    pub fn weight(&self, len: usize) -> usize {
+        len.min(self.capacity)
+    }
+
+    fn push(&mut self, batch: Batch<T>, weight: usize) {
+        self.available -= weight;
+        self.queued_records += batch.len();
+        self.sent_records += batch.len() as u64;
+        self.sent_batches += 1;
+        self.max_queued_records = self.max_queued_records.max(self.queued_records);
+        self.queue.push_back(Entry {
+            batch,
+            weight,
+            classes: None,
+        });
+    }
+
+    /// Takes the oldest queued batch and returns its credit.
+    pub fn pop(&mut self) -> Option<Batch<T>> {
+        let e = self.queue.pop_front()?;
+        self.available += e.weight;
+        self.queued_records -= e.batch.len();
+        self.received_records += e.batch.len() as u64;
+        Some(e.batch)
+    }
+
+    fn class_of(&self, r: &T) -> Priority {
+        match &self.classifier {
+            Some(c) => c(r),
+            None => Priority::DEFAULT,
+        }
+    }
+
+    fn record_drop(&mut self, record: T, class: Priority, reason: DropReason, tapped: &mut Vec<Dropped<T>>) {
+        self.drops[reason.index()][class.index()] += 1;
+        if let Some((every, _)) = &self.tap {
+            self.tap_seen += 1;
+            if self.tap_seen % (*every).max(1) == 0 {
+                tapped.push(Dropped {
+                    record,
+                    class,
+                    reason,
+                });
+            }
+        }
+    }
+
+    fn drop_all(&mut self, records: Vec<T>, reason: DropReason, tapped: &mut Vec<Dropped<T>>) {
+        for r in records {
+            let c = self.class_of(&r);
+            self.record_drop(r, c, reason, tapped);
+        }
+    }
+
+    /// Applies the policy to an incoming batch. `first` is false when the sender offers the
+    /// remainder of a batch it already offered and then waited for (sampling is not
+    /// repeated).
+    pub fn offer(&mut self, mut batch: Batch<T>, first: bool, tapped: &mut Vec<Dropped<T>>) -> Offer<T> {
+        if batch.is_empty() {
+            return Offer::Done;
+        }
+        let weight = self.weight(batch.len());
+        match self.policy {
+            EdgePolicy::Block | EdgePolicy::Deadline(_) => {
+                if self.available >= weight {
+                    self.push(batch, weight);
+                    Offer::Done
+                } else {
+                    Offer::Wait(batch)
+                }
+            }
+            EdgePolicy::DropNewest => {
+                if self.available < weight {
+                    let keep = self.available.min(batch.len());
+                    let refused = batch.records.split_off(keep);
+                    self.drop_all(refused, DropReason::Newest, tapped);
+                }
+                if !batch.is_empty() {
+                    let w = self.weight(batch.len());
+                    self.push(batch, w);
+                }
+                Offer::Done
+            }
+            EdgePolicy::DropOldest => {
+                if batch.len() > self.capacity {
+                    let excess = batch.len() - self.capacity;
+                    let old: Vec<T> = batch.records.drain(..excess).collect();
+                    self.drop_all(old, DropReason::Oldest, tapped);
+                }
+                let w = self.weight(batch.len());
+                self.evict_oldest(w, tapped);
+                self.push(batch, w);
+                Offer::Done
+            }
+            EdgePolicy::ShedByPriority(w) => self.offer_shed(batch, &w, tapped),
+            EdgePolicy::Sample(cfg) => {
+                if self.available >= weight {
+                    self.push(batch, weight);
+                    return Offer::Done;
+                }
+                if first {
+                    batch = self.sample(batch, cfg, tapped);
+                }
+                let w = self.weight(batch.len());
+                if batch.is_empty() {
+                    Offer::Done
+                } else if self.available >= w {
+                    self.push(batch, w);
+                    Offer::Done
+                } else {
+                    Offer::Wait(batch)
+                }
+            }
+        }
+    }
+
+    fn sample(&mut self, batch: Batch<T>, cfg: SampleConfig, tapped: &mut Vec<Dropped<T>>) -> Batch<T> {
+        let n = u64::from(cfg.keep_one_in.max(1));
+        let created = batch.created;
+        let mut kept = Vec::with_capacity(batch.len());
+        for r in batch.records {
+            let c = self.class_of(&r);
+            if c < cfg.below {
+                self.sample_seen += 1;
+                if self.sample_seen % n != 0 {
+                    self.record_drop(r, c, DropReason::Sampled, tapped);
+                    continue;
+                }
+            }
+            kept.push(r);
+        }
+        Batch::with_created(kept, created)
+    }
+
+    /// Evicts the oldest queued records until `needed` credits are available.
+    fn evict_oldest(&mut self, needed: usize, tapped: &mut Vec<Dropped<T>>) {
+        while self.available < needed {
+            let Some(front) = self.queue.front_mut() else { break };
+            // Free exactly what is missing when the oldest batch has more than that.
+            let deficit = needed - self.available;
+            let len = front.batch.len();
+            let take = if len > deficit && front.weight == len { deficit } else { len };
+            let old: Vec<T> = front.batch.records.drain(..take).collect();
+            front.classes = None;
+            let new_len = front.batch.len();
+            let new_w = new_len.min(self.capacity);
+            self.available += front.weight - new_w;
+            front.weight = new_w;
+            self.queued_records -= take;
+            if new_len == 0 {
+                self.queue.pop_front();
+            }
+            self.drop_all(old, DropReason::Oldest, tapped);
+        }
+    }
+
+    fn offer_shed(&mut self, mut batch: Batch<T>, w: &Watermarks, tapped: &mut Vec<Dropped<T>>) -> Offer<T> {
+        let cap = self.capacity as f64;
+        let in_use = self.capacity - self.available;
+        let weight = self.weight(batch.len());
+        let fill_after = (in_use + weight) as f64 / cap;
+        if self.available >= weight && w.lowest().is_none_or(|l| fill_after <= l) {
+            self.push(batch, weight);
+            return Offer::Done;
+        }
+        // Under pressure: classify the incoming records.
+        let classes: Vec<Priority> = batch.records.iter().map(|r| self.class_of(r)).collect();
+        let mut counts = [0usize; CLASSES];
+        for c in &classes {
+            counts[c.index()] += 1;
+        }
+        // 1. Refuse incoming classes whose watermark the fill (with what remains of the batch)
+        //    exceeds, lowest class first.
+        let mut refuse = [false; CLASSES];
+        let mut remaining = batch.len();
+        for c in 0..CLASSES {
+            if counts[c] == 0 {
+                continue;
+            }
+            if let Some(f) = w.fill[c] {
+                let fill = (in_use + remaining.min(self.capacity)) as f64 / cap;
+                if fill > f {
+                    refuse[c] = true;
+                    remaining -= counts[c];
+                }
+            }
+        }
+        if remaining < batch.len() {
+            let created = batch.created;
+            let mut kept = Vec::with_capacity(remaining);
+            for (r, c) in batch.records.into_iter().zip(classes) {
+                if refuse[c.index()] {
+                    self.record_drop(r, c, DropReason::ShedRefused, tapped);
+                } else {
+                    kept.push(r);
+                }
+            }
+            batch = Batch::with_created(kept, created);
+            counts = [0; CLASSES];
+            for r in &batch.records {
+                counts[self.class_of(r).index()] += 1;
+            }
+        }
+        if batch.is_empty() {
+            return Offer::Done;
+        }
+        // 2. Evict queued records of sheddable classes below the highest incoming class,
+        //    lowest class first, oldest first, until the rest fits.
+        let weight = self.weight(batch.len());
+        let top = (0..CLASSES).rev().find(|&c| counts[c] > 0).unwrap_or(0);
+        for c in 0..top {
+            if self.available >= weight {
+                break;
+            }
+            if w.fill[c].is_some() {
+                self.evict_class(c, weight, tapped);
+            }
+        }
+        if self.available >= weight {
+            self.push(batch, weight);
+            Offer::Done
+        } else {
+            // What is left has no lower class to displace: it blocks (Error and up never drop).
+            Offer::Wait(batch)
+        }
+    }
+
+    /// Evicts queued records of class `class`, oldest first, until `needed` credits are free.
+    fn evict_class(&mut self, class: usize, needed: usize, tapped: &mut Vec<Dropped<T>>) {
+        let cap = self.capacity;
+        let mut evicted: Vec<T> = Vec::new();
+        for i in 0..self.queue.len() {
+            if self.available >= needed {
+                break;
+            }
+            let counts = match self.queue[i].classes {
+                Some(c) => c,
+                None => {
+                    let mut c = [0u32; CLASSES];
+                    for r in &self.queue[i].batch.records {
+                        c[self.class_of(r).index()] += 1;
+                    }
+                    self.queue[i].classes = Some(c);
+                    c
+                }
+            };
+            if counts[class] == 0 {
+                continue;
+            }
+            let deficit = needed - self.available;
+            let classifier = self.classifier.clone();
+            let e = &mut self.queue[i];
+            let old_len = e.batch.len();
+            // Remove at most `deficit` records of the class (oldest first), keeping order.
+            let mut removed = 0usize;
+            let records = std::mem::take(&mut e.batch.records);
+            let mut kept = Vec::with_capacity(old_len);
+            for r in records {
+                let is_class = removed < deficit
+                    && classifier.as_ref().map_or(Priority::DEFAULT, |f| f(&r)).index() == class;
+                if is_class {
+                    removed += 1;
+                    evicted.push(r);
+                } else {
+                    kept.push(r);
+                }
+            }
+            e.batch.records = kept;
+            if let Some(c) = &mut e.classes {
+                c[class] -= removed as u32;
+            }
+            let new_w = e.batch.len().min(cap);
+            self.available += e.weight - new_w;
+            e.weight = new_w;
+            self.queued_records -= removed;
+        }
+        self.queue.retain(|e| !e.batch.is_empty());
+        let c = Priority::rank(class as u8);
+        for r in evicted {
+            self.record_drop(r, c, DropReason::ShedEvicted, tapped);
+        }
+    }
+
+    /// Under `Deadline(d)`: drops queued batches created more than `d` before `now`, oldest
+    /// first, returning their credit.
+    pub fn expire(&mut self, now: Instant, tapped: &mut Vec<Dropped<T>>) {
+        let EdgePolicy::Deadline(d) = self.policy else { return };
+        while let Some(front) = self.queue.front() {
+            if now.saturating_duration_since(front.batch.created) <= d {
+                break;
+            }
+            let Some(e) = self.queue.pop_front() else { break };
+            self.available += e.weight;
+            self.queued_records -= e.batch.len();
+            self.drop_all(e.batch.records, DropReason::Expired, tapped);
+        }
+    }
+}
