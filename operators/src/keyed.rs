@@ -10,7 +10,7 @@ use std::marker::PhantomData;
 use std::sync::Arc;
 
 use rustc_hash::FxBuildHasher;
-use sluice_engine::{Operator, Stream};
+use sluice_engine::{EdgePolicy, Operator, Priority, Stream};
 
 type StateMap<K, S> = std::collections::HashMap<K, S, FxBuildHasher>;
 
@@ -54,6 +54,21 @@ where
     /// Sets the capacity, in records, of the hash edge into the keyed operator.
     pub fn edge_capacity(mut self, capacity: usize) -> Self {
         self.stream = self.stream.edge_capacity(capacity);
+        self
+    }
+
+    /// Sets the overload policy of the hash edge into the keyed operator.
+    pub fn edge_policy(mut self, policy: EdgePolicy) -> Self {
+        self.stream = self.stream.edge_policy(policy);
+        self
+    }
+
+    /// Classifies records for the hash edge's policy.
+    pub fn classify<F>(mut self, f: F) -> Self
+    where
+        F: Fn(&T) -> Priority + Send + Sync + 'static,
+    {
+        self.stream = self.stream.classify(f);
         self
     }
 

@@ -1,0 +1,290 @@
+//! Overload policies with exact counts: a scripted source and a gated sink make every policy
+//! decision deterministic (nothing is consumed while the source offers its records).
+
+mod common;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::*;
+use parking_lot::Mutex;
+use sluice_engine::{
+    BuildError, DropReason, EdgePolicy, InstanceInfo, JobReport, Pipeline, Priority, SampleConfig,
+    Sink, SinkError, Source, SourceStatus,
+};
+
+/// Emits `records` in batches; after the first batch it waits until `ready()` holds (the sink
+/// holds that batch in its gate), and optionally pauses between two phases.
+struct Scripted<T> {
+    records: std::vec::IntoIter<T>,
+    sent_first: bool,
+    checked: bool,
+    ready: Arc<dyn Fn() -> bool + Send + Sync>,
+    /// After this many records, sleep this long once.
+    pause: Option<(usize, Duration)>,
+    sent: usize,
+}
+
+impl<T: Send + 'static> Source<T> for Scripted<T> {
+    fn poll_batch(&mut self, out: &mut Vec<T>, max: usize) -> SourceStatus {
+        if self.sent_first && !self.checked {
+            assert!(wait_until(Duration::from_secs(10), || (self.ready)()), "sink never parked");
+            self.checked = true;
+        }
+        if let Some((at, d)) = self.pause {
+            if self.sent == at {
+                std::thread::sleep(d);
+                self.pause = None;
+            }
+        }
+        let limit = match self.pause {
+            Some((at, _)) if at > self.sent => max.min(at - self.sent),
+            _ => max,
+        };
+        out.extend(self.records.by_ref().take(limit));
+        self.sent += out.len();
+        self.sent_first = true;
+        if self.records.len() == 0 {
+            SourceStatus::Done
+        } else {
+            SourceStatus::More
+        }
+    }
+}
+
+struct GatedCollect<T> {
+    gate: Arc<Gate>,
+    out: Arc<Mutex<Vec<T>>>,
+}
+
+impl<T: Send + 'static> Sink<T> for GatedCollect<T> {
+    fn write(&mut self, records: Vec<T>) -> Result<(), SinkError> {
+        self.gate.pass();
+        self.out.lock().extend(records);
+        Ok(())
+    }
+}
+
+const B: usize = 10;
+
+/// Runs `records` through one edge with `policy` into a sink that holds the first batch until
+/// the source has offered everything (or is blocked), then drains.
+fn run<T: Clone + Send + Sync + 'static>(
+    records: Vec<T>,
+    capacity: usize,
+    policy: EdgePolicy,
+    classify: Option<fn(&T) -> Priority>,
+    pause: Option<(usize, Duration)>,
+) -> (Vec<T>, JobReport, Vec<(T, Priority, DropReason)>) {
+    let gate = Gate::new(0);
+    let out = Arc::new(Mutex::new(Vec::new()));
+    let tapped = Arc::new(Mutex::new(Vec::new()));
+    let p = Pipeline::new("policy").batch_size(B);
+    let g = gate.clone();
+    let recs = records.clone();
+    let mut s = p
+        .source("source", 1, move |_: &InstanceInfo| Scripted {
+            records: recs.clone().into_iter(),
+            sent_first: false,
+            checked: false,
+            ready: {
+                let g = g.clone();
+                Arc::new(move || g.is_waiting())
+            },
+            pause,
+            sent: 0,
+        })
+        .edge_capacity(capacity)
+        .edge_policy(policy);
+    if let Some(c) = classify {
+        s = s.classify(c);
+    }
+    let t = tapped.clone();
+    let (g2, o2) = (gate.clone(), out.clone());
+    s.drop_tap(1, move |d| t.lock().push((d.record, d.class, d.reason)))
+        .new_chain()
+        .sink("sink", move |_| GatedCollect {
+            gate: g2.clone(),
+            out: o2.clone(),
+        });
+    let job = p.run().expect("valid graph");
+    // Open the gate once the source has finished offering, or is blocked for credit.
+    assert!(wait_until(Duration::from_secs(20), || {
+        job.task_states()
+            .iter()
+            .any(|(n, s)| n.starts_with("source") && matches!(s, sluice_engine::TaskState::Finished | sluice_engine::TaskState::WaitingCredit))
+    }));
+    gate.open();
+    let report = job.wait().expect("job completes with a balanced ledger");
+    let got = out.lock().clone();
+    let tapped = tapped.lock().clone();
+    (got, report, tapped)
+}
+
+#[test]
+fn drop_newest_keeps_the_oldest() {
+    let n = 200u64;
+    let (got, report, tapped) = run((0..n).collect(), 30, EdgePolicy::DropNewest, None, None);
+    // The sink holds batch 0..10; the edge accepts the next 30; the rest is refused.
+    assert_eq!(got, (0..40).collect::<Vec<_>>());
+    assert_eq!(report.ledger.dropped, n - 40);
+    assert_eq!(report.dropped_for(DropReason::Newest), n - 40);
+    assert_eq!(report.dropped_of_class(Priority::DEFAULT), n - 40);
+    let mut t: Vec<u64> = tapped.iter().map(|(r, _, _)| *r).collect();
+    t.sort_unstable();
+    assert_eq!(t, (40..n).collect::<Vec<_>>(), "the tap saw every drop");
+    assert!(report.ledger.balanced);
+}
+
+#[test]
+fn drop_oldest_keeps_the_newest() {
+    let n = 200u64;
+    let (got, report, _) = run((0..n).collect(), 30, EdgePolicy::DropOldest, None, None);
+    let mut want: Vec<u64> = (0..10).collect();
+    want.extend(n - 30..n);
+    assert_eq!(got, want);
+    assert_eq!(report.dropped_for(DropReason::Oldest), n - 40);
+    assert!(report.ledger.balanced);
+}
+
+/// Record `i` has class debug for i%10 in 0..7, info for 7, warn for 8, error for 9.
+fn level(r: &u64) -> Priority {
+    match r % 10 {
+        7 => Priority::INFO,
+        8 => Priority::WARN,
+        9 => Priority::ERROR,
+        _ => Priority::DEBUG,
+    }
+}
+
+#[test]
+fn shed_by_priority_under_10x_overload_never_drops_errors() {
+    let n = 1000u64; // ten times the 100-record capacity
+    let cap = 100;
+    let (got, report, tapped) = run((0..n).collect(), cap, EdgePolicy::shed_by_priority(), Some(level), None);
+    // Delivered: the batch the sink held plus a full edge; everything else shed.
+    assert_eq!(got.len(), B + cap);
+    assert_eq!(report.ledger.dropped, n - (B + cap) as u64);
+    // Every error arrived, in order.
+    let errors: Vec<u64> = got.iter().copied().filter(|r| level(r) == Priority::ERROR).collect();
+    assert_eq!(errors, (0..n).filter(|r| r % 10 == 9).collect::<Vec<_>>());
+    assert_eq!(report.dropped_of_class(Priority::ERROR), 0);
+    // Lower classes are shed more: debug most, then info, then warn.
+    let (d, i, w) = (
+        report.dropped_of_class(Priority::DEBUG),
+        report.dropped_of_class(Priority::INFO),
+        report.dropped_of_class(Priority::WARN),
+    );
+    assert!(d > 0 && i > 0 && w > 0, "d={d} i={i} w={w}");
+    assert_eq!(d, 700 - got.iter().filter(|r| level(r) == Priority::DEBUG).count() as u64);
+    // Both refusals (incoming over a watermark) and evictions (queued, for an error) happened.
+    assert!(report.dropped_for(DropReason::ShedRefused) > 0);
+    assert!(report.dropped_for(DropReason::ShedEvicted) > 0);
+    // Delivery keeps the original order.
+    assert!(got.windows(2).all(|w| w[0] < w[1]));
+    assert!(tapped.iter().all(|(r, c, _)| level(r) == *c && *c < Priority::ERROR));
+    assert!(report.ledger.balanced);
+}
+
+#[test]
+fn shed_blocks_errors_when_only_errors_remain() {
+    // All errors, 5x the capacity: nothing may be dropped; the source blocks instead.
+    let n = 250u64;
+    let recs: Vec<u64> = (0..n).map(|i| i * 10 + 9).collect();
+    let (got, report, _) = run(recs.clone(), 50, EdgePolicy::shed_by_priority(), Some(level), None);
+    assert_eq!(got, recs);
+    assert_eq!(report.ledger.dropped, 0);
+    assert!(report.stages[0].backpressured_s > 0.0, "errors waited for credit");
+}
+
+#[test]
+fn sample_keeps_one_in_n_of_low_classes() {
+    let n = 400u64;
+    let policy = EdgePolicy::Sample(SampleConfig {
+        keep_one_in: 4,
+        below: Priority::WARN,
+    });
+    // Classes: debug except every 10th (error). Capacity 40.
+    let cls: fn(&u64) -> Priority = |r| if r % 10 == 9 { Priority::ERROR } else { Priority::DEBUG };
+    let (got, report, _) = run((0..n).collect(), 40, policy, Some(cls), None);
+    assert_eq!(report.dropped_of_class(Priority::ERROR), 0);
+    let errors = got.iter().filter(|r| *r % 10 == 9).count();
+    assert_eq!(errors, 40, "every error delivered");
+    assert_eq!(report.dropped_for(DropReason::Sampled), report.ledger.dropped);
+    // The first batch offered to the full edge (9 debug, 1 error) keeps debug 4 and 8 of its
+    // count (one in four) and drops 7; later drops depend on how fast the sink drains.
+    assert!(report.ledger.dropped >= 7, "dropped {}", report.ledger.dropped);
+    assert_eq!(got.len() as u64 + report.ledger.dropped, n);
+    assert!(report.ledger.balanced);
+}
+
+#[test]
+fn deadline_drops_only_records_past_their_age() {
+    // Records carry their creation instant. Phase 1 (30 records) then a 1.5 s pause, then
+    // phase 2 (30 records): with a 1 s deadline, phase 1 has expired by the time the sink
+    // drains; phase 2 has not.
+    let d = Duration::from_secs(1);
+    let recs: Vec<u64> = (0..60).collect();
+    let (got, report, tapped) = run(recs, 100, EdgePolicy::Deadline(d), None, Some((30, Duration::from_millis(1500))));
+    // The sink held the first batch (0..10) from before the deadline could apply.
+    let mut want: Vec<u64> = (0..10).collect();
+    want.extend(30..60);
+    assert_eq!(got, want);
+    assert_eq!(report.dropped_for(DropReason::Expired), 20);
+    let mut t: Vec<u64> = tapped.iter().map(|(r, _, _)| *r).collect();
+    t.sort_unstable();
+    assert_eq!(t, (10..30).collect::<Vec<_>>());
+    assert!(report.ledger.balanced);
+}
+
+#[test]
+fn policy_on_classes_needs_a_classifier() {
+    let p = Pipeline::new("x");
+    p.source("src", 1, range(10))
+        .edge_policy(EdgePolicy::shed_by_priority())
+        .new_chain()
+        .sink("sink", |_| SlowSink(Duration::ZERO));
+    match p.run() {
+        Err(BuildError::PolicyNeedsClassifier { edge, .. }) => assert!(edge.contains("src")),
+        other => panic!("unexpected {other:?}"),
+    }
+}
+
+#[test]
+fn one_job_blocks_payments_and_sheds_telemetry() {
+    // "For a payment system we block the user, for metrics we drop": two edges, two policies,
+    // one slow sink each.
+    let payments = Arc::new(AtomicU64::new(0));
+    let p = Pipeline::new("mixed").batch_size(50);
+    let pay = payments.clone();
+    p.source("payments", 1, range(5_000))
+        .edge_capacity(100)
+        .new_chain()
+        .sink("ledger-db", move |_| CountSlow(pay.clone(), Duration::from_micros(200)));
+    p.source("metrics", 1, range(50_000))
+        .classify(|_| Priority::DEBUG)
+        .edge_policy(EdgePolicy::shed_by_priority())
+        .edge_capacity(100)
+        .new_chain()
+        .sink("tsdb", |_| SlowSink(Duration::from_micros(200)));
+    let t0 = Instant::now();
+    let report = p.run().expect("valid").wait().expect("balanced");
+    assert!(t0.elapsed() < Duration::from_secs(60));
+    assert_eq!(payments.load(Ordering::Relaxed), 5_000, "no payment dropped");
+    let pay_edge = report.edges.iter().find(|e| e.name.starts_with("payments")).expect("edge");
+    let met_edge = report.edges.iter().find(|e| e.name.starts_with("metrics")).expect("edge");
+    assert_eq!(pay_edge.dropped, 0);
+    assert!(pay_edge.credit_wait_s > 0.0, "payments were slowed, not dropped");
+    assert!(met_edge.dropped > 0, "metrics were shed");
+    assert!(report.ledger.balanced);
+}
+
+struct CountSlow(Arc<AtomicU64>, Duration);
+impl Sink<u64> for CountSlow {
+    fn write(&mut self, records: Vec<u64>) -> Result<(), SinkError> {
+        std::thread::sleep(self.1);
+        self.0.fetch_add(records.len() as u64, Ordering::Relaxed);
+        Ok(())
+    }
+}
