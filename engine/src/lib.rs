@@ -39,7 +39,8 @@ pub use operator::{InstanceInfo, Operator, Sink, SinkError, Source, SourceStatus
 pub use policy::{DropReason, EdgePolicy, SampleConfig, Watermarks, REASONS};
 pub use priority::{Classifier, Prioritized, Priority, CLASSES};
 pub use report::{
-    DropCount, EdgeReport, JobReport, JobStatus, LatencySummary, OperatorReport, SinkReport, StageReport,
+    DropCount, EdgeReport, JobReport, JobStatus, LatencySummary, OperatorReport, SinkReport,
+    StageReport,
 };
 pub use runtime::{partition_of, Job};
 pub use topology::{ExchangeKind, OpKind, Topology, TopologyEdge, TopologyStage};

@@ -48,7 +48,9 @@ impl Priority {
 
     /// The class's name: `debug`, `info`, `warn`, `error`, `critical`, or `p5`..`p7`.
     pub fn name(self) -> &'static str {
-        const NAMES: [&str; CLASSES] = ["debug", "info", "warn", "error", "critical", "p5", "p6", "p7"];
+        const NAMES: [&str; CLASSES] = [
+            "debug", "info", "warn", "error", "critical", "p5", "p6", "p7",
+        ];
         NAMES[self.index()]
     }
 

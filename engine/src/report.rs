@@ -186,12 +186,20 @@ pub struct JobReport {
 impl JobReport {
     /// Records dropped with this class, over all edges and reasons.
     pub fn dropped_of_class(&self, class: Priority) -> u64 {
-        self.drops.iter().filter(|d| d.class == class).map(|d| d.count).sum()
+        self.drops
+            .iter()
+            .filter(|d| d.class == class)
+            .map(|d| d.count)
+            .sum()
     }
 
     /// Records dropped for this reason, over all edges and classes.
     pub fn dropped_for(&self, reason: DropReason) -> u64 {
-        self.drops.iter().filter(|d| d.reason == reason).map(|d| d.count).sum()
+        self.drops
+            .iter()
+            .filter(|d| d.reason == reason)
+            .map(|d| d.count)
+            .sum()
     }
 
     /// The report as pretty JSON.
@@ -274,7 +282,15 @@ impl fmt::Display for JobReport {
         writeln!(
             f,
             "{:<34} {:<11} {:<17} {:>8} {:>14} {:>12} {:>8} {:>9} {:>11}",
-            "edge", "exchange", "policy", "capacity", "sent", "dropped", "queued", "max queue", "credit wait"
+            "edge",
+            "exchange",
+            "policy",
+            "capacity",
+            "sent",
+            "dropped",
+            "queued",
+            "max queue",
+            "credit wait"
         )?;
         for e in &self.edges {
             writeln!(
@@ -311,7 +327,11 @@ impl fmt::Display for JobReport {
         }
         writeln!(f)?;
         if !self.drops.is_empty() {
-            writeln!(f, "{:<34} {:<9} {:<14} {:>12}", "drops: edge", "class", "reason", "records")?;
+            writeln!(
+                f,
+                "{:<34} {:<9} {:<14} {:>12}",
+                "drops: edge", "class", "reason", "records"
+            )?;
             for d in &self.drops {
                 writeln!(
                     f,

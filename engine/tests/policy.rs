@@ -29,7 +29,10 @@ struct Scripted<T> {
 impl<T: Send + 'static> Source<T> for Scripted<T> {
     fn poll_batch(&mut self, out: &mut Vec<T>, max: usize) -> SourceStatus {
         if self.sent_first && !self.checked {
-            assert!(wait_until(Duration::from_secs(10), || (self.ready)()), "sink never parked");
+            assert!(
+                wait_until(Duration::from_secs(10), || (self.ready)()),
+                "sink never parked"
+            );
             self.checked = true;
         }
         if let Some((at, d)) = self.pause {
@@ -111,9 +114,13 @@ fn run<T: Clone + Send + Sync + 'static>(
     let job = p.run().expect("valid graph");
     // Open the gate once the source has finished offering, or is blocked for credit.
     assert!(wait_until(Duration::from_secs(20), || {
-        job.task_states()
-            .iter()
-            .any(|(n, s)| n.starts_with("source") && matches!(s, sluice_engine::TaskState::Finished | sluice_engine::TaskState::WaitingCredit))
+        job.task_states().iter().any(|(n, s)| {
+            n.starts_with("source")
+                && matches!(
+                    s,
+                    sluice_engine::TaskState::Finished | sluice_engine::TaskState::WaitingCredit
+                )
+        })
     }));
     gate.open();
     let report = job.wait().expect("job completes with a balanced ledger");
@@ -162,12 +169,22 @@ fn level(r: &u64) -> Priority {
 fn shed_by_priority_under_10x_overload_never_drops_errors() {
     let n = 1000u64; // ten times the 100-record capacity
     let cap = 100;
-    let (got, report, tapped) = run((0..n).collect(), cap, EdgePolicy::shed_by_priority(), Some(level), None);
+    let (got, report, tapped) = run(
+        (0..n).collect(),
+        cap,
+        EdgePolicy::shed_by_priority(),
+        Some(level),
+        None,
+    );
     // Delivered: the batch the sink held plus a full edge; everything else shed.
     assert_eq!(got.len(), B + cap);
     assert_eq!(report.ledger.dropped, n - (B + cap) as u64);
     // Every error arrived, in order.
-    let errors: Vec<u64> = got.iter().copied().filter(|r| level(r) == Priority::ERROR).collect();
+    let errors: Vec<u64> = got
+        .iter()
+        .copied()
+        .filter(|r| level(r) == Priority::ERROR)
+        .collect();
     assert_eq!(errors, (0..n).filter(|r| r % 10 == 9).collect::<Vec<_>>());
     assert_eq!(report.dropped_of_class(Priority::ERROR), 0);
     // Lower classes are shed more: debug most, then info, then warn.
@@ -177,13 +194,18 @@ fn shed_by_priority_under_10x_overload_never_drops_errors() {
         report.dropped_of_class(Priority::WARN),
     );
     assert!(d > 0 && i > 0 && w > 0, "d={d} i={i} w={w}");
-    assert_eq!(d, 700 - got.iter().filter(|r| level(r) == Priority::DEBUG).count() as u64);
+    assert_eq!(
+        d,
+        700 - got.iter().filter(|r| level(r) == Priority::DEBUG).count() as u64
+    );
     // Both refusals (incoming over a watermark) and evictions (queued, for an error) happened.
     assert!(report.dropped_for(DropReason::ShedRefused) > 0);
     assert!(report.dropped_for(DropReason::ShedEvicted) > 0);
     // Delivery keeps the original order.
     assert!(got.windows(2).all(|w| w[0] < w[1]));
-    assert!(tapped.iter().all(|(r, c, _)| level(r) == *c && *c < Priority::ERROR));
+    assert!(tapped
+        .iter()
+        .all(|(r, c, _)| level(r) == *c && *c < Priority::ERROR));
     assert!(report.ledger.balanced);
 }
 
@@ -192,10 +214,19 @@ fn shed_blocks_errors_when_only_errors_remain() {
     // All errors, 5x the capacity: nothing may be dropped; the source blocks instead.
     let n = 250u64;
     let recs: Vec<u64> = (0..n).map(|i| i * 10 + 9).collect();
-    let (got, report, _) = run(recs.clone(), 50, EdgePolicy::shed_by_priority(), Some(level), None);
+    let (got, report, _) = run(
+        recs.clone(),
+        50,
+        EdgePolicy::shed_by_priority(),
+        Some(level),
+        None,
+    );
     assert_eq!(got, recs);
     assert_eq!(report.ledger.dropped, 0);
-    assert!(report.stages[0].backpressured_s > 0.0, "errors waited for credit");
+    assert!(
+        report.stages[0].backpressured_s > 0.0,
+        "errors waited for credit"
+    );
 }
 
 #[test]
@@ -206,15 +237,28 @@ fn sample_keeps_one_in_n_of_low_classes() {
         below: Priority::WARN,
     });
     // Classes: debug except every 10th (error). Capacity 40.
-    let cls: fn(&u64) -> Priority = |r| if r % 10 == 9 { Priority::ERROR } else { Priority::DEBUG };
+    let cls: fn(&u64) -> Priority = |r| {
+        if r % 10 == 9 {
+            Priority::ERROR
+        } else {
+            Priority::DEBUG
+        }
+    };
     let (got, report, _) = run((0..n).collect(), 40, policy, Some(cls), None);
     assert_eq!(report.dropped_of_class(Priority::ERROR), 0);
     let errors = got.iter().filter(|r| *r % 10 == 9).count();
     assert_eq!(errors, 40, "every error delivered");
-    assert_eq!(report.dropped_for(DropReason::Sampled), report.ledger.dropped);
+    assert_eq!(
+        report.dropped_for(DropReason::Sampled),
+        report.ledger.dropped
+    );
     // The first batch offered to the full edge (9 debug, 1 error) keeps debug 4 and 8 of its
     // count (one in four) and drops 7; later drops depend on how fast the sink drains.
-    assert!(report.ledger.dropped >= 7, "dropped {}", report.ledger.dropped);
+    assert!(
+        report.ledger.dropped >= 7,
+        "dropped {}",
+        report.ledger.dropped
+    );
     assert_eq!(got.len() as u64 + report.ledger.dropped, n);
     assert!(report.ledger.balanced);
 }
@@ -226,7 +270,13 @@ fn deadline_drops_only_records_past_their_age() {
     // drains; phase 2 has not.
     let d = Duration::from_secs(1);
     let recs: Vec<u64> = (0..60).collect();
-    let (got, report, tapped) = run(recs, 100, EdgePolicy::Deadline(d), None, Some((30, Duration::from_millis(1500))));
+    let (got, report, tapped) = run(
+        recs,
+        100,
+        EdgePolicy::Deadline(d),
+        None,
+        Some((30, Duration::from_millis(1500))),
+    );
     // The sink held the first batch (0..10) from before the deadline could apply.
     let mut want: Vec<u64> = (0..10).collect();
     want.extend(30..60);
@@ -261,7 +311,9 @@ fn one_job_blocks_payments_and_sheds_telemetry() {
     p.source("payments", 1, range(5_000))
         .edge_capacity(100)
         .new_chain()
-        .sink("ledger-db", move |_| CountSlow(pay.clone(), Duration::from_micros(200)));
+        .sink("ledger-db", move |_| {
+            CountSlow(pay.clone(), Duration::from_micros(200))
+        });
     p.source("metrics", 1, range(50_000))
         .classify(|_| Priority::DEBUG)
         .edge_policy(EdgePolicy::shed_by_priority())
@@ -271,11 +323,26 @@ fn one_job_blocks_payments_and_sheds_telemetry() {
     let t0 = Instant::now();
     let report = p.run().expect("valid").wait().expect("balanced");
     assert!(t0.elapsed() < Duration::from_secs(60));
-    assert_eq!(payments.load(Ordering::Relaxed), 5_000, "no payment dropped");
-    let pay_edge = report.edges.iter().find(|e| e.name.starts_with("payments")).expect("edge");
-    let met_edge = report.edges.iter().find(|e| e.name.starts_with("metrics")).expect("edge");
+    assert_eq!(
+        payments.load(Ordering::Relaxed),
+        5_000,
+        "no payment dropped"
+    );
+    let pay_edge = report
+        .edges
+        .iter()
+        .find(|e| e.name.starts_with("payments"))
+        .expect("edge");
+    let met_edge = report
+        .edges
+        .iter()
+        .find(|e| e.name.starts_with("metrics"))
+        .expect("edge");
     assert_eq!(pay_edge.dropped, 0);
-    assert!(pay_edge.credit_wait_s > 0.0, "payments were slowed, not dropped");
+    assert!(
+        pay_edge.credit_wait_s > 0.0,
+        "payments were slowed, not dropped"
+    );
     assert!(met_edge.dropped > 0, "metrics were shed");
     assert!(report.ledger.balanced);
 }

@@ -194,7 +194,9 @@ impl<T> Sender<T> {
         match self.offer(batch, true) {
             Ok(()) => Ok(()),
             Err(TrySendError::Disconnected(b)) => Err(SendError::Disconnected(b)),
-            Err(TrySendError::Aborted(b)) | Err(TrySendError::Full(b)) => Err(SendError::Aborted(b)),
+            Err(TrySendError::Aborted(b)) | Err(TrySendError::Full(b)) => {
+                Err(SendError::Aborted(b))
+            }
         }
     }
 

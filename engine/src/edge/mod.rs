@@ -41,5 +41,5 @@ mod error;
 mod port;
 
 pub use channel::{bounded, EdgeProbe, PortSnapshot, Receiver, Sender};
-pub use port::{DropTapFn, Dropped, PortConfig};
 pub use error::{RecvError, SendError, TryRecvError, TrySendError};
+pub use port::{DropTapFn, Dropped, PortConfig};

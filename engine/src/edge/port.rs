@@ -176,7 +176,13 @@ impl<T> Port<T> {
         }
     }
 
-    fn record_drop(&mut self, record: T, class: Priority, reason: DropReason, tapped: &mut Vec<Dropped<T>>) {
+    fn record_drop(
+        &mut self,
+        record: T,
+        class: Priority,
+        reason: DropReason,
+        tapped: &mut Vec<Dropped<T>>,
+    ) {
         self.drops[reason.index()][class.index()] += 1;
         if let Some((every, _)) = &self.tap {
             self.tap_seen += 1;
@@ -200,7 +206,12 @@ impl<T> Port<T> {
     /// Applies the policy to an incoming batch. `first` is false when the sender offers the
     /// remainder of a batch it already offered and then waited for (sampling is not
     /// repeated).
-    pub fn offer(&mut self, mut batch: Batch<T>, first: bool, tapped: &mut Vec<Dropped<T>>) -> Offer<T> {
+    pub fn offer(
+        &mut self,
+        mut batch: Batch<T>,
+        first: bool,
+        tapped: &mut Vec<Dropped<T>>,
+    ) -> Offer<T> {
         if batch.is_empty() {
             return Offer::Done;
         }
@@ -259,7 +270,12 @@ impl<T> Port<T> {
         }
     }
 
-    fn sample(&mut self, batch: Batch<T>, cfg: SampleConfig, tapped: &mut Vec<Dropped<T>>) -> Batch<T> {
+    fn sample(
+        &mut self,
+        batch: Batch<T>,
+        cfg: SampleConfig,
+        tapped: &mut Vec<Dropped<T>>,
+    ) -> Batch<T> {
         let n = u64::from(cfg.keep_one_in.max(1));
         let created = batch.created;
         let mut kept = Vec::with_capacity(batch.len());
@@ -280,11 +296,17 @@ impl<T> Port<T> {
     /// Evicts the oldest queued records until `needed` credits are available.
     fn evict_oldest(&mut self, needed: usize, tapped: &mut Vec<Dropped<T>>) {
         while self.available < needed {
-            let Some(front) = self.queue.front_mut() else { break };
+            let Some(front) = self.queue.front_mut() else {
+                break;
+            };
             // Free exactly what is missing when the oldest batch has more than that.
             let deficit = needed - self.available;
             let len = front.batch.len();
-            let take = if len > deficit && front.weight == len { deficit } else { len };
+            let take = if len > deficit && front.weight == len {
+                deficit
+            } else {
+                len
+            };
             let old: Vec<T> = front.batch.records.drain(..take).collect();
             front.classes = None;
             let new_len = front.batch.len();
@@ -299,7 +321,12 @@ impl<T> Port<T> {
         }
     }
 
-    fn offer_shed(&mut self, mut batch: Batch<T>, w: &Watermarks, tapped: &mut Vec<Dropped<T>>) -> Offer<T> {
+    fn offer_shed(
+        &mut self,
+        mut batch: Batch<T>,
+        w: &Watermarks,
+        tapped: &mut Vec<Dropped<T>>,
+    ) -> Offer<T> {
         let cap = self.capacity as f64;
         let in_use = self.capacity - self.available;
         let weight = self.weight(batch.len());
@@ -402,7 +429,11 @@ impl<T> Port<T> {
             let mut kept = Vec::with_capacity(old_len);
             for r in records {
                 let is_class = removed < deficit
-                    && classifier.as_ref().map_or(Priority::DEFAULT, |f| f(&r)).index() == class;
+                    && classifier
+                        .as_ref()
+                        .map_or(Priority::DEFAULT, |f| f(&r))
+                        .index()
+                        == class;
                 if is_class {
                     removed += 1;
                     evicted.push(r);
@@ -429,12 +460,16 @@ impl<T> Port<T> {
     /// Under `Deadline(d)`: drops queued batches created more than `d` before `now`, oldest
     /// first, returning their credit.
     pub fn expire(&mut self, now: Instant, tapped: &mut Vec<Dropped<T>>) {
-        let EdgePolicy::Deadline(d) = self.policy else { return };
+        let EdgePolicy::Deadline(d) = self.policy else {
+            return;
+        };
         while let Some(front) = self.queue.front() {
             if now.saturating_duration_since(front.batch.created) <= d {
                 break;
             }
-            let Some(e) = self.queue.pop_front() else { break };
+            let Some(e) = self.queue.pop_front() else {
+                break;
+            };
             self.available += e.weight;
             self.queued_records -= e.batch.len();
             self.drop_all(e.batch.records, DropReason::Expired, tapped);

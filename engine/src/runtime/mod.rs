@@ -31,7 +31,8 @@ use crate::metrics::{OpStats, TaskState, TaskStats};
 use crate::policy::{DropReason, EdgePolicy, REASONS};
 use crate::priority::{Priority, CLASSES};
 use crate::report::{
-    DropCount, EdgeReport, JobReport, JobStatus, LatencySummary, OperatorReport, SinkReport, StageReport,
+    DropCount, EdgeReport, JobReport, JobStatus, LatencySummary, OperatorReport, SinkReport,
+    StageReport,
 };
 use crate::topology::{ExchangeKind, OpKind, Topology};
 use control::{Control, Failure};
@@ -461,7 +462,15 @@ impl Job {
                 })
             })
             .collect();
-        let ledger = Ledger::new(emitted, delivered, filtered, dropped, 0, 0, queued + abandoned);
+        let ledger = Ledger::new(
+            emitted,
+            delivered,
+            filtered,
+            dropped,
+            0,
+            0,
+            queued + abandoned,
+        );
         let bottleneck = crate::report::bottleneck(&stages);
         JobReport {
             job: self.name.clone(),

@@ -1,0 +1,148 @@
+//! Property: for random graphs, capacities, batch sizes, policies, classes and sink speeds,
+//! every run completes and its ledger balances (`Job::wait` checks the identity and fails
+//! with `LedgerMismatch` otherwise).
+
+#![allow(clippy::unwrap_used, missing_docs)]
+
+use std::time::Duration;
+
+use proptest::prelude::*;
+use sluice::engine::{Priority, SampleConfig, Watermarks};
+use sluice::prelude::*;
+
+fn policy() -> impl Strategy<Value = EdgePolicy> {
+    prop_oneof![
+        Just(EdgePolicy::Block),
+        Just(EdgePolicy::DropNewest),
+        Just(EdgePolicy::DropOldest),
+        Just(EdgePolicy::shed_by_priority()),
+        Just(EdgePolicy::ShedByPriority(
+            Watermarks::none()
+                .with(Priority::DEBUG, Some(0.2))
+                .with(Priority::INFO, Some(0.6))
+        )),
+        (1u32..5, 0u8..5).prop_map(|(n, b)| EdgePolicy::Sample(SampleConfig {
+            keep_one_in: n,
+            below: Priority::rank(b)
+        })),
+        (0u64..3).prop_map(|ms| EdgePolicy::Deadline(Duration::from_millis(ms))),
+    ]
+}
+
+#[derive(Debug, Clone)]
+struct Case {
+    records: u64,
+    second_source: Option<u64>,
+    source_par: usize,
+    batch: usize,
+    filter: bool,
+    flat: bool,
+    cap1: usize,
+    policy1: EdgePolicy,
+    keyed: Option<(usize, usize, EdgePolicy)>,
+    sink_us: u64,
+}
+
+fn case() -> impl Strategy<Value = Case> {
+    (
+        (
+            0u64..3000,
+            proptest::option::of(0u64..1000),
+            1usize..4,
+            1usize..64,
+        ),
+        (any::<bool>(), any::<bool>(), 1usize..80, policy()),
+        (
+            proptest::option::of((1usize..4, 1usize..80, policy())),
+            0u64..150,
+        ),
+    )
+        .prop_map(
+            |(
+                (records, second_source, source_par, batch),
+                (filter, flat, cap1, policy1),
+                (keyed, sink_us),
+            )| Case {
+                records,
+                second_source,
+                source_par,
+                batch,
+                filter,
+                flat,
+                cap1,
+                policy1,
+                keyed,
+                sink_us,
+            },
+        )
+}
+
+fn class(r: &u64) -> Priority {
+    Priority::rank((r % 5) as u8)
+}
+
+fn run(c: &Case) -> JobReport {
+    let p = Pipeline::new("prop").batch_size(c.batch);
+    let mut s = p.generator("a", c.source_par, GeneratorConfig::count(c.records), |i| i);
+    if let Some(n) = c.second_source {
+        s = s.union(p.generator("b", 1, GeneratorConfig::count(n), |i| i + 7));
+    }
+    if c.filter {
+        s = s.filter("f", |r| r % 3 != 0);
+    }
+    if c.flat {
+        s = s.flat_map("fm", |r| std::iter::repeat_n(r, (r % 3) as usize));
+    }
+    let s = s
+        .edge_capacity(c.cap1)
+        .edge_policy(c.policy1)
+        .classify(class)
+        .new_chain();
+    let s = match c.keyed {
+        Some((par, cap, pol)) => s
+            .key_by(|r| r % 17)
+            .parallelism(par)
+            .edge_capacity(cap)
+            .edge_policy(pol)
+            .classify(class)
+            .fold(
+                "sum",
+                || 0u64,
+                |acc, r| {
+                    *acc = acc.wrapping_add(r);
+                    r
+                },
+            ),
+        None => s,
+    };
+    let us = c.sink_us;
+    s.new_chain().for_each("sink", move |_| {
+        if us > 0 && us % 7 == 0 {
+            std::thread::sleep(Duration::from_micros(us));
+        }
+    });
+    p.run()
+        .expect("valid graph")
+        .wait()
+        .expect("run completes and balances")
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+
+    #[test]
+    fn ledger_balances_for_random_graphs(c in case()) {
+        let r = run(&c);
+        let l = r.ledger;
+        prop_assert!(l.balanced, "{}", l.explain());
+        prop_assert_eq!(l.in_flight, 0);
+        prop_assert_eq!(r.source_emitted, c.records + c.second_source.unwrap_or(0));
+        prop_assert_eq!(l.delivered + l.filtered + l.dropped, l.emitted);
+        let by_class: u64 = r.drops.iter().map(|d| d.count).sum();
+        prop_assert_eq!(by_class, l.dropped);
+        // Policies that never drop did not.
+        if c.policy1 == EdgePolicy::Block && c.keyed.is_none_or(|k| k.2 == EdgePolicy::Block) {
+            prop_assert_eq!(l.dropped, 0);
+        }
+    }
+}
