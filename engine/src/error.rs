@@ -21,6 +21,20 @@ pub enum BuildError {
         /// The policy.
         policy: String,
     },
+    /// A `Defer` edge has no defer log.
+    #[error("edge `{edge}` uses the defer policy but has no log: call `.defer_to(dir, max_bytes, codec)` before the edge")]
+    DeferNeedsLog {
+        /// The edge.
+        edge: String,
+    },
+    /// A defer log could not be opened.
+    #[error("cannot open the defer log of edge `{edge}`: {message}")]
+    DeferLog {
+        /// The edge.
+        edge: String,
+        /// The I/O error.
+        message: String,
+    },
     /// An operator was given parallelism 0.
     #[error("operator `{operator}` has parallelism 0: use at least 1")]
     ZeroParallelism {

@@ -20,7 +20,10 @@ use std::collections::BTreeMap;
 use std::rc::Rc;
 use std::sync::Arc;
 
-use crate::edge::{DropTapFn, Dropped, EdgeProbe, PortConfig, Receiver, Sender};
+use crate::codec::Codec;
+use crate::edge::{
+    DropTapFn, Dropped, EdgeProbe, PortConfig, Receiver, Sender, SpillLog, SpillSpec,
+};
 use crate::error::BuildError;
 use crate::metrics::{OpStats, TaskStats};
 use crate::operator::{InstanceInfo, Operator, Sink, Source};
@@ -289,6 +292,7 @@ impl Pipeline {
             policy: EdgePolicy::Block,
             classifier: None,
             tap: None,
+            spill: None,
             chain,
         }
     }
@@ -344,6 +348,7 @@ pub struct Stream<T> {
     policy: EdgePolicy,
     classifier: Option<Classifier<T>>,
     tap: Option<(u64, DropTapFn<T>)>,
+    spill: Option<SpillSpec<T>>,
     chain: ChainFn<T>,
 }
 
@@ -401,6 +406,26 @@ impl<T: Send + 'static> Stream<T> {
         T: Prioritized,
     {
         self.classify(|r: &T| r.priority())
+    }
+
+    /// Gives the next edge a defer log in `dir` (one file per downstream instance, named
+    /// after the job and the edge, so a restarted job finds it), capped at `max_bytes` per
+    /// file, for [`EdgePolicy::Defer`].
+    pub fn defer_to<C>(
+        mut self,
+        dir: impl Into<std::path::PathBuf>,
+        max_bytes: u64,
+        codec: C,
+    ) -> Self
+    where
+        C: Codec<T> + 'static,
+    {
+        self.spill = Some(SpillSpec {
+            dir: dir.into(),
+            max_bytes,
+            codec: Arc::new(codec),
+        });
+        self
     }
 
     /// Hands one in `every` record the next edge drops to `tap` (on the thread that dropped
@@ -463,6 +488,7 @@ impl<T: Send + 'static> Stream<T> {
             policy,
             classifier: None,
             tap: None,
+            spill: None,
             chain: next,
         }
     }
@@ -648,16 +674,38 @@ impl<T: Send + 'static> Stream<T> {
                 policy: self.policy.to_string(),
             });
         }
-        let cfg = PortConfig {
-            capacity: cap,
-            policy: self.policy,
-            classifier: self.classifier.clone(),
-            tap: self.tap.clone(),
-        };
+        let edge_index = bm.edges.len();
+        if matches!(self.policy, EdgePolicy::Defer(_)) && self.spill.is_none() {
+            let edge = format!("{} -> #{to_stage}", bm.ops[from_op].name);
+            bm.error(BuildError::DeferNeedsLog { edge });
+        }
         let mut probes = Vec::with_capacity(p_down);
         let mut senders = Vec::with_capacity(p_down);
-        for rx in rxs {
-            senders.push(rx.add_port_with(cfg.clone()));
+        for (instance, rx) in rxs.iter().enumerate() {
+            let spill = match &self.spill {
+                Some(spec) => {
+                    let name = format!("{}-edge{edge_index}-{instance}", file_safe(&bm.name));
+                    match SpillLog::open(spec, &name) {
+                        Ok(log) => Some(log),
+                        Err(e) => {
+                            let edge = format!("{} -> #{to_stage}", bm.ops[from_op].name);
+                            bm.error(BuildError::DeferLog {
+                                edge,
+                                message: e.to_string(),
+                            });
+                            None
+                        }
+                    }
+                }
+                None => None,
+            };
+            senders.push(rx.add_port_with(PortConfig {
+                capacity: cap,
+                policy: self.policy,
+                classifier: self.classifier.clone(),
+                tap: self.tap.clone(),
+                spill,
+            }));
             probes.push((rx.probe(), rx.ports() - 1));
         }
         bm.edges.push(EdgeMeta {
@@ -742,6 +790,7 @@ impl<T: Send + 'static> Stream<T> {
             policy: EdgePolicy::Block,
             classifier: None,
             tap: None,
+            spill: None,
             chain,
         }
     }
@@ -837,6 +886,18 @@ impl<T: Clone + Send + 'static> Stream<T> {
             })
         })
     }
+}
+
+fn file_safe(name: &str) -> String {
+    name.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
 }
 
 fn forward_tail<T: Send + 'static>(

@@ -17,6 +17,7 @@
 #![warn(missing_docs)]
 
 mod batch;
+mod codec;
 pub mod edge;
 mod error;
 pub mod graph;
@@ -31,12 +32,15 @@ pub(crate) mod sync;
 mod topology;
 
 pub use batch::Batch;
+pub use codec::{Codec, CodecError, JsonCodec};
 pub use error::{BuildError, JobError};
 pub use graph::{Pipeline, SinkHandle, Stream, DEFAULT_BATCH_SIZE, DEFAULT_CAPACITY};
 pub use ledger::Ledger;
 pub use metrics::TaskState;
 pub use operator::{InstanceInfo, Operator, Sink, SinkError, Source, SourceStatus};
-pub use policy::{DropReason, EdgePolicy, SampleConfig, Watermarks, REASONS};
+pub use policy::{
+    DeferConfig, DropReason, EdgePolicy, SampleConfig, Watermarks, WhenLogFull, REASONS,
+};
 pub use priority::{Classifier, Prioritized, Priority, CLASSES};
 pub use report::{
     DropCount, EdgeReport, JobReport, JobStatus, LatencySummary, OperatorReport, SinkReport,

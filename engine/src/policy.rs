@@ -47,6 +47,10 @@ pub enum EdgePolicy {
     /// Block when full; at dequeue, drop batches that have waited longer than the deadline
     /// since their source created them (freshness: records too old to matter).
     Deadline(#[serde(with = "duration_ms")] Duration),
+    /// Under pressure, spill records of the classes below `below` to a bounded on-disk log
+    /// (set with `Stream::defer_to`) and replay them, in the order they were deferred, when
+    /// the edge is idle; higher classes block. Deferred records survive a restart of the job.
+    Defer(DeferConfig),
 }
 
 impl EdgePolicy {
@@ -58,7 +62,10 @@ impl EdgePolicy {
 
     /// Whether this policy classifies records (and so wants a classifier on the edge).
     pub fn uses_classes(&self) -> bool {
-        matches!(self, EdgePolicy::ShedByPriority(_) | EdgePolicy::Sample(_))
+        matches!(
+            self,
+            EdgePolicy::ShedByPriority(_) | EdgePolicy::Sample(_) | EdgePolicy::Defer(_)
+        )
     }
 }
 
@@ -71,6 +78,7 @@ impl fmt::Display for EdgePolicy {
             EdgePolicy::ShedByPriority(_) => f.write_str("shed_by_priority"),
             EdgePolicy::Sample(s) => write!(f, "sample(1/{} below {})", s.keep_one_in, s.below),
             EdgePolicy::Deadline(d) => write!(f, "deadline({} ms)", d.as_millis()),
+            EdgePolicy::Defer(d) => write!(f, "defer(below {})", d.below),
         }
     }
 }
@@ -123,6 +131,25 @@ pub struct SampleConfig {
     pub below: Priority,
 }
 
+/// Configuration of [`EdgePolicy::Defer`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeferConfig {
+    /// Classes strictly below this one are deferred under pressure; the others block.
+    pub below: Priority,
+    /// What to do when the defer log is at its size cap.
+    pub when_full: WhenLogFull,
+}
+
+/// What a deferring edge does with a low-class record when its log is full.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WhenLogFull {
+    /// Wait for credit like any other record (the producer slows down).
+    Block,
+    /// Drop it, counted as [`DropReason::DeferFull`].
+    Drop,
+}
+
 /// Why an edge dropped a record.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -139,10 +166,14 @@ pub enum DropReason {
     Sampled,
     /// Older than the `Deadline` when dequeued.
     Expired,
+    /// Could not be deferred: the defer log was full (`WhenLogFull::Drop`).
+    DeferFull,
+    /// Could not be deferred or replayed: encoding, decoding or file-system error.
+    DeferError,
 }
 
 /// Number of [`DropReason`]s.
-pub const REASONS: usize = 6;
+pub const REASONS: usize = 8;
 
 impl DropReason {
     /// Every reason, in order.
@@ -153,6 +184,8 @@ impl DropReason {
         DropReason::ShedEvicted,
         DropReason::Sampled,
         DropReason::Expired,
+        DropReason::DeferFull,
+        DropReason::DeferError,
     ];
 
     /// Index `0..REASONS`.
@@ -169,6 +202,8 @@ impl DropReason {
             DropReason::ShedEvicted => "shed_evicted",
             DropReason::Sampled => "sampled",
             DropReason::Expired => "expired",
+            DropReason::DeferFull => "defer_full",
+            DropReason::DeferError => "defer_error",
         }
     }
 }

@@ -92,6 +92,12 @@ pub struct EdgeReport {
     pub blocked_sends: u64,
     /// Records dropped by the edge's policy.
     pub dropped: u64,
+    /// Records deferred to the edge's log in this run.
+    pub deferred: u64,
+    /// Records in the edge's defer log at the time of the report.
+    pub deferred_pending: u64,
+    /// Records an earlier run left in the defer log, replayed in this one.
+    pub restored: u64,
 }
 
 /// Records one edge dropped for one reason and class.

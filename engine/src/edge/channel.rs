@@ -51,7 +51,12 @@ struct State<T> {
     senders_waiting: usize,
     receiver_alive: bool,
     aborted: bool,
+    /// Set when the job is stopping: deferred records stay in their logs for the next run.
+    no_replay: bool,
 }
+
+/// Most records a replayed batch holds.
+const REPLAY_BATCH: usize = 1024;
 
 /// A point-in-time view of one port's counters.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
@@ -81,6 +86,14 @@ pub struct PortSnapshot {
     /// Records dropped by the port's policy, indexed `[reason][class]`
     /// (see [`DropReason::ALL`](crate::DropReason::ALL) and [`Priority`](crate::Priority)).
     pub drops: [[u64; CLASSES]; REASONS],
+    /// Records written to the defer log in this run.
+    pub deferred: u64,
+    /// Records in the defer log now.
+    pub deferred_pending: u64,
+    /// Records read back from the defer log.
+    pub replayed: u64,
+    /// Records found in the defer log when the port opened (deferred by an earlier run).
+    pub restored: u64,
 }
 
 impl PortSnapshot {
@@ -114,12 +127,25 @@ pub trait EdgeProbe: Send + Sync {
     fn port_snapshot(&self, port: usize) -> PortSnapshot;
     /// Wakes every waiter and makes every later send and receive fail with `Aborted`.
     fn abort(&self);
+    /// Stops replaying deferred records: a stopping job leaves them in their logs.
+    fn stop_replay(&self);
 }
 
 impl<T> Shared<T> {
     fn snapshot_port(&self, port: usize) -> PortSnapshot {
         let st = self.state.lock();
         st.ports.get(port).map(snapshot).unwrap_or_default()
+    }
+
+    fn no_replay(&self) {
+        let mut st = self.state.lock();
+        st.no_replay = true;
+        // A receiver waiting for the replay of a closed port can now end.
+        let wake = st.receiver_waiting;
+        drop(st);
+        if wake {
+            self.data_ready.notify_all();
+        }
     }
 
     fn abort_all(&self) {
@@ -131,13 +157,17 @@ impl<T> Shared<T> {
     }
 }
 
-impl<T: Send> EdgeProbe for Shared<T> {
+impl<T: Send + 'static> EdgeProbe for Shared<T> {
     fn port_snapshot(&self, port: usize) -> PortSnapshot {
         self.snapshot_port(port)
     }
 
     fn abort(&self) {
         self.abort_all()
+    }
+
+    fn stop_replay(&self) {
+        self.no_replay()
     }
 }
 
@@ -155,6 +185,10 @@ fn snapshot<T>(p: &Port<T>) -> PortSnapshot {
         blocked_sends: p.blocked_sends,
         open_senders: p.open_senders,
         drops: p.drops,
+        deferred: p.deferred,
+        deferred_pending: p.deferred_pending(),
+        replayed: p.replayed,
+        restored: p.spill.as_ref().map_or(p.restored_at_open, |s| s.restored),
     }
 }
 
@@ -371,6 +405,7 @@ impl<T> Receiver<T> {
                     senders_waiting: 0,
                     receiver_alive: true,
                     aborted: false,
+                    no_replay: false,
                 }),
                 data_ready: Condvar::new(),
                 credit_ready: Condvar::new(),
@@ -476,6 +511,7 @@ impl<T> Receiver<T> {
             return Err(TryRecvError::Aborted);
         }
         let n = st.ports.len();
+        let replay = !st.no_replay;
         let mut expired = Vec::new();
         for i in 0..n {
             let idx = (st.cursor + i) % n;
@@ -483,6 +519,14 @@ impl<T> Receiver<T> {
             if matches!(port.policy, EdgePolicy::Deadline(_)) && !port.queue.is_empty() {
                 port.expire(Instant::now(), &mut expired);
                 tapped.extend(expired.drain(..).map(|d| (idx, d)));
+            }
+            // Deferred records go first while the port has spare credit (at most half full):
+            // they are older than anything queued in memory.
+            if replay && port.available * 2 >= port.capacity && port.deferred_pending() > 0 {
+                if let Some(batch) = port.replay(port.capacity.min(REPLAY_BATCH)) {
+                    st.cursor = (idx + 1) % n;
+                    return Ok(batch);
+                }
             }
             if let Some(batch) = port.pop() {
                 let wake = port.should_wake_senders();
@@ -497,7 +541,7 @@ impl<T> Receiver<T> {
                 self.shared.credit_ready.notify_all();
             }
         }
-        if st.ports.iter().all(Port::ended) {
+        if st.ports.iter().all(|p| p.ended(replay)) {
             Err(TryRecvError::Closed)
         } else {
             Err(TryRecvError::Empty)
@@ -537,12 +581,15 @@ fn probe_of<T: Send + 'static>(shared: &Arc<Shared<T>>) -> std::sync::Arc<dyn Ed
 fn probe_of<T: Send + 'static>(shared: &Arc<Shared<T>>) -> std::sync::Arc<dyn EdgeProbe> {
     // loom's Arc cannot be unsized; a forwarding wrapper keeps the API identical.
     struct Fwd<T>(Arc<Shared<T>>);
-    impl<T: Send> EdgeProbe for Fwd<T> {
+    impl<T: Send + 'static> EdgeProbe for Fwd<T> {
         fn port_snapshot(&self, port: usize) -> PortSnapshot {
             self.0.snapshot_port(port)
         }
         fn abort(&self) {
             self.0.abort_all()
+        }
+        fn stop_replay(&self) {
+            self.0.no_replay()
         }
     }
     std::sync::Arc::new(Fwd(shared.clone()))

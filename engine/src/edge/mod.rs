@@ -39,7 +39,9 @@
 mod channel;
 mod error;
 mod port;
+mod spill;
 
 pub use channel::{bounded, EdgeProbe, PortSnapshot, Receiver, Sender};
 pub use error::{RecvError, SendError, TryRecvError, TrySendError};
 pub use port::{DropTapFn, Dropped, PortConfig};
+pub use spill::{SpillError, SpillLog, SpillSpec};

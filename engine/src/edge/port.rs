@@ -16,8 +16,11 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Instant;
 
+use super::spill::{SpillError, SpillLog};
 use crate::batch::Batch;
-use crate::policy::{DropReason, EdgePolicy, SampleConfig, Watermarks, REASONS};
+use crate::policy::{
+    DeferConfig, DropReason, EdgePolicy, SampleConfig, Watermarks, WhenLogFull, REASONS,
+};
 use crate::priority::{Classifier, Priority, CLASSES};
 
 /// A record an edge dropped, as handed to a drop tap.
@@ -44,6 +47,8 @@ pub struct PortConfig<T> {
     pub classifier: Option<Classifier<T>>,
     /// A tap that sees one in `every` dropped records.
     pub tap: Option<(u64, DropTapFn<T>)>,
+    /// The defer log of a `Defer` edge.
+    pub spill: Option<SpillLog<T>>,
 }
 
 impl<T> PortConfig<T> {
@@ -54,17 +59,7 @@ impl<T> PortConfig<T> {
             policy: EdgePolicy::Block,
             classifier: None,
             tap: None,
-        }
-    }
-}
-
-impl<T> Clone for PortConfig<T> {
-    fn clone(&self) -> Self {
-        PortConfig {
-            capacity: self.capacity,
-            policy: self.policy,
-            classifier: self.classifier.clone(),
-            tap: self.tap.clone(),
+            spill: None,
         }
     }
 }
@@ -103,6 +98,12 @@ pub(super) struct Port<T> {
     pub waiting: usize,
     pub wanted: usize,
     pub drops: [[u64; CLASSES]; REASONS],
+    pub spill: Option<SpillLog<T>>,
+    /// Records written to the defer log, and read back from it.
+    pub deferred: u64,
+    pub replayed: u64,
+    /// Records the log held when the port opened (kept if the log is later discarded).
+    pub restored_at_open: u64,
     sample_seen: u64,
     tap_seen: u64,
 }
@@ -127,6 +128,10 @@ impl<T> Port<T> {
             waiting: 0,
             wanted: 0,
             drops: [[0; CLASSES]; REASONS],
+            restored_at_open: cfg.spill.as_ref().map_or(0, |s| s.restored),
+            spill: cfg.spill,
+            deferred: 0,
+            replayed: 0,
             sample_seen: 0,
             tap_seen: 0,
         }
@@ -139,8 +144,41 @@ impl<T> Port<T> {
         self.waiting > 0 && self.available >= self.wanted.max(self.capacity / 2)
     }
 
-    pub fn ended(&self) -> bool {
-        self.open_senders == 0 && self.queue.is_empty()
+    /// True when nothing more will come out of this port: its senders are closed, its queue
+    /// is empty, and its defer log is empty (or not to be replayed in this run).
+    pub fn ended(&self, replay: bool) -> bool {
+        self.open_senders == 0 && self.queue.is_empty() && (!replay || self.deferred_pending() == 0)
+    }
+
+    /// Records in the defer log.
+    pub fn deferred_pending(&self) -> u64 {
+        self.spill.as_ref().map_or(0, SpillLog::pending)
+    }
+
+    /// Reads the next batch of deferred records, if any. Undecodable records, or the whole
+    /// log on an I/O error, are counted as dropped (`DeferError`), never lost silently.
+    pub fn replay(&mut self, max: usize) -> Option<Batch<T>> {
+        let log = self.spill.as_mut()?;
+        if log.pending() == 0 {
+            return None;
+        }
+        let mut bad = 0u64;
+        let result = log.read_batch(max, &mut bad);
+        let lost = match &result {
+            Ok(_) => 0,
+            Err(_) => log.pending(),
+        };
+        if lost > 0 {
+            // The rest of the log is unreadable: account for it and start a fresh log.
+            self.spill = None;
+        }
+        self.drops[DropReason::DeferError.index()][Priority::DEFAULT.index()] += bad + lost;
+        let (records, created) = result.ok()?;
+        self.replayed += records.len() as u64;
+        if records.is_empty() {
+            return None;
+        }
+        Some(Batch::with_created(records, created))
     }
 
     pub fn weight(&self, len: usize) -> usize {
@@ -249,6 +287,20 @@ impl<T> Port<T> {
                 Offer::Done
             }
             EdgePolicy::ShedByPriority(w) => self.offer_shed(batch, &w, tapped),
+            EdgePolicy::Defer(cfg) => {
+                if self.available < weight && self.spill.is_some() {
+                    batch = self.defer(batch, cfg, tapped);
+                }
+                let w = self.weight(batch.len());
+                if batch.is_empty() {
+                    Offer::Done
+                } else if self.available >= w {
+                    self.push(batch, w);
+                    Offer::Done
+                } else {
+                    Offer::Wait(batch)
+                }
+            }
             EdgePolicy::Sample(cfg) => {
                 if self.available >= weight {
                     self.push(batch, weight);
@@ -291,6 +343,59 @@ impl<T> Port<T> {
             kept.push(r);
         }
         Batch::with_created(kept, created)
+    }
+
+    /// Moves the records of classes below `cfg.below` to the defer log; returns the rest (and,
+    /// if the log is full and `when_full` is `Block`, the low records too, in order).
+    fn defer(
+        &mut self,
+        batch: Batch<T>,
+        cfg: DeferConfig,
+        tapped: &mut Vec<Dropped<T>>,
+    ) -> Batch<T> {
+        let created = batch.created;
+        let classes: Vec<Priority> = batch.records.iter().map(|r| self.class_of(r)).collect();
+        if !classes.iter().any(|c| *c < cfg.below) {
+            return batch;
+        }
+        let (mut low, mut high) = (Vec::new(), Vec::new());
+        for (r, c) in batch.records.into_iter().zip(classes.iter()) {
+            if *c < cfg.below {
+                low.push(r);
+            } else {
+                high.push(r);
+            }
+        }
+        let Some(log) = self.spill.as_mut() else {
+            low.extend(high);
+            return Batch::with_created(low, created);
+        };
+        match log.append(&low, created) {
+            Ok(()) => {
+                self.deferred += low.len() as u64;
+                Batch::with_created(high, created)
+            }
+            Err(SpillError::Full { .. }) if cfg.when_full == WhenLogFull::Block => {
+                // Keep the original order: re-interleave by class.
+                let (mut lo, mut hi) = (low.into_iter(), high.into_iter());
+                let merged = classes
+                    .iter()
+                    .filter_map(|c| if *c < cfg.below { lo.next() } else { hi.next() })
+                    .collect();
+                Batch::with_created(merged, created)
+            }
+            Err(e) => {
+                let reason = match e {
+                    SpillError::Full { .. } => DropReason::DeferFull,
+                    _ => DropReason::DeferError,
+                };
+                for r in low {
+                    let c = self.class_of(&r);
+                    self.record_drop(r, c, reason, tapped);
+                }
+                Batch::with_created(high, created)
+            }
+        }
     }
 
     /// Evicts the oldest queued records until `needed` credits are available.

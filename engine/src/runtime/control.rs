@@ -43,6 +43,9 @@ impl Control {
     /// Sources stop producing at their next batch boundary; the graph then drains.
     pub(crate) fn request_stop(&self) {
         self.stop.store(true, Ordering::Relaxed);
+        for p in self.probes.lock().iter() {
+            p.stop_replay();
+        }
     }
 
     pub(crate) fn stop_requested(&self) -> bool {

@@ -377,6 +377,9 @@ impl Job {
                     credit_wait_s: 0.0,
                     blocked_sends: 0,
                     dropped: 0,
+                    deferred: 0,
+                    deferred_pending: 0,
+                    restored: 0,
                 };
                 for (probe, port) in &e.ports {
                     let s = probe.port_snapshot(*port);
@@ -387,6 +390,9 @@ impl Job {
                     r.credit_wait_s += s.credit_wait_ns as f64 / 1e9;
                     r.blocked_sends += s.blocked_sends;
                     r.dropped += s.dropped();
+                    r.deferred += s.deferred;
+                    r.deferred_pending += s.deferred_pending;
+                    r.restored += s.restored;
                     for (ri, per_class) in s.drops.iter().enumerate() {
                         for (ci, &n) in per_class.iter().enumerate() {
                             drop_matrix[ri][ci] += n;
@@ -409,6 +415,9 @@ impl Job {
             })
             .collect();
         let dropped: u64 = edges.iter().map(|e| e.dropped).sum();
+        let deferred_pending: u64 = edges.iter().map(|e| e.deferred_pending).sum();
+        // Records restored from a defer log enter this run's books as emitted.
+        emitted += edges.iter().map(|e| e.restored).sum::<u64>();
         let queued: u64 = edges.iter().map(|e| e.queued).sum();
         let mut abandoned = 0u64;
         let stages: Vec<StageReport> = self
@@ -467,7 +476,7 @@ impl Job {
             delivered,
             filtered,
             dropped,
-            0,
+            deferred_pending,
             0,
             queued + abandoned,
         );
