@@ -27,15 +27,20 @@ fn stopped_sink_stops_source_after_edges_fill() {
         .sink("sink", move |_| GatedSink(g.clone()));
     let job = p.run().expect("valid graph");
 
-    // Wait until every task is parked: the sink in its gate, the others on credit.
+    // Wait until every task is parked (the sink in its gate, the others on credit) and both
+    // edges are full. A task marks itself waiting before it backs off, so the states alone
+    // can run ahead of the queues by a moment.
     let parked = wait_until(Duration::from_secs(10), || {
-        let states = job.task_states();
+        let waiting = job
+            .task_states()
+            .iter()
+            .filter(|(_, s)| *s == TaskState::WaitingCredit)
+            .count();
+        let r = job.report();
         gate.is_waiting()
-            && states
-                .iter()
-                .filter(|(_, s)| *s == TaskState::WaitingCredit)
-                .count()
-                == 2
+            && waiting == 2
+            && r.edges[0].queued == C1 as u64
+            && r.edges[1].queued == C2 as u64
     });
     assert!(parked, "tasks did not park: {:?}", job.task_states());
 

@@ -137,11 +137,12 @@ impl<T> Port<T> {
         }
     }
 
-    /// Whether returning credit should wake this port's parked senders: only once enough
-    /// credit has come back for a run of sends (half the capacity, or what the largest
-    /// waiter needs), so a full edge does not ping-pong one wake-up per batch.
+    /// Whether returning credit should wake this port's parked senders: as soon as the
+    /// largest waiting batch fits. (Waiting for more credit, e.g. half the capacity, saved no
+    /// measurable time once waiters back off before parking, and it left a stopped
+    /// consumer's edge partly empty while its producer slept.)
     pub fn should_wake_senders(&self) -> bool {
-        self.waiting > 0 && self.available >= self.wanted.max(self.capacity / 2)
+        self.waiting > 0 && self.available >= self.wanted
     }
 
     /// True when nothing more will come out of this port: its senders are closed, its queue
