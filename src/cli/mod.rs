@@ -13,6 +13,9 @@ macro_rules! outln {
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
+
+mod overload;
+mod parse;
 use sluice::engine::JobReport;
 use sluice::workloads::w1;
 
@@ -53,6 +56,9 @@ enum Job {
 
 #[derive(Subcommand, Debug)]
 enum Bench {
+    /// An open-loop producer at N x the sink's capacity through each overload policy, side by
+    /// side: goodput, drops by class, latency by class, peak memory, the ledger.
+    Overload(overload::OverloadArgs),
     /// W1 on Sluice against a hand-written crossbeam pipeline, in the same run.
     Pipeline {
         #[command(flatten)]
@@ -119,6 +125,9 @@ pub fn main() -> ExitCode {
         Command::Bench {
             bench: Bench::Pipeline { w1: a, rounds },
         } => bench_pipeline(&a, rounds),
+        Command::Bench {
+            bench: Bench::Overload(a),
+        } => overload::run(&a),
         Command::Report { file } => render(&file),
     }
 }

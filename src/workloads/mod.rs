@@ -1,3 +1,4 @@
 //! Reference workloads shared by the examples, the benchmarks, the CLI and the tests.
 
+pub mod overload;
 pub mod w1;

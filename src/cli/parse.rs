@@ -1,0 +1,90 @@
+//! Value parsers for durations (`10s`, `250ms`, `1m`) and counts (`64k`, `2M`), with messages
+//! that say what to write instead.
+
+use std::time::Duration;
+
+/// Parses `250ms`, `10s`, `1.5s`, `2m`; a bare number is seconds.
+pub fn duration(s: &str) -> Result<Duration, String> {
+    let t = s.trim();
+    let (num, unit) = split_unit(t);
+    let v: f64 = num
+        .parse()
+        .map_err(|_| format!("`{s}` is not a duration: write e.g. 250ms, 10s or 2m"))?;
+    let secs = match unit {
+        "ms" => v / 1000.0,
+        "" | "s" => v,
+        "m" | "min" => v * 60.0,
+        "us" => v / 1e6,
+        _ => return Err(format!("unknown unit `{unit}` in `{s}`: use ms, s or m")),
+    };
+    if !secs.is_finite() || secs <= 0.0 {
+        return Err(format!("`{s}` must be a positive duration"));
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+/// Parses `512`, `64k`, `2M`, `1.5k` (k = 1,000, M = 1,000,000); must be positive.
+pub fn count(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let (num, unit) = split_unit(t);
+    let v: f64 = num
+        .parse()
+        .map_err(|_| format!("`{s}` is not a count: write e.g. 512, 64k or 2M"))?;
+    let m = match unit {
+        "" => 1.0,
+        "k" | "K" => 1e3,
+        "m" | "M" => 1e6,
+        "g" | "G" => 1e9,
+        _ => return Err(format!("unknown suffix `{unit}` in `{s}`: use k, M or G")),
+    };
+    let n = v * m;
+    if !n.is_finite() || n < 1.0 {
+        return Err(format!("`{s}` must be at least 1"));
+    }
+    Ok(n as u64)
+}
+
+/// Parses a positive multiplier such as `10` or `2.5`.
+pub fn factor(s: &str) -> Result<f64, String> {
+    let v: f64 = s
+        .trim()
+        .trim_end_matches('x')
+        .parse()
+        .map_err(|_| format!("`{s}` is not a number: write e.g. 10 or 2.5"))?;
+    if !v.is_finite() || v <= 0.0 {
+        return Err(format!("`{s}` must be positive"));
+    }
+    Ok(v)
+}
+
+fn split_unit(t: &str) -> (&str, &str) {
+    let i = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
+    (&t[..i], t[i..].trim())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(duration("10s"), Ok(Duration::from_secs(10)));
+        assert_eq!(duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(duration("3"), Ok(Duration::from_secs(3)));
+        assert!(duration("0s").is_err());
+        assert!(duration("ten").unwrap_err().contains("250ms"));
+        assert!(duration("5h").unwrap_err().contains("unit"));
+    }
+
+    #[test]
+    fn counts() {
+        assert_eq!(count("64k"), Ok(64_000));
+        assert_eq!(count("2M"), Ok(2_000_000));
+        assert_eq!(count("512"), Ok(512));
+        assert!(count("0").is_err());
+        assert!(count("lots").is_err());
+    }
+}
