@@ -165,7 +165,7 @@ pub fn run(a: &OverloadArgs) -> ExitCode {
     ExitCode::SUCCESS
 }
 
-fn class<'a>(r: &'a ScenarioResult, c: Priority) -> Option<&'a overload::ClassResult> {
+fn class(r: &ScenarioResult, c: Priority) -> Option<&overload::ClassResult> {
     r.classes.iter().find(|x| x.class == c.name())
 }
 
