@@ -396,7 +396,7 @@ impl<T: Send + 'static> Stream<T> {
     where
         F: Fn(&T) -> Priority + Send + Sync + 'static,
     {
-        self.classifier = Some(Arc::new(f));
+        self.classifier = Some(crate::priority::classifier(f));
         self
     }
 

@@ -97,5 +97,19 @@ pub trait Prioritized {
     fn priority(&self) -> Priority;
 }
 
-/// A shared classifier closure, as stored on an edge.
-pub type Classifier<T> = Arc<dyn Fn(&T) -> Priority + Send + Sync>;
+/// A shared classifier, as stored on an edge: classifies a slice of records into `out` (one
+/// class per record, in order). It works a batch at a time so the per-record loop is
+/// monomorphized user code behind a single dynamic call per batch.
+pub type Classifier<T> = Arc<dyn Fn(&[T], &mut Vec<Priority>) + Send + Sync>;
+
+/// Wraps a per-record classifier closure as a batch [`Classifier`].
+pub fn classifier<T, F>(f: F) -> Classifier<T>
+where
+    T: 'static,
+    F: Fn(&T) -> Priority + Send + Sync + 'static,
+{
+    Arc::new(move |records: &[T], out: &mut Vec<Priority>| {
+        out.clear();
+        out.extend(records.iter().map(&f));
+    })
+}

@@ -66,6 +66,10 @@ enum Bench {
         /// Rounds of each (alternating); the median is reported.
         #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=100))]
         rounds: u64,
+        /// Also run W1 with ShedByPriority on its edges (nothing shed: every record is an
+        /// error) and report its cost against Block.
+        #[arg(long)]
+        shed: bool,
     },
 }
 
@@ -123,8 +127,13 @@ pub fn main() -> ExitCode {
         }
         Command::Run { job: Job::W1(a) } => run_w1(&a),
         Command::Bench {
-            bench: Bench::Pipeline { w1: a, rounds },
-        } => bench_pipeline(&a, rounds),
+            bench:
+                Bench::Pipeline {
+                    w1: a,
+                    rounds,
+                    shed,
+                },
+        } => bench_pipeline(&a, rounds, shed),
         Command::Bench {
             bench: Bench::Overload(a),
         } => overload::run(&a),
@@ -153,9 +162,13 @@ fn run_w1(a: &W1Args) -> ExitCode {
     }
 }
 
-fn bench_pipeline(a: &W1Args, rounds: u64) -> ExitCode {
+fn bench_pipeline(a: &W1Args, rounds: u64, shed: bool) -> ExitCode {
     let cfg = a.config();
-    let (mut s, mut b) = (Vec::new(), Vec::new());
+    let shed_cfg = w1::Config {
+        shed_policy: true,
+        ..cfg
+    };
+    let (mut s, mut b, mut sh) = (Vec::new(), Vec::new(), Vec::new());
     for round in 0..rounds {
         let out = match w1::run_sluice(&cfg) {
             Ok((o, _)) => o,
@@ -169,14 +182,39 @@ fn bench_pipeline(a: &W1Args, rounds: u64) -> ExitCode {
             eprintln!("error: sluice and the baseline disagree on W1's result");
             return ExitCode::from(1);
         }
+        let shed_rate = if shed {
+            match w1::run_sluice(&shed_cfg) {
+                Ok((o, r))
+                    if (o.records_out, o.checksum) == (out.records_out, out.checksum)
+                        && r.ledger.dropped == 0 =>
+                {
+                    Some(o.rate(cfg.records))
+                }
+                Ok(_) => {
+                    eprintln!("error: W1 with the shed policy changed the result");
+                    return ExitCode::from(1);
+                }
+                Err(e) => {
+                    eprintln!("error: job w1 (shed) failed: {e}");
+                    return ExitCode::from(1);
+                }
+            }
+        } else {
+            None
+        };
         outln!(
-            "round {}: sluice {:>6.1} M rec/s   crossbeam {:>6.1} M rec/s",
+            "round {}: sluice {:>6.1} M rec/s   crossbeam {:>6.1} M rec/s{}",
             round + 1,
             out.rate(cfg.records) / 1e6,
-            base.rate(cfg.records) / 1e6
+            base.rate(cfg.records) / 1e6,
+            shed_rate.map_or(String::new(), |r| format!(
+                "   sluice+shed {:>6.1} M rec/s",
+                r / 1e6
+            ))
         );
         s.push(out.rate(cfg.records));
         b.push(base.rate(cfg.records));
+        sh.extend(shed_rate);
     }
     let (ms, mb) = (median(s), median(b));
     outln!(
@@ -188,6 +226,14 @@ fn bench_pipeline(a: &W1Args, rounds: u64) -> ExitCode {
         cfg.capacity,
         cfg.records
     );
+    if shed {
+        let msh = median(sh);
+        outln!(
+            "median: sluice with ShedByPriority (nothing shed) {:.1} M rec/s, {:+.1}% against Block",
+            msh / 1e6,
+            100.0 * (msh / ms - 1.0)
+        );
+    }
     ExitCode::SUCCESS
 }
 

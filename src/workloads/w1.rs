@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{bounded, Receiver, Sender};
 use rustc_hash::{FxBuildHasher, FxHashMap};
 use sluice_connectors::{GeneratorConfig, PipelineExt};
-use sluice_engine::{partition_of, JobError, JobReport, Pipeline};
+use sluice_engine::{partition_of, EdgePolicy, JobError, JobReport, Pipeline, Priority};
 use sluice_operators::{SinkExt, StreamExt};
 
 /// One W1 record.
@@ -45,6 +45,10 @@ pub struct Config {
     pub capacity: usize,
     /// Records per batch.
     pub batch_size: usize,
+    /// Put `ShedByPriority` on both edges, with every record classified `Error` (so nothing
+    /// is ever dropped and the output is unchanged): measures what the policy's checks cost
+    /// on the hot path, including its slow path while edges are above the watermarks.
+    pub shed_policy: bool,
 }
 
 impl Default for Config {
@@ -54,6 +58,7 @@ impl Default for Config {
             parallelism: 1,
             capacity: 8192,
             batch_size: 1024,
+            shed_policy: false,
         }
     }
 }
@@ -120,6 +125,12 @@ pub fn reference(records: u64) -> (u64, u64) {
 /// Builds W1 on a pipeline: three chains per instance (source+map+filter, keyed sum, sink),
 /// the same threads as the baseline. Returns the handle to read the sink's result from.
 pub fn build(p: &Pipeline, cfg: &Config) -> sluice_operators::FoldSinkHandle<(u64, u64)> {
+    let policy = if cfg.shed_policy {
+        EdgePolicy::shed_by_priority()
+    } else {
+        EdgePolicy::Block
+    };
+    let class = |_: &Record| Priority::ERROR;
     p.generator(
         "source",
         cfg.parallelism,
@@ -129,6 +140,8 @@ pub fn build(p: &Pipeline, cfg: &Config) -> sluice_operators::FoldSinkHandle<(u6
     .map("rotate", rotate)
     .filter("keep", keep)
     .edge_capacity(cfg.capacity)
+    .edge_policy(policy)
+    .classify(class)
     .key_by(key)
     .fold(
         "running sum",
@@ -139,6 +152,8 @@ pub fn build(p: &Pipeline, cfg: &Config) -> sluice_operators::FoldSinkHandle<(u6
             r
         },
     )
+    .edge_policy(policy)
+    .classify(class)
     .new_chain()
     .edge_capacity(cfg.capacity)
     .fold_sink(

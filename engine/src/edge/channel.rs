@@ -254,6 +254,7 @@ impl<T> Sender<T> {
         let mut st = self.shared.state.lock();
         let mut batch = batch;
         let mut first = true;
+        let mut classes = None;
         let mut waited_since: Option<Instant> = None;
         let mut spins = 0;
         let result = loop {
@@ -263,7 +264,7 @@ impl<T> Sender<T> {
             if !st.receiver_alive {
                 break Err(TrySendError::Disconnected(batch));
             }
-            match st.ports[self.port].offer(batch, first, &mut tapped) {
+            match st.ports[self.port].offer(batch, &mut classes, first, &mut tapped) {
                 Offer::Done => break Ok(()),
                 Offer::Wait(rest) => batch = rest,
             }

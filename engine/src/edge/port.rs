@@ -64,6 +64,20 @@ impl<T> PortConfig<T> {
     }
 }
 
+/// Records per class. A presence mask first (an OR reduction the compiler vectorizes), then a
+/// counting pass per present class: a plain `counts[c] += 1` loop serializes on one counter
+/// when a batch is mostly one class, which cost more than everything else on this path.
+fn class_counts(classes: &[Priority]) -> [u32; CLASSES] {
+    let mask = classes.iter().fold(0u32, |m, c| m | (1 << c.index()));
+    let mut counts = [0u32; CLASSES];
+    for (k, n) in counts.iter_mut().enumerate() {
+        if mask & (1 << k) != 0 {
+            *n = classes.iter().filter(|c| c.index() == k).count() as u32;
+        }
+    }
+    counts
+}
+
 pub(super) struct Entry<T> {
     pub batch: Batch<T>,
     pub weight: usize,
@@ -208,10 +222,25 @@ impl<T> Port<T> {
         Some(e.batch)
     }
 
-    fn class_of(&self, r: &T) -> Priority {
+    /// Classes of `records`, in order (all `Priority::DEFAULT` without a classifier).
+    fn classify(&self, records: &[T]) -> Vec<Priority> {
         match &self.classifier {
-            Some(c) => c(r),
-            None => Priority::DEFAULT,
+            Some(c) => {
+                let mut v = Vec::with_capacity(records.len());
+                c(records, &mut v);
+                // A classifier that returns too few classes gets the default for the rest.
+                v.resize(records.len(), Priority::DEFAULT);
+                v
+            }
+            None => vec![Priority::DEFAULT; records.len()],
+        }
+    }
+
+    /// The classes of `batch`, from the sender's cache when it still matches the batch.
+    fn classes_of(&self, batch: &Batch<T>, cache: &mut Option<Vec<Priority>>) -> Vec<Priority> {
+        match cache.take() {
+            Some(v) if v.len() == batch.len() => v,
+            _ => self.classify(&batch.records),
         }
     }
 
@@ -236,18 +265,20 @@ impl<T> Port<T> {
     }
 
     fn drop_all(&mut self, records: Vec<T>, reason: DropReason, tapped: &mut Vec<Dropped<T>>) {
-        for r in records {
-            let c = self.class_of(&r);
+        let classes = self.classify(&records);
+        for (r, c) in records.into_iter().zip(classes) {
             self.record_drop(r, c, reason, tapped);
         }
     }
 
     /// Applies the policy to an incoming batch. `first` is false when the sender offers the
     /// remainder of a batch it already offered and then waited for (sampling is not
-    /// repeated).
+    /// repeated). `cache` keeps the batch's classes across such retries, so a waiting sender
+    /// classifies its batch once.
     pub fn offer(
         &mut self,
         mut batch: Batch<T>,
+        cache: &mut Option<Vec<Priority>>,
         first: bool,
         tapped: &mut Vec<Dropped<T>>,
     ) -> Offer<T> {
@@ -287,10 +318,10 @@ impl<T> Port<T> {
                 self.push(batch, w);
                 Offer::Done
             }
-            EdgePolicy::ShedByPriority(w) => self.offer_shed(batch, &w, tapped),
+            EdgePolicy::ShedByPriority(w) => self.offer_shed(batch, cache, &w, tapped),
             EdgePolicy::Defer(cfg) => {
                 if self.available < weight && self.spill.is_some() {
-                    batch = self.defer(batch, cfg, tapped);
+                    batch = self.defer(batch, cache, cfg, tapped);
                 }
                 let w = self.weight(batch.len());
                 if batch.is_empty() {
@@ -332,8 +363,8 @@ impl<T> Port<T> {
         let n = u64::from(cfg.keep_one_in.max(1));
         let created = batch.created;
         let mut kept = Vec::with_capacity(batch.len());
-        for r in batch.records {
-            let c = self.class_of(&r);
+        let classes = self.classify(&batch.records);
+        for (r, c) in batch.records.into_iter().zip(classes) {
             if c < cfg.below {
                 self.sample_seen += 1;
                 if self.sample_seen % n != 0 {
@@ -351,12 +382,14 @@ impl<T> Port<T> {
     fn defer(
         &mut self,
         batch: Batch<T>,
+        cache: &mut Option<Vec<Priority>>,
         cfg: DeferConfig,
         tapped: &mut Vec<Dropped<T>>,
     ) -> Batch<T> {
         let created = batch.created;
-        let classes: Vec<Priority> = batch.records.iter().map(|r| self.class_of(r)).collect();
+        let classes = self.classes_of(&batch, cache);
         if !classes.iter().any(|c| *c < cfg.below) {
+            *cache = Some(classes);
             return batch;
         }
         let (mut low, mut high) = (Vec::new(), Vec::new());
@@ -367,6 +400,11 @@ impl<T> Port<T> {
                 high.push(r);
             }
         }
+        let high_classes: Vec<Priority> = classes
+            .iter()
+            .copied()
+            .filter(|c| *c >= cfg.below)
+            .collect();
         let Some(log) = self.spill.as_mut() else {
             low.extend(high);
             return Batch::with_created(low, created);
@@ -374,6 +412,7 @@ impl<T> Port<T> {
         match log.append(&low, created) {
             Ok(()) => {
                 self.deferred += low.len() as u64;
+                *cache = Some(high_classes);
                 Batch::with_created(high, created)
             }
             Err(SpillError::Full { .. }) if cfg.when_full == WhenLogFull::Block => {
@@ -383,6 +422,7 @@ impl<T> Port<T> {
                     .iter()
                     .filter_map(|c| if *c < cfg.below { lo.next() } else { hi.next() })
                     .collect();
+                *cache = Some(classes);
                 Batch::with_created(merged, created)
             }
             Err(e) => {
@@ -390,10 +430,11 @@ impl<T> Port<T> {
                     SpillError::Full { .. } => DropReason::DeferFull,
                     _ => DropReason::DeferError,
                 };
-                for r in low {
-                    let c = self.class_of(&r);
+                let low_classes = classes.iter().copied().filter(|c| *c < cfg.below);
+                for (r, c) in low.into_iter().zip(low_classes) {
                     self.record_drop(r, c, reason, tapped);
                 }
+                *cache = Some(high_classes);
                 Batch::with_created(high, created)
             }
         }
@@ -430,6 +471,7 @@ impl<T> Port<T> {
     fn offer_shed(
         &mut self,
         mut batch: Batch<T>,
+        cache: &mut Option<Vec<Priority>>,
         w: &Watermarks,
         tapped: &mut Vec<Dropped<T>>,
     ) -> Offer<T> {
@@ -441,12 +483,9 @@ impl<T> Port<T> {
             self.push(batch, weight);
             return Offer::Done;
         }
-        // Under pressure: classify the incoming records.
-        let classes: Vec<Priority> = batch.records.iter().map(|r| self.class_of(r)).collect();
-        let mut counts = [0usize; CLASSES];
-        for c in &classes {
-            counts[c.index()] += 1;
-        }
+        // Under pressure: classify the incoming records (once per batch, across retries).
+        let mut classes = self.classes_of(&batch, cache);
+        let mut counts = class_counts(&classes).map(|n| n as usize);
         // 1. Refuse incoming classes whose watermark the fill (with what remains of the batch)
         //    exceeds, lowest class first.
         let mut refuse = [false; CLASSES];
@@ -466,17 +505,21 @@ impl<T> Port<T> {
         if remaining < batch.len() {
             let created = batch.created;
             let mut kept = Vec::with_capacity(remaining);
+            let mut kept_classes = Vec::with_capacity(remaining);
             for (r, c) in batch.records.into_iter().zip(classes) {
                 if refuse[c.index()] {
                     self.record_drop(r, c, DropReason::ShedRefused, tapped);
                 } else {
                     kept.push(r);
+                    kept_classes.push(c);
                 }
             }
             batch = Batch::with_created(kept, created);
-            counts = [0; CLASSES];
-            for r in &batch.records {
-                counts[self.class_of(r).index()] += 1;
+            classes = kept_classes;
+            for (c, r) in refuse.iter().zip(counts.iter_mut()) {
+                if *c {
+                    *r = 0;
+                }
             }
         }
         if batch.is_empty() {
@@ -499,6 +542,7 @@ impl<T> Port<T> {
             Offer::Done
         } else {
             // What is left has no lower class to displace: it blocks (Error and up never drop).
+            *cache = Some(classes);
             Offer::Wait(batch)
         }
     }
@@ -514,10 +558,7 @@ impl<T> Port<T> {
             let counts = match self.queue[i].classes {
                 Some(c) => c,
                 None => {
-                    let mut c = [0u32; CLASSES];
-                    for r in &self.queue[i].batch.records {
-                        c[self.class_of(r).index()] += 1;
-                    }
+                    let c = class_counts(&self.classify(&self.queue[i].batch.records));
                     self.queue[i].classes = Some(c);
                     c
                 }
@@ -526,20 +567,15 @@ impl<T> Port<T> {
                 continue;
             }
             let deficit = needed - self.available;
-            let classifier = self.classifier.clone();
+            let classes = self.classify(&self.queue[i].batch.records);
             let e = &mut self.queue[i];
             let old_len = e.batch.len();
             // Remove at most `deficit` records of the class (oldest first), keeping order.
             let mut removed = 0usize;
             let records = std::mem::take(&mut e.batch.records);
             let mut kept = Vec::with_capacity(old_len);
-            for r in records {
-                let is_class = removed < deficit
-                    && classifier
-                        .as_ref()
-                        .map_or(Priority::DEFAULT, |f| f(&r))
-                        .index()
-                        == class;
+            for (r, c) in records.into_iter().zip(classes) {
+                let is_class = removed < deficit && c.index() == class;
                 if is_class {
                     removed += 1;
                     evicted.push(r);
