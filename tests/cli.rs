@@ -72,3 +72,55 @@ fn jobs_lists_w1() {
     assert!(out.status.success());
     assert!(String::from_utf8_lossy(&out.stdout).starts_with("w1"));
 }
+
+#[test]
+fn bench_overload_runs_each_policy_and_balances() {
+    let dir = std::env::temp_dir().join(format!("sluice-overload-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("tmp dir");
+    let json = dir.join("overload.json");
+    let out = sluice(&[
+        "bench",
+        "overload",
+        "--policy",
+        "block,shed,drop-oldest",
+        "--duration",
+        "400ms",
+        "--sink-capacity",
+        "20k",
+        "--json",
+        json.to_str().expect("utf8 path"),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = std::fs::read_to_string(&json).expect("results written");
+    let v: serde_json::Value = serde_json::from_str(&text).expect("json");
+    let runs = v.as_array().expect("one result per policy");
+    assert_eq!(runs.len(), 3);
+    for r in runs {
+        assert_eq!(r["ledger"]["balanced"], true, "{r}");
+        assert!(r["peak_rss_bytes"].as_u64().unwrap_or(0) > 0);
+        assert!(r["classes"].as_array().is_some_and(|c| !c.is_empty()));
+    }
+    // Shedding never drops errors; blocking never drops anything.
+    let shed = &runs[1];
+    let err = shed["classes"]
+        .as_array()
+        .and_then(|c| c.iter().find(|x| x["class"] == "error"))
+        .expect("error class");
+    assert_eq!(err["dropped"], 0);
+    assert_eq!(runs[0]["ledger"]["dropped"], 0);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn bench_overload_rejects_bad_values() {
+    let out = sluice(&["bench", "overload", "--duration", "ten"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("250ms"));
+    let out = sluice(&["bench", "overload", "--policy", "yolo"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("drop-newest"));
+}
