@@ -43,8 +43,8 @@ pub use policy::{
 };
 pub use priority::{Classifier, Prioritized, Priority, CLASSES};
 pub use report::{
-    DropCount, EdgeReport, JobReport, JobStatus, LatencySummary, OperatorReport, SinkReport,
-    StageReport,
+    DropCount, EdgeReport, JobEvent, JobReport, JobStatus, LatencySummary, OperatorReport,
+    SinkReport, StageReport,
 };
-pub use runtime::{partition_of, Job};
+pub use runtime::{partition_of, Job, JobHandle};
 pub use topology::{ExchangeKind, OpKind, Topology, TopologyEdge, TopologyStage};

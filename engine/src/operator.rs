@@ -80,6 +80,13 @@ pub trait Sink<T>: Send + 'static {
     /// An error fails the job; the batch counts as in flight, not delivered.
     fn write(&mut self, records: Vec<T>) -> Result<(), SinkError>;
 
+    /// Records of the batches written so far that went to a dead-letter path instead of
+    /// being delivered (a permanent failure after retries), since the last call. The runtime
+    /// calls it after every `write` and counts them as dead-lettered in the ledger.
+    fn take_dead_lettered(&mut self) -> u64 {
+        0
+    }
+
     /// Called once at end of stream, after the last batch.
     ///
     /// # Errors

@@ -155,6 +155,8 @@ pub struct SinkReport {
     pub name: String,
     /// Records delivered.
     pub delivered: u64,
+    /// Records the sink dead-lettered (permanent failures).
+    pub dead_lettered: u64,
     /// Source-to-sink latency.
     pub latency_ms: LatencySummary,
 }
@@ -187,6 +189,19 @@ pub struct JobReport {
     pub bottleneck: Option<String>,
     /// Tasks still stuck in user code after an abort, detached.
     pub stuck_tasks: Vec<String>,
+    /// Things that happened while the job ran (overload level changes, policy switches).
+    pub events: Vec<JobEvent>,
+}
+
+/// Something that happened while a job ran.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JobEvent {
+    /// Seconds since the job started.
+    pub at_s: f64,
+    /// What kind of event (`level`, `policy`, ...).
+    pub kind: String,
+    /// Details.
+    pub detail: String,
 }
 
 impl JobReport {
@@ -365,6 +380,9 @@ impl fmt::Display for JobReport {
         )?;
         if let Some(b) = &self.bottleneck {
             writeln!(f, "bottleneck: {b}")?;
+        }
+        for e in &self.events {
+            writeln!(f, "event at {:.3}s: {} {}", e.at_s, e.kind, e.detail)?;
         }
         if !self.stuck_tasks.is_empty() {
             writeln!(f, "stuck tasks (detached): {}", self.stuck_tasks.join(", "))?;

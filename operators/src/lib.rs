@@ -31,10 +31,12 @@
 
 mod keyed;
 mod record;
+pub mod resilience;
 mod sink;
 
 pub use keyed::{FoldOp, KeyedStream};
 pub use record::{Filter, FlatMap, Inspect, Map};
+pub use resilience::ResilienceExt;
 pub use sink::{Collected, Counted, FoldSinkHandle, SinkExt};
 
 use std::hash::Hash;

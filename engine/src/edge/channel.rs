@@ -129,12 +129,27 @@ pub trait EdgeProbe: Send + Sync {
     fn abort(&self);
     /// Stops replaying deferred records: a stopping job leaves them in their logs.
     fn stop_replay(&self);
+    /// Switches a port's overload policy (takes effect with the next send).
+    fn set_policy(&self, port: usize, policy: EdgePolicy);
 }
 
 impl<T> Shared<T> {
     fn snapshot_port(&self, port: usize) -> PortSnapshot {
         let st = self.state.lock();
         st.ports.get(port).map(snapshot).unwrap_or_default()
+    }
+
+    fn set_port_policy(&self, port: usize, policy: EdgePolicy) {
+        let mut st = self.state.lock();
+        if let Some(p) = st.ports.get_mut(port) {
+            p.policy = policy;
+        }
+        // Waiting senders re-evaluate under the new policy (it may drop instead of wait).
+        let wake = st.senders_waiting > 0;
+        drop(st);
+        if wake {
+            self.credit_ready.notify_all();
+        }
     }
 
     fn no_replay(&self) {
@@ -168,6 +183,10 @@ impl<T: Send + 'static> EdgeProbe for Shared<T> {
 
     fn stop_replay(&self) {
         self.no_replay()
+    }
+
+    fn set_policy(&self, port: usize, policy: EdgePolicy) {
+        self.set_port_policy(port, policy)
     }
 }
 
@@ -591,6 +610,9 @@ fn probe_of<T: Send + 'static>(shared: &Arc<Shared<T>>) -> std::sync::Arc<dyn Ed
         }
         fn stop_replay(&self) {
             self.0.no_replay()
+        }
+        fn set_policy(&self, port: usize, policy: EdgePolicy) {
+            self.0.set_port_policy(port, policy)
         }
     }
     std::sync::Arc::new(Fwd(shared.clone()))

@@ -23,6 +23,8 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use parking_lot::Mutex;
+
 use crate::edge::EdgeProbe;
 use crate::error::{BuildError, JobError};
 use crate::graph::Builder;
@@ -31,8 +33,8 @@ use crate::metrics::{OpStats, TaskState, TaskStats};
 use crate::policy::{DropReason, EdgePolicy, REASONS};
 use crate::priority::{Priority, CLASSES};
 use crate::report::{
-    DropCount, EdgeReport, JobReport, JobStatus, LatencySummary, OperatorReport, SinkReport,
-    StageReport,
+    DropCount, EdgeReport, JobEvent, JobReport, JobStatus, LatencySummary, OperatorReport,
+    SinkReport, StageReport,
 };
 use crate::topology::{ExchangeKind, OpKind, Topology};
 use control::{Control, Failure};
@@ -76,10 +78,75 @@ pub struct Job {
     threads: Vec<(String, JoinHandle<()>)>,
     ops: Vec<OpInfo>,
     stages: Vec<StageInfo>,
-    edges: Vec<EdgeInfo>,
+    edges: Arc<Vec<EdgeInfo>>,
     topology: Topology,
     started: Instant,
     stuck: Vec<String>,
+    events: Arc<Mutex<Vec<JobEvent>>>,
+    tasks: usize,
+}
+
+/// A handle to a running job that other threads can hold: observe its edges, switch their
+/// policies, record events. It outlives the job harmlessly.
+#[derive(Clone)]
+pub struct JobHandle {
+    control: Arc<Control>,
+    edges: Arc<Vec<EdgeInfo>>,
+    events: Arc<Mutex<Vec<JobEvent>>>,
+    started: Instant,
+    tasks: usize,
+}
+
+impl std::fmt::Debug for JobHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JobHandle").finish_non_exhaustive()
+    }
+}
+
+impl JobHandle {
+    /// True when every task of the job has finished.
+    pub fn is_finished(&self) -> bool {
+        self.control.tasks_done() >= self.tasks
+    }
+
+    /// The job's edges, by name (`upstream op -> downstream op`).
+    pub fn edges(&self) -> Vec<String> {
+        self.edges.iter().map(|e| e.name.clone()).collect()
+    }
+
+    /// How full an edge is, 0..1: records queued over capacity, summed over its ports.
+    pub fn edge_fill(&self, edge: &str) -> Option<f64> {
+        let e = self.edges.iter().find(|e| e.name == edge)?;
+        let queued: usize = e
+            .ports
+            .iter()
+            .map(|(p, i)| p.port_snapshot(*i).queued_records)
+            .sum();
+        Some(queued as f64 / (e.capacity * e.ports.len().max(1)) as f64)
+    }
+
+    /// Switches an edge's overload policy on all its ports. Returns false for an unknown
+    /// edge. A policy that acts on classes uses the edge's classifier (set one when building
+    /// the edge, or every record counts as `Priority::DEFAULT`).
+    pub fn set_edge_policy(&self, edge: &str, policy: EdgePolicy) -> bool {
+        let Some(e) = self.edges.iter().find(|e| e.name == edge) else {
+            return false;
+        };
+        for (p, i) in &e.ports {
+            p.set_policy(*i, policy);
+        }
+        self.record_event("policy", format!("{edge}: {policy}"));
+        true
+    }
+
+    /// Records an event in the job's report.
+    pub fn record_event(&self, kind: &str, detail: String) {
+        self.events.lock().push(JobEvent {
+            at_s: self.started.elapsed().as_secs_f64(),
+            kind: kind.to_string(),
+            detail,
+        });
+    }
 }
 
 impl std::fmt::Debug for Job {
@@ -123,30 +190,33 @@ pub(crate) fn spawn(mut b: Builder, topology: Topology) -> Result<Job, BuildErro
                 tasks: s.tasks.clone(),
             })
             .collect(),
-        edges: b
-            .edges
-            .iter()
-            .map(|e| EdgeInfo {
-                name: format!(
-                    "{} -> {}",
-                    b.ops[e.from_op].name,
-                    b.stages[e.to_stage]
-                        .ops
-                        .first()
-                        .map(|&o| b.ops[o].name.as_str())
-                        .unwrap_or(stage_names[e.to_stage].as_str())
-                ),
-                from: e.from_stage,
-                to: e.to_stage,
-                exchange: e.exchange,
-                capacity: e.capacity,
-                policy: e.policy,
-                ports: e.ports.clone(),
-            })
-            .collect(),
+        edges: Arc::new(
+            b.edges
+                .iter()
+                .map(|e| EdgeInfo {
+                    name: format!(
+                        "{} -> {}",
+                        b.ops[e.from_op].name,
+                        b.stages[e.to_stage]
+                            .ops
+                            .first()
+                            .map(|&o| b.ops[o].name.as_str())
+                            .unwrap_or(stage_names[e.to_stage].as_str())
+                    ),
+                    from: e.from_stage,
+                    to: e.to_stage,
+                    exchange: e.exchange,
+                    capacity: e.capacity,
+                    policy: e.policy,
+                    ports: e.ports.clone(),
+                })
+                .collect(),
+        ),
         topology,
         started: Instant::now(),
         stuck: Vec::new(),
+        events: Arc::new(Mutex::new(Vec::new())),
+        tasks: b.stages.iter().map(|s| s.runners.len()).sum(),
     };
     for (s, stage) in b.stages.iter_mut().enumerate() {
         for (i, slot) in stage.runners.iter_mut().enumerate() {
@@ -201,6 +271,17 @@ fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
 }
 
 impl Job {
+    /// A handle other threads can hold (an overload controller, a dashboard).
+    pub fn handle(&self) -> JobHandle {
+        JobHandle {
+            control: self.control.clone(),
+            edges: self.edges.clone(),
+            events: self.events.clone(),
+            started: self.started,
+            tasks: self.tasks,
+        }
+    }
+
     /// The job's name.
     pub fn name(&self) -> &str {
         &self.name
@@ -346,6 +427,7 @@ impl Job {
         let mut source_emitted = 0u64;
         let mut filtered = 0u64;
         let mut delivered = 0u64;
+        let mut dead_lettered = 0u64;
         for o in &self.ops {
             emitted += o.stats.created();
             filtered += o.stats.absorbed();
@@ -354,6 +436,7 @@ impl Job {
             }
             if let Some(s) = &o.sink {
                 delivered += s.delivered();
+                dead_lettered += s.dead_lettered();
             }
         }
         let mut drops = Vec::new();
@@ -464,6 +547,7 @@ impl Job {
                 o.sink.as_ref().map(|s| SinkReport {
                     name: o.name.clone(),
                     delivered: s.delivered(),
+                    dead_lettered: s.dead_lettered(),
                     latency_ms: s
                         .latency_us()
                         .map(|h| LatencySummary::from_histogram_us(&h))
@@ -477,7 +561,7 @@ impl Job {
             filtered,
             dropped,
             deferred_pending,
-            0,
+            dead_lettered,
             queued + abandoned,
         );
         let bottleneck = crate::report::bottleneck(&stages);
@@ -498,6 +582,7 @@ impl Job {
             ledger,
             bottleneck,
             stuck_tasks: self.stuck.clone(),
+            events: self.events.lock().clone(),
         }
     }
 }

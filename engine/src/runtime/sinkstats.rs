@@ -20,6 +20,7 @@ pub(crate) fn new_histogram() -> Option<Histogram<u64>> {
 #[derive(Debug)]
 pub struct SinkStats {
     delivered: AtomicU64,
+    dead_lettered: AtomicU64,
     latency_us: Mutex<Option<Histogram<u64>>>,
 }
 
@@ -27,6 +28,7 @@ impl Default for SinkStats {
     fn default() -> Self {
         Self {
             delivered: AtomicU64::new(0),
+            dead_lettered: AtomicU64::new(0),
             latency_us: Mutex::new(new_histogram()),
         }
     }
@@ -35,6 +37,13 @@ impl Default for SinkStats {
 impl SinkStats {
     pub(crate) fn add_delivered(&self, n: u64) {
         self.delivered.fetch_add(n, Relaxed);
+    }
+    pub(crate) fn add_dead_lettered(&self, n: u64) {
+        self.dead_lettered.fetch_add(n, Relaxed);
+    }
+    /// Records the sink sent to its dead-letter path so far.
+    pub fn dead_lettered(&self) -> u64 {
+        self.dead_lettered.load(Relaxed)
     }
     /// Records delivered so far.
     pub fn delivered(&self) -> u64 {

@@ -111,8 +111,12 @@ impl<T: Send, S: Sink<T>> Emit<T> for SinkLink<T, S> {
         set_current_op(self.op_id);
         match self.sink.write(batch.records) {
             Ok(()) => {
-                self.latency.record(batch.created, n as u64);
-                self.stats.add_delivered(n as u64);
+                let dead = self.sink.take_dead_lettered().min(n as u64);
+                self.latency.record(batch.created, n as u64 - dead);
+                self.stats.add_delivered(n as u64 - dead);
+                if dead > 0 {
+                    self.stats.add_dead_lettered(dead);
+                }
                 Ok(())
             }
             Err(e) => {

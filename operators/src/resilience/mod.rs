@@ -1,0 +1,31 @@
+//! Resilience operators: the levers besides edge policies.
+//!
+//! Each is a small deterministic state machine driven by a [`Clock`], unit-tested with a
+//! [`ManualClock`], and wrapped as a pipeline operator or sink:
+//!
+//! | lever | state machine | in a pipeline |
+//! | --- | --- | --- |
+//! | rate limit (global, per key, with burst) | [`TokenBucket`], [`KeyedLimiter`] | [`ResilienceExt::rate_limit`] (delay = backpressure, or reject with a typed 429) |
+//! | retry with backoff and full jitter | [`Backoff`] | [`ResilienceExt::sink_with_retry`] (permanent failures dead-lettered) |
+//! | circuit breaker with fallback | [`CircuitBreaker`] | [`ResilienceExt::guarded_map`] |
+//! | adaptive concurrency (AIMD, gradient) | [`Aimd`], [`Gradient`] | [`ResilienceExt::concurrent_map`] |
+//! | overload levels with hysteresis | [`OverloadLevels`] | a controller that switches edge policies ([`LevelController`]) |
+
+mod aimd;
+mod backoff;
+mod breaker;
+mod clock;
+mod levels;
+mod ops;
+mod token_bucket;
+
+pub use aimd::{Aimd, ConcurrencyLimit, Gradient};
+pub use backoff::{Backoff, RetryDecision};
+pub use breaker::{BreakerConfig, BreakerState, CallOutcome, CircuitBreaker, Permit};
+pub use clock::{Clock, ManualClock, SystemClock};
+pub use levels::{LevelChange, OverloadLevels};
+pub use ops::{
+    Admission, AdmissionExt, CallError, CallStats, DeadLetter, Guarded, LevelController,
+    LimiterFactory, RateLimit, ResilienceExt, RetryConfig, TooManyRequests, WhenLimited,
+};
+pub use token_bucket::{KeyedLimiter, TokenBucket};
