@@ -362,7 +362,7 @@ where
             work()
         } else {
             std::thread::scope(|s| {
-                let handles: Vec<_> = (0..workers).map(|_| s.spawn(&work)).collect();
+                let handles: Vec<_> = (0..workers).map(|_| s.spawn(work)).collect();
                 handles
                     .into_iter()
                     .flat_map(|h| h.join().unwrap_or_default())
