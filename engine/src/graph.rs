@@ -584,7 +584,12 @@ impl<T: Send + 'static> Stream<T> {
         let (stage, rxs) = {
             let mut bm = self.b.borrow_mut();
             let stage = bm.new_stage(p);
-            (stage, (0..p).map(|_| Receiver::new()).collect::<Vec<_>>())
+            (
+                stage,
+                (0..p)
+                    .map(|_| new_receiver(bm.batch_size))
+                    .collect::<Vec<_>>(),
+            )
         };
         self.connect(stage, &rxs, ExchangeKind::Forward, |_, txs, task| {
             forward_tail(txs, task)
@@ -619,8 +624,8 @@ impl<T: Send + 'static> Stream<T> {
             let op = bm.new_op(name, OpKind::Split, self.stage);
             let sa = bm.new_stage(p);
             let sb = bm.new_stage(p);
-            let ra: Vec<Receiver<T>> = (0..p).map(|_| Receiver::new()).collect();
-            let rb: Vec<Receiver<T>> = (0..p).map(|_| Receiver::new()).collect();
+            let ra: Vec<Receiver<T>> = (0..p).map(|_| new_receiver(bm.batch_size)).collect();
+            let rb: Vec<Receiver<T>> = (0..p).map(|_| new_receiver(bm.batch_size)).collect();
             let cap = self.capacity.unwrap_or(bm.default_capacity);
             (op, sa, sb, ra, rb, cap, cap)
         };
@@ -750,7 +755,8 @@ impl<T: Send + 'static> Stream<T> {
     {
         let b = self.b.clone();
         let stage = b.borrow_mut().new_stage(p);
-        let rxs: Vec<Receiver<T>> = (0..p.max(1)).map(|_| Receiver::new()).collect();
+        let batch = b.borrow().batch_size;
+        let rxs: Vec<Receiver<T>> = (0..p.max(1)).map(|_| new_receiver(batch)).collect();
         self.connect(stage, &rxs, exchange, make);
         Stream::from_receivers(&b, stage, rxs)
     }
@@ -842,7 +848,7 @@ impl<T: Clone + Send + 'static> Stream<T> {
             let stats = bm.ops[op].stats.clone();
             let stages: Vec<usize> = (0..n).map(|_| bm.new_stage(p)).collect();
             let rxs: Vec<Vec<Receiver<T>>> = (0..n)
-                .map(|_| (0..p).map(|_| Receiver::new()).collect())
+                .map(|_| (0..p).map(|_| new_receiver(bm.batch_size)).collect())
                 .collect();
             let cap = self.capacity.unwrap_or(bm.default_capacity);
             (op, stats, stages, rxs, cap)
@@ -886,6 +892,13 @@ impl<T: Clone + Send + 'static> Stream<T> {
             })
         })
     }
+}
+
+/// An inbox that merges small queued batches up to the pipeline's batch size.
+fn new_receiver<T>(batch_size: usize) -> Receiver<T> {
+    let rx = Receiver::new();
+    rx.coalesce_to(batch_size);
+    rx
 }
 
 fn file_safe(name: &str) -> String {

@@ -52,6 +52,22 @@ enum Command {
 enum Job {
     /// W1: generate -> map -> filter -> keyed running sum -> checksum sink.
     W1(W1Args),
+    /// A burst of logins at 20x the user database, behind a per-client rate limit, adaptive
+    /// concurrency, a circuit breaker and a fallback.
+    Herd(HerdArgs),
+}
+
+#[derive(Args, Debug, Clone)]
+struct HerdArgs {
+    /// How long the burst lasts (e.g. 3s).
+    #[arg(long, default_value = "3s", value_parser = parse::duration)]
+    duration: std::time::Duration,
+    /// Logins offered per second (the database serves about 1.6k/s).
+    #[arg(long, default_value = "32k", value_parser = parse::count)]
+    rate: u64,
+    /// Write the job report as JSON to this file.
+    #[arg(long)]
+    json: Option<PathBuf>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -100,10 +116,16 @@ impl W1Args {
     }
 }
 
-const JOBS: &[(&str, &str)] = &[(
-    "w1",
-    "generate -> map -> filter -> key_by + running sum -> checksum sink (engine throughput)",
-)];
+const JOBS: &[(&str, &str)] = &[
+    (
+        "w1",
+        "generate -> map -> filter -> key_by + running sum -> checksum sink (engine throughput)",
+    ),
+    (
+        "herd",
+        "thundering herd: logins at 20x the database; per-client 429s, breaker, fallback",
+    ),
+];
 
 pub fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
@@ -126,6 +148,7 @@ pub fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Command::Run { job: Job::W1(a) } => run_w1(&a),
+        Command::Run { job: Job::Herd(a) } => run_herd(&a),
         Command::Bench {
             bench:
                 Bench::Pipeline {
@@ -157,6 +180,60 @@ fn run_w1(a: &W1Args) -> ExitCode {
         }
         Err(e) => {
             eprintln!("error: job w1 failed: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn run_herd(a: &HerdArgs) -> ExitCode {
+    let cfg = sluice::workloads::herd::HerdConfig {
+        rate: a.rate as f64,
+        duration: a.duration,
+        ..Default::default()
+    };
+    match sluice::workloads::herd::run(&cfg) {
+        Ok((o, report)) => {
+            outln!("{report}");
+            outln!(
+                "herd: {} logins offered in {:.1}s ({}/s, the database serves about {}/s)",
+                o.offered,
+                a.duration.as_secs_f64(),
+                a.rate,
+                (cfg.db_slots as f64 / cfg.db_service.as_secs_f64()) as u64
+            );
+            outln!(
+                "  served        {:>8}   p50 {:.1} ms, p99 {:.1} ms",
+                o.served,
+                o.served_p50_ms,
+                o.served_p99_ms
+            );
+            outln!(
+                "  rejected 429  {:>8}   per-client limit {}/s, burst {}",
+                o.rejected_429,
+                cfg.per_client_rate,
+                cfg.per_client_burst
+            );
+            outln!(
+                "  fallback      {:>8}   breaker opened {} times",
+                o.fallback,
+                o.breaker_opened
+            );
+            outln!("  failed        {:>8}   database timeouts", o.failed);
+            outln!(
+                "  expired       {:>8}   waited over {:.1}s for the database (deadline)",
+                o.expired,
+                cfg.max_wait.as_secs_f64()
+            );
+            outln!(
+                "  the database saw at most {} calls at once (limit {}; AIMD ended at {})",
+                o.db_max_concurrent,
+                o.max_concurrency,
+                o.final_limit
+            );
+            write_json(a.json.as_ref(), &report)
+        }
+        Err(e) => {
+            eprintln!("error: job herd failed: {e}");
             ExitCode::from(1)
         }
     }

@@ -53,6 +53,8 @@ struct State<T> {
     aborted: bool,
     /// Set when the job is stopping: deferred records stay in their logs for the next run.
     no_replay: bool,
+    /// Queued batches are merged up to this many records when taken (1: never).
+    coalesce: usize,
 }
 
 /// Most records a replayed batch holds.
@@ -426,6 +428,7 @@ impl<T> Receiver<T> {
                     receiver_alive: true,
                     aborted: false,
                     no_replay: false,
+                    coalesce: 1,
                 }),
                 data_ready: Condvar::new(),
                 credit_ready: Condvar::new(),
@@ -532,6 +535,7 @@ impl<T> Receiver<T> {
         }
         let n = st.ports.len();
         let replay = !st.no_replay;
+        let coalesce = st.coalesce;
         let mut expired = Vec::new();
         for i in 0..n {
             let idx = (st.cursor + i) % n;
@@ -548,7 +552,7 @@ impl<T> Receiver<T> {
                     return Ok(batch);
                 }
             }
-            if let Some(batch) = port.pop() {
+            if let Some(batch) = port.pop_coalesced(coalesce) {
                 let wake = port.should_wake_senders();
                 st.cursor = (idx + 1) % n;
                 if wake {
@@ -566,6 +570,12 @@ impl<T> Receiver<T> {
         } else {
             Err(TryRecvError::Empty)
         }
+    }
+
+    /// Merges queued batches up to `max` records when the receiver takes them (default 1:
+    /// batches are taken as sent). The runtime sets the pipeline's batch size.
+    pub fn coalesce_to(&self, max: usize) {
+        self.shared.state.lock().coalesce = max.max(1);
     }
 
     /// Number of ports.

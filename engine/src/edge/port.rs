@@ -222,6 +222,22 @@ impl<T> Port<T> {
         Some(e.batch)
     }
 
+    /// Takes the oldest queued batch, merged with the batches queued behind it while the
+    /// total stays within `max` records: a stage behind a split or a slow consumer gets
+    /// full batches instead of many small ones. The merged batch keeps the oldest creation
+    /// instant.
+    pub fn pop_coalesced(&mut self, max: usize) -> Option<Batch<T>> {
+        let mut first = self.pop()?;
+        while let Some(next) = self.queue.front() {
+            if first.len() + next.batch.len() > max {
+                break;
+            }
+            let Some(mut b) = self.pop() else { break };
+            first.records.append(&mut b.records);
+        }
+        Some(first)
+    }
+
     /// Classes of `records`, in order (all `Priority::DEFAULT` without a classifier).
     fn classify(&self, records: &[T]) -> Vec<Priority> {
         match &self.classifier {
