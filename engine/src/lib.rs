@@ -16,6 +16,7 @@
 
 #![warn(missing_docs)]
 
+pub mod ack;
 mod batch;
 mod codec;
 pub mod edge;
@@ -31,6 +32,7 @@ pub mod runtime;
 pub(crate) mod sync;
 mod topology;
 
+pub use ack::{Ack, AckOutcome, AckToken};
 pub use batch::Batch;
 pub use codec::{Codec, CodecError, JsonCodec};
 pub use error::{BuildError, JobError};

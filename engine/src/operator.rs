@@ -37,6 +37,12 @@ pub enum SourceStatus {
 pub trait Source<T>: Send + 'static {
     /// Appends up to `max` records to `out` and says whether more may follow.
     fn poll_batch(&mut self, out: &mut Vec<T>, max: usize) -> SourceStatus;
+
+    /// The acknowledgement for the records of the last poll, if this source wants to know
+    /// when they reached an end (see [`crate::ack`]). Called after every poll.
+    fn take_ack(&mut self) -> Option<crate::ack::Ack> {
+        None
+    }
 }
 
 /// A batch operator: turns each input batch into an output batch.

@@ -168,6 +168,9 @@ impl<T> Shared<T> {
     fn abort_all(&self) {
         let mut st = self.state.lock();
         st.aborted = true;
+        for p in &st.ports {
+            p.fail_queued();
+        }
         drop(st);
         self.data_ready.notify_all();
         self.credit_ready.notify_all();
@@ -632,6 +635,10 @@ impl<T> Drop for Receiver<T> {
     fn drop(&mut self) {
         let mut st = self.shared.state.lock();
         st.receiver_alive = false;
+        // Anything still queued will never be received.
+        for p in &st.ports {
+            p.fail_queued();
+        }
         let wake = st.senders_waiting > 0;
         drop(st);
         if wake {

@@ -213,6 +213,14 @@ impl<T> Port<T> {
         });
     }
 
+    /// Marks the acks of everything queued failed (the job is aborting: these records will
+    /// not reach an end in this run).
+    pub fn fail_queued(&self) {
+        for e in &self.queue {
+            e.batch.fail_acks();
+        }
+    }
+
     /// Takes the oldest queued batch and returns its credit.
     pub fn pop(&mut self) -> Option<Batch<T>> {
         let e = self.queue.pop_front()?;
@@ -234,6 +242,7 @@ impl<T> Port<T> {
             }
             let Some(mut b) = self.pop() else { break };
             first.records.append(&mut b.records);
+            crate::ack::merge_acks(&mut first.acks, &b.acks);
         }
         Some(first)
     }
@@ -372,12 +381,13 @@ impl<T> Port<T> {
 
     fn sample(
         &mut self,
-        batch: Batch<T>,
+        mut batch: Batch<T>,
         cfg: SampleConfig,
         tapped: &mut Vec<Dropped<T>>,
     ) -> Batch<T> {
         let n = u64::from(cfg.keep_one_in.max(1));
         let created = batch.created;
+        let acks = std::mem::take(&mut batch.acks);
         let mut kept = Vec::with_capacity(batch.len());
         let classes = self.classify(&batch.records);
         for (r, c) in batch.records.into_iter().zip(classes) {
@@ -390,14 +400,18 @@ impl<T> Port<T> {
             }
             kept.push(r);
         }
-        Batch::with_created(kept, created)
+        Batch {
+            records: kept,
+            created,
+            acks,
+        }
     }
 
     /// Moves the records of classes below `cfg.below` to the defer log; returns the rest (and,
     /// if the log is full and `when_full` is `Block`, the low records too, in order).
     fn defer(
         &mut self,
-        batch: Batch<T>,
+        mut batch: Batch<T>,
         cache: &mut Option<Vec<Priority>>,
         cfg: DeferConfig,
         tapped: &mut Vec<Dropped<T>>,
@@ -408,6 +422,9 @@ impl<T> Port<T> {
             *cache = Some(classes);
             return batch;
         }
+        // Records written to the log are durable: the acks stay with what remains in memory
+        // (and complete once it ends).
+        let acks = std::mem::take(&mut batch.acks);
         let (mut low, mut high) = (Vec::new(), Vec::new());
         for (r, c) in batch.records.into_iter().zip(classes.iter()) {
             if *c < cfg.below {
@@ -423,13 +440,21 @@ impl<T> Port<T> {
             .collect();
         let Some(log) = self.spill.as_mut() else {
             low.extend(high);
-            return Batch::with_created(low, created);
+            return Batch {
+                records: low,
+                created,
+                acks,
+            };
         };
         match log.append(&low, created) {
             Ok(()) => {
                 self.deferred += low.len() as u64;
                 *cache = Some(high_classes);
-                Batch::with_created(high, created)
+                Batch {
+                    records: high,
+                    created,
+                    acks,
+                }
             }
             Err(SpillError::Full { .. }) if cfg.when_full == WhenLogFull::Block => {
                 // Keep the original order: re-interleave by class.
@@ -439,7 +464,11 @@ impl<T> Port<T> {
                     .filter_map(|c| if *c < cfg.below { lo.next() } else { hi.next() })
                     .collect();
                 *cache = Some(classes);
-                Batch::with_created(merged, created)
+                Batch {
+                    records: merged,
+                    created,
+                    acks,
+                }
             }
             Err(e) => {
                 let reason = match e {
@@ -451,7 +480,11 @@ impl<T> Port<T> {
                     self.record_drop(r, c, reason, tapped);
                 }
                 *cache = Some(high_classes);
-                Batch::with_created(high, created)
+                Batch {
+                    records: high,
+                    created,
+                    acks,
+                }
             }
         }
     }
@@ -520,6 +553,7 @@ impl<T> Port<T> {
         }
         if remaining < batch.len() {
             let created = batch.created;
+            let acks = std::mem::take(&mut batch.acks);
             let mut kept = Vec::with_capacity(remaining);
             let mut kept_classes = Vec::with_capacity(remaining);
             for (r, c) in batch.records.into_iter().zip(classes) {
@@ -530,7 +564,11 @@ impl<T> Port<T> {
                     kept_classes.push(c);
                 }
             }
-            batch = Batch::with_created(kept, created);
+            batch = Batch {
+                records: kept,
+                created,
+                acks,
+            };
             classes = kept_classes;
             for (c, r) in refuse.iter().zip(counts.iter_mut()) {
                 if *c {

@@ -7,6 +7,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
+use crate::ack::{fail_acks, merge_acks, Ack};
 use crate::batch::Batch;
 use crate::edge::{SendError, Sender};
 use crate::metrics::{OpStats, TaskStats};
@@ -17,6 +18,7 @@ fn send<T>(tx: &Sender<T>, batch: Batch<T>, task: &TaskStats) -> Result<(), Halt
         Ok(()) => Ok(()),
         Err(SendError::Aborted(b)) | Err(SendError::Disconnected(b)) => {
             task.add_abandoned(b.len() as u64);
+            b.fail_acks();
             Err(Halt::Aborted)
         }
     }
@@ -82,6 +84,10 @@ pub(crate) struct Hash<T, H> {
     pub hash: Arc<H>,
     pub bufs: Vec<Vec<T>>,
     pub oldest: Vec<Option<Instant>>,
+    /// Acks of the input batches whose records are in each buffer.
+    pub acks: Vec<Vec<Ack>>,
+    /// Whether the current input batch's acks are already in each buffer.
+    pub touched: Vec<bool>,
     pub batch_size: usize,
     pub task: Arc<TaskStats>,
 }
@@ -99,6 +105,8 @@ impl<T, H> Hash<T, H> {
             hash,
             bufs: (0..n).map(|_| Vec::new()).collect(),
             oldest: vec![None; n],
+            acks: (0..n).map(|_| Vec::new()).collect(),
+            touched: vec![false; n],
             batch_size,
             task,
         }
@@ -136,8 +144,13 @@ impl<T: Send, H: Fn(&T) -> u64 + Send + Sync> Emit<T> for Hash<T, H> {
             // One target: no hashing, the batch moves as is.
             return send(&self.txs[0], batch, &self.task);
         }
-        let created = batch.created;
-        let mut records = batch.records.into_iter();
+        let Batch {
+            records,
+            created,
+            acks,
+        } = batch;
+        self.touched.iter_mut().for_each(|t| *t = false);
+        let mut records = records.into_iter();
         while let Some(r) = records.next() {
             let i = partition_of((self.hash)(&r), n);
             let buf = &mut self.bufs[i];
@@ -148,9 +161,14 @@ impl<T: Send, H: Fn(&T) -> u64 + Send + Sync> Emit<T> for Hash<T, H> {
             if self.oldest[i].is_none() {
                 self.oldest[i] = Some(created);
             }
+            if !self.touched[i] {
+                self.touched[i] = true;
+                merge_acks(&mut self.acks[i], &acks);
+            }
             if buf.len() >= self.batch_size {
                 if let Err(h) = self.send_buf(i) {
                     self.task.add_abandoned(records.len() as u64);
+                    fail_acks(&acks);
                     return Err(h);
                 }
             }
@@ -193,6 +211,7 @@ impl<T: Clone + Send> Emit<T> for Broadcast<T> {
             if let Err(h) = send(tx, batch.clone(), &self.task) {
                 // The copies for the remaining targets were never sent either.
                 self.task.add_abandoned((n * (k - 1 - j)) as u64);
+                batch.fail_acks();
                 return Err(h);
             }
         }
@@ -218,13 +237,25 @@ pub(crate) struct Split<T, P> {
 impl<T: Send, P: Fn(&T) -> bool + Send + Sync> Emit<T> for Split<T, P> {
     fn emit(&mut self, batch: Batch<T>) -> Result<(), Halt> {
         crate::runtime::task::set_current_op(self.op_id);
-        let created = batch.created;
-        let (yes, no): (Vec<T>, Vec<T>) = batch.records.into_iter().partition(|r| (self.pred)(r));
+        let Batch {
+            records,
+            created,
+            acks,
+        } = batch;
+        let (yes, no): (Vec<T>, Vec<T>) = records.into_iter().partition(|r| (self.pred)(r));
         if !yes.is_empty() {
-            self.yes.emit(Batch::with_created(yes, created))?;
+            self.yes.emit(Batch {
+                records: yes,
+                created,
+                acks: acks.clone(),
+            })?;
         }
         if !no.is_empty() {
-            self.no.emit(Batch::with_created(no, created))?;
+            self.no.emit(Batch {
+                records: no,
+                created,
+                acks,
+            })?;
         }
         Ok(())
     }

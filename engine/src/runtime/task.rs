@@ -72,12 +72,22 @@ where
     fn emit(&mut self, batch: Batch<I>) -> Result<(), Halt> {
         let n = batch.len();
         set_current_op(self.op_id);
-        let out = self.op.process(batch.records);
+        let Batch {
+            records,
+            created,
+            acks,
+        } = batch;
+        let out = self.op.process(records);
         self.stats.add(n, out.len());
         if out.is_empty() {
+            // Everything was consumed (filtered): the records ended here.
             return Ok(());
         }
-        self.out.emit(Batch::with_created(out, batch.created))
+        self.out.emit(Batch {
+            records: out,
+            created,
+            acks,
+        })
     }
 
     fn flush(&mut self) -> Result<(), Halt> {
@@ -109,10 +119,17 @@ impl<T: Send, S: Sink<T>> Emit<T> for SinkLink<T, S> {
     fn emit(&mut self, batch: Batch<T>) -> Result<(), Halt> {
         let n = batch.len();
         set_current_op(self.op_id);
-        match self.sink.write(batch.records) {
+        let Batch {
+            records,
+            created,
+            acks,
+        } = batch;
+        let batch_created = created;
+        match self.sink.write(records) {
             Ok(()) => {
                 let dead = self.sink.take_dead_lettered().min(n as u64);
-                self.latency.record(batch.created, n as u64 - dead);
+                self.latency.record(batch_created, n as u64 - dead);
+                drop(acks);
                 self.stats.add_delivered(n as u64 - dead);
                 if dead > 0 {
                     self.stats.add_dead_lettered(dead);
@@ -121,6 +138,7 @@ impl<T: Send, S: Sink<T>> Emit<T> for SinkLink<T, S> {
             }
             Err(e) => {
                 self.task.add_abandoned(n as u64);
+                crate::ack::fail_acks(&acks);
                 Err(Halt::SinkFailed {
                     op: self.op_id,
                     message: e.message,
@@ -175,9 +193,12 @@ impl<T: Send, S: Source<T>> Runner for SourceRunner<T, S> {
             set_current_op(self.op_id);
             let status = self.source.poll_batch(&mut buf, max);
             let n = buf.len();
+            let ack = self.source.take_ack();
             if n > 0 {
                 self.stats.add(0, n);
-                self.out.emit(Batch::new(buf))?;
+                let mut batch = Batch::new(buf);
+                batch.acks.extend(ack);
+                self.out.emit(batch)?;
             }
             match status {
                 SourceStatus::More => {}
