@@ -8,6 +8,8 @@
 
 mod generator;
 mod iter;
+#[cfg(feature = "kafka")]
+pub mod kafka;
 
 pub use generator::{Generator, GeneratorConfig};
 pub use iter::IterSource;

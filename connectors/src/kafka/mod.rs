@@ -1,0 +1,127 @@
+//! Kafka connectors (feature `kafka`): a source that pauses under backpressure and commits
+//! only what reached an end, a sink whose delivery reports are the acknowledgement, and the
+//! embedded mock cluster used when no brokers are given.
+//!
+//! Scale-out is Kafka's: several Sluice processes (or several source instances) in one
+//! consumer group share the partitions.
+
+mod config;
+mod embedded;
+mod sink;
+mod source;
+
+pub use config::{KafkaConfig, KafkaConfigError, REFUSED_PROPERTIES};
+pub use embedded::EmbeddedKafka;
+pub use sink::{DeadLetterFn, Encoder, KafkaSink, KafkaSinkConfig, KafkaSinkStats, OnExpired};
+pub use source::{committed_offsets, Decoder, KafkaSource, KafkaSourceConfig, KafkaSourceStats};
+
+use std::sync::Arc;
+
+use sluice_engine::{Pipeline, SinkHandle, Stream};
+
+/// Kafka sources on a [`Pipeline`].
+pub trait KafkaPipelineExt {
+    /// A Kafka source with `parallelism` instances in one consumer group; each record is
+    /// decoded from the message payload. Instances that fail to connect fail the job.
+    fn kafka_source<T: Send + 'static>(
+        &self,
+        name: &str,
+        parallelism: usize,
+        cfg: KafkaSourceConfig,
+        decode: Decoder<T>,
+        stats: Arc<KafkaSourceStats>,
+    ) -> Stream<T>;
+}
+
+impl KafkaPipelineExt for Pipeline {
+    fn kafka_source<T: Send + 'static>(
+        &self,
+        name: &str,
+        parallelism: usize,
+        cfg: KafkaSourceConfig,
+        decode: Decoder<T>,
+        stats: Arc<KafkaSourceStats>,
+    ) -> Stream<T> {
+        self.source(name, parallelism, move |_| {
+            KafkaSourceOrError(KafkaSource::start(
+                cfg.clone(),
+                decode.clone(),
+                stats.clone(),
+            ))
+        })
+    }
+}
+
+/// A source that failed to start reports its error by panicking on its first poll, which
+/// fails the job with the source named (sources have no error channel of their own).
+struct KafkaSourceOrError<T>(Result<KafkaSource<T>, String>);
+
+impl<T: Send + 'static> sluice_engine::Source<T> for KafkaSourceOrError<T> {
+    fn poll_batch(&mut self, out: &mut Vec<T>, max: usize) -> sluice_engine::SourceStatus {
+        match &mut self.0 {
+            Ok(s) => s.poll_batch(out, max),
+            #[allow(clippy::panic)]
+            Err(e) => panic!("{e}"),
+        }
+    }
+    fn take_ack(&mut self) -> Option<sluice_engine::Ack> {
+        match &mut self.0 {
+            Ok(s) => s.take_ack(),
+            Err(_) => None,
+        }
+    }
+}
+
+/// Kafka sinks on a [`Stream`].
+pub trait KafkaStreamExt<T: Send + 'static> {
+    /// Ends the stream in a Kafka topic.
+    fn kafka_sink(
+        self,
+        name: &str,
+        cfg: KafkaSinkConfig,
+        encode: Encoder<T>,
+        stats: Arc<KafkaSinkStats>,
+    ) -> SinkHandle;
+}
+
+impl<T: Send + 'static> KafkaStreamExt<T> for Stream<T> {
+    fn kafka_sink(
+        self,
+        name: &str,
+        cfg: KafkaSinkConfig,
+        encode: Encoder<T>,
+        stats: Arc<KafkaSinkStats>,
+    ) -> SinkHandle {
+        self.sink(name, move |_| {
+            KafkaSinkOrError(KafkaSink::new(
+                cfg.clone(),
+                encode.clone(),
+                None,
+                stats.clone(),
+            ))
+        })
+    }
+}
+
+struct KafkaSinkOrError<T>(Result<KafkaSink<T>, String>);
+
+impl<T: Send + 'static> sluice_engine::Sink<T> for KafkaSinkOrError<T> {
+    fn write(&mut self, records: Vec<T>) -> Result<(), sluice_engine::SinkError> {
+        match &mut self.0 {
+            Ok(s) => s.write(records),
+            Err(e) => Err(sluice_engine::SinkError::new(e.clone())),
+        }
+    }
+    fn take_dead_lettered(&mut self) -> u64 {
+        match &mut self.0 {
+            Ok(s) => s.take_dead_lettered(),
+            Err(_) => 0,
+        }
+    }
+    fn finish(&mut self) -> Result<(), sluice_engine::SinkError> {
+        match &mut self.0 {
+            Ok(s) => s.finish(),
+            Err(e) => Err(sluice_engine::SinkError::new(e.clone())),
+        }
+    }
+}
