@@ -219,14 +219,21 @@ fn store_all<C: ConsumerContext>(
     tracker: &Tracker,
     only: Option<&[(String, i32)]>,
 ) {
+    // `store_offsets` stores exactly the offsets given: the next offset to consume.
+    // (`store_offset` stores `offset + 1`, librdkafka's legacy convention: using it here
+    // committed one past what was processed.)
+    let mut tpl = TopicPartitionList::new();
     for tp in tracker.next.keys() {
         if only.is_some_and(|o| !o.contains(tp)) {
             continue;
         }
         if let Some(off) = tracker.committable(tp) {
-            // Storing an offset for a partition no longer assigned fails harmlessly.
-            let _ = consumer.store_offset(&tp.0, tp.1, off);
+            let _ = tpl.add_partition_offset(&tp.0, tp.1, Offset::Offset(off));
         }
+    }
+    if tpl.count() > 0 {
+        // Storing offsets of a partition no longer assigned fails harmlessly.
+        let _ = consumer.store_offsets(&tpl);
     }
 }
 
