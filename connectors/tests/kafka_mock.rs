@@ -10,7 +10,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rdkafka::consumer::BaseConsumer;
+use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::ClientConfig;
 use sluice_connectors::kafka::{
     EmbeddedKafka, KafkaConfig, KafkaPipelineExt, KafkaSinkConfig, KafkaSinkStats,
@@ -132,11 +132,9 @@ fn slow_sink_pauses_partitions_and_the_consumer_stays_in_its_group() {
     let stats = Arc::new(KafkaSourceStats::default());
     let kcfg = KafkaConfig::new(&brokers, "slow-group")
         .unwrap()
-        .set("session.timeout.ms", "2000")
+        .set("session.timeout.ms", "6000")
         .unwrap()
-        .set("max.poll.interval.ms", "2000")
-        .unwrap()
-        .set("heartbeat.interval.ms", "500")
+        .set("max.poll.interval.ms", "6000")
         .unwrap();
     let mut cfg = KafkaSourceConfig::new(kcfg, &["slow"]);
     cfg.batch_size = 100;
@@ -154,13 +152,29 @@ fn slow_sink_pauses_partitions_and_the_consumer_stays_in_its_group() {
         )
         .edge_capacity(100)
         .new_chain()
-        // 3,000 records at 100 per 0.25 s: about 7.5 s, more than 3x max.poll.interval.ms.
-        .for_each("slow", |_| std::thread::sleep(Duration::from_micros(2_500)));
+        // 3,000 records at 7 ms each: about 21 s, more than 3x max.poll.interval.ms (6 s).
+        .for_each("slow", |_| std::thread::sleep(Duration::from_millis(7)));
     let job = p.run().unwrap();
     let mut saw_paused = false;
     let t0 = Instant::now();
+    let mut last_print = Instant::now();
     while !job.is_finished() && t0.elapsed() < Duration::from_secs(60) {
         saw_paused |= stats.paused.load(Ordering::Relaxed);
+        if last_print.elapsed() > Duration::from_secs(2) {
+            last_print = Instant::now();
+            eprintln!(
+                "t={:.1}s paused={} pauses={} resumes={} rebalances={} polled={} acked={} delivered={} err={:?}",
+                t0.elapsed().as_secs_f64(),
+                stats.paused.load(Ordering::Relaxed),
+                stats.pauses.load(Ordering::Relaxed),
+                stats.resumes.load(Ordering::Relaxed),
+                stats.rebalances.load(Ordering::Relaxed),
+                stats.polled.load(Ordering::Relaxed),
+                stats.acked.load(Ordering::Relaxed),
+                out.delivered(),
+                stats.error.lock()
+            );
+        }
         std::thread::sleep(Duration::from_millis(20));
     }
     let report = job.wait().unwrap();

@@ -116,7 +116,8 @@ pub struct KafkaSourceStats {
     pub resumes: AtomicU64,
     /// True while the partitions are paused.
     pub paused: AtomicBool,
-    /// Rebalances seen (assign and revoke).
+    /// Assignments received (the first join counts one; a consumer that stays in its group
+    /// sees no more).
     pub rebalances: AtomicU64,
     /// Partitions assigned now.
     pub assigned: AtomicU64,
@@ -239,7 +240,9 @@ fn store_all<C: ConsumerContext>(
 
 impl ConsumerContext for Ctx {
     fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
-        self.stats.rebalances.fetch_add(1, Ordering::Relaxed);
+        if let Rebalance::Assign(_) = rebalance {
+            self.stats.rebalances.fetch_add(1, Ordering::Relaxed);
+        }
         if let Rebalance::Revoke(tpl) = rebalance {
             let revoked: Vec<(String, i32)> = tpl
                 .elements()
@@ -429,6 +432,10 @@ fn poller<T: Send + 'static>(
                 if let Ok(a) = consumer.assignment() {
                     if consumer.resume(&a).is_ok() {
                         paused_at = None;
+                        // Time spent paused is not idleness of the topic.
+                        if last_msg.is_some() {
+                            last_msg = Some(Instant::now());
+                        }
                         stats.paused.store(false, Ordering::Relaxed);
                         stats.resumes.fetch_add(1, Ordering::Relaxed);
                     }
@@ -487,7 +494,7 @@ fn poller<T: Send + 'static>(
                 if !current.records.is_empty() && held.is_none() {
                     flush(&mut current, &mut held, &tracker, cfg.batch_size);
                 }
-                if let (Some(idle), Some(last)) = (cfg.end_when_idle, last_msg) {
+                if let (Some(idle), Some(last), None) = (cfg.end_when_idle, last_msg, paused_at) {
                     if last.elapsed() >= idle
                         && held.is_none()
                         && current.records.is_empty()
