@@ -1,5 +1,5 @@
 //! Helpers shared by the Kafka tests: produce and read back with plain rdkafka clients.
-#![allow(clippy::unwrap_used, missing_docs, dead_code)]
+#![allow(clippy::unwrap_used, clippy::type_complexity, missing_docs, dead_code)]
 
 use std::time::{Duration, Instant};
 
