@@ -124,3 +124,20 @@ fn bench_overload_rejects_bad_values() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("drop-newest"));
 }
+
+#[test]
+fn passthrough_on_the_embedded_cluster_loses_nothing() {
+    let out = sluice(&["run", "passthrough", "--messages", "5k"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("produced 5000 delivered 5000 lost 0 duplicates 0"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("[balanced]"));
+    assert!(!stdout.contains("stuck tasks"));
+}

@@ -55,6 +55,30 @@ enum Job {
     /// A burst of logins at 20x the user database, behind a per-client rate limit, adaptive
     /// concurrency, a circuit breaker and a fallback.
     Herd(HerdArgs),
+    /// Kafka topic -> map -> topic, then reads the output back: lost and duplicated counts.
+    /// Runs on an embedded Kafka cluster unless --brokers is given.
+    #[cfg(feature = "kafka")]
+    Passthrough(PassthroughArgs),
+}
+
+#[cfg(feature = "kafka")]
+#[derive(Args, Debug, Clone)]
+struct PassthroughArgs {
+    /// Kafka brokers (host:port,...); omit for the embedded cluster. The topics must exist.
+    #[arg(long)]
+    brokers: Option<String>,
+    /// Messages to produce first (e.g. 50k).
+    #[arg(long, default_value = "50k", value_parser = parse::count)]
+    messages: u64,
+    /// Input topic.
+    #[arg(long, default_value = "sluice-in")]
+    input: String,
+    /// Output topic.
+    #[arg(long, default_value = "sluice-out")]
+    output: String,
+    /// Source instances in the consumer group.
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u64).range(1..=64))]
+    parallelism: u64,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -122,6 +146,10 @@ const JOBS: &[(&str, &str)] = &[
         "generate -> map -> filter -> key_by + running sum -> checksum sink (engine throughput)",
     ),
     (
+        "passthrough",
+        "Kafka topic -> map -> topic on the embedded cluster (or --brokers); lost/duplicates",
+    ),
+    (
         "herd",
         "thundering herd: logins at 20x the database; per-client 429s, breaker, fallback",
     ),
@@ -149,6 +177,10 @@ pub fn main() -> ExitCode {
         }
         Command::Run { job: Job::W1(a) } => run_w1(&a),
         Command::Run { job: Job::Herd(a) } => run_herd(&a),
+        #[cfg(feature = "kafka")]
+        Command::Run {
+            job: Job::Passthrough(a),
+        } => run_passthrough(&a),
         Command::Bench {
             bench:
                 Bench::Pipeline {
@@ -180,6 +212,36 @@ fn run_w1(a: &W1Args) -> ExitCode {
         }
         Err(e) => {
             eprintln!("error: job w1 failed: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+#[cfg(feature = "kafka")]
+fn run_passthrough(a: &PassthroughArgs) -> ExitCode {
+    let cfg = sluice::workloads::passthrough::PassthroughConfig {
+        brokers: a.brokers.clone(),
+        messages: a.messages,
+        input: a.input.clone(),
+        output: a.output.clone(),
+        parallelism: a.parallelism as usize,
+        ..Default::default()
+    };
+    match sluice::workloads::passthrough::run(&cfg) {
+        Ok((o, report)) => {
+            outln!("{report}");
+            outln!(
+                "passthrough: produced {} delivered {} lost {} duplicates {} in {:.2}s ({:.0} msg/s), source paused {} times",
+                o.produced, o.delivered, o.lost, o.duplicates, o.job_seconds, o.rate, o.pauses
+            );
+            if o.lost > 0 {
+                eprintln!("error: {} messages lost", o.lost);
+                return ExitCode::from(1);
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: job passthrough failed: {e}");
             ExitCode::from(1)
         }
     }

@@ -2,4 +2,6 @@
 
 pub mod herd;
 pub mod overload;
+#[cfg(feature = "kafka")]
+pub mod passthrough;
 pub mod w1;

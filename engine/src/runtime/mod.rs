@@ -376,11 +376,14 @@ impl Job {
     }
 
     fn finish(&mut self) -> Result<JobReport, JobError> {
+        // A task reports itself done just before its thread returns: once every task has,
+        // joining is immediate. Only a task that never reported (stuck in user code after an
+        // abort) is detached rather than joined.
+        let all_done = self.control.tasks_done() >= self.threads.len();
         for (name, h) in std::mem::take(&mut self.threads) {
-            if h.is_finished() {
+            if all_done || h.is_finished() {
                 let _ = h.join();
             } else {
-                // Stuck in user code after an abort: detach rather than hang.
                 self.stuck.push(name);
             }
         }
