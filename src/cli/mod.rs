@@ -59,6 +59,33 @@ enum Job {
     /// Runs on an embedded Kafka cluster unless --brokers is given.
     #[cfg(feature = "kafka")]
     Passthrough(PassthroughArgs),
+    /// Copies a Kafka topic to another (a consumer group member; run several to share the
+    /// partitions). Ends when the input has been idle for --end-when-idle.
+    #[cfg(feature = "kafka")]
+    KafkaCopy(KafkaCopyArgs),
+}
+
+#[cfg(feature = "kafka")]
+#[derive(Args, Debug, Clone)]
+struct KafkaCopyArgs {
+    /// Kafka brokers (host:port,...).
+    #[arg(long)]
+    brokers: String,
+    /// Input topic.
+    #[arg(long)]
+    input: String,
+    /// Output topic.
+    #[arg(long)]
+    output: String,
+    /// Consumer group.
+    #[arg(long)]
+    group: String,
+    /// Work per record, in microseconds (to make the job slower than its input).
+    #[arg(long, default_value_t = 0)]
+    delay_us: u64,
+    /// End once no message arrived for this long.
+    #[arg(long, default_value = "5s", value_parser = parse::duration)]
+    end_when_idle: std::time::Duration,
 }
 
 #[cfg(feature = "kafka")]
@@ -181,6 +208,10 @@ pub fn main() -> ExitCode {
         Command::Run {
             job: Job::Passthrough(a),
         } => run_passthrough(&a),
+        #[cfg(feature = "kafka")]
+        Command::Run {
+            job: Job::KafkaCopy(a),
+        } => run_kafka_copy(&a),
         Command::Bench {
             bench:
                 Bench::Pipeline {
@@ -212,6 +243,78 @@ fn run_w1(a: &W1Args) -> ExitCode {
         }
         Err(e) => {
             eprintln!("error: job w1 failed: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+#[cfg(feature = "kafka")]
+fn run_kafka_copy(a: &KafkaCopyArgs) -> ExitCode {
+    use std::sync::Arc;
+
+    use sluice::connectors::kafka::{
+        KafkaConfig, KafkaPipelineExt, KafkaSinkConfig, KafkaSinkStats, KafkaSourceConfig,
+        KafkaSourceStats, KafkaStreamExt,
+    };
+    use sluice::operators::StreamExt;
+
+    let kafka = match KafkaConfig::new(&a.brokers, &a.group)
+        .and_then(|k| k.set("auto.commit.interval.ms", "200"))
+    {
+        Ok(k) => k,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    // A small in-flight window: what a crash can replay is bounded by it.
+    let mut scfg = KafkaSourceConfig::new(kafka.clone(), &[&a.input]);
+    scfg.batch_size = 256;
+    scfg.prefetch_batches = 2;
+    scfg.resume_below = 0;
+    scfg.end_when_idle = Some(a.end_when_idle);
+    let stats = Arc::new(KafkaSourceStats::default());
+    let delay = std::time::Duration::from_micros(a.delay_us);
+    let p = sluice::engine::Pipeline::new("kafka-copy").batch_size(256);
+    p.kafka_source(
+        "input",
+        1,
+        scfg,
+        Arc::new(|b: &[u8]| Ok::<_, String>(b.to_vec())),
+        stats.clone(),
+    )
+    .map("work", move |b: Vec<u8>| {
+        if !delay.is_zero() {
+            std::thread::sleep(delay);
+        }
+        b
+    })
+    .edge_capacity(512)
+    .kafka_sink(
+        "output",
+        KafkaSinkConfig::new(kafka, &a.output),
+        Arc::new(|b: &Vec<u8>| (Some(b.clone()), b.clone())),
+        Arc::new(KafkaSinkStats::default()),
+    );
+    let job = match p.run() {
+        Ok(j) => j,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match job.wait() {
+        Ok(r) => {
+            outln!("{r}");
+            outln!(
+                "kafka-copy: acked {} pauses {}",
+                stats.acked.load(std::sync::atomic::Ordering::Relaxed),
+                stats.pauses.load(std::sync::atomic::Ordering::Relaxed)
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: job kafka-copy failed: {e}");
             ExitCode::from(1)
         }
     }
