@@ -69,8 +69,9 @@ pub struct KafkaSourceConfig {
     pub dead_letter_topic: Option<String>,
     /// End the stream after this many records (demos and tests; none: run until stopped).
     pub max_records: Option<u64>,
-    /// End the stream once no message arrived for this long since the last one (or since the
-    /// first assignment), for reading a finite topic to its end.
+    /// End the stream once no message arrived for this long after the first one, for reading
+    /// a finite topic to its end. (A source that never receives a message does not end by
+    /// itself: stop the job.)
     pub end_when_idle: Option<Duration>,
 }
 
@@ -493,11 +494,6 @@ fn poller<T: Send + 'static>(
             None => {
                 if !current.records.is_empty() && held.is_none() {
                     flush(&mut current, &mut held, &tracker, cfg.batch_size);
-                }
-                // The idle clock starts at the first assignment: a topic with nothing left to
-                // read ends the stream too.
-                if last_msg.is_none() && stats.assigned.load(Ordering::Relaxed) > 0 {
-                    last_msg = Some(Instant::now());
                 }
                 if let (Some(idle), Some(last), None) = (cfg.end_when_idle, last_msg, paused_at) {
                     if last.elapsed() >= idle
