@@ -129,7 +129,14 @@ fn bench_overload_rejects_bad_values() {
 fn passthrough_on_the_embedded_cluster_loses_nothing() {
     // One source instance: with two, a member joining late triggers a rebalance and the
     // records in flight at the revoke are read again (at least once: duplicates, never loss).
-    let out = sluice(&["run", "passthrough", "--messages", "5k", "--parallelism", "1"]);
+    let out = sluice(&[
+        "run",
+        "passthrough",
+        "--messages",
+        "5k",
+        "--parallelism",
+        "1",
+    ]);
     assert!(
         out.status.success(),
         "{}",
