@@ -73,11 +73,71 @@ fn jobs_lists_w1() {
     assert!(String::from_utf8_lossy(&out.stdout).starts_with("w1"));
 }
 
+/// Checks one scenario report against the schema the README documents.
+fn assert_schema(r: &serde_json::Value) {
+    for key in ["job", "policy", "profile"] {
+        assert!(r[key].is_string(), "{key} in {r}");
+    }
+    for key in [
+        "duration_s",
+        "offered_rate",
+        "delivered_rate",
+        "sink_capacity",
+        "goodput_ratio",
+    ] {
+        assert!(r[key].is_number(), "{key} in {r}");
+    }
+    assert!(
+        r["peak_rss_bytes"].as_u64().unwrap_or(0) > 0,
+        "peak_rss_bytes"
+    );
+    assert!(r["recovery_s"].is_null() || r["recovery_s"].is_number());
+    let classes = r["classes"].as_object().expect("classes is an object");
+    assert!(!classes.is_empty());
+    for (name, c) in classes {
+        for key in ["offered", "delivered", "dropped", "deferred"] {
+            assert!(c[key].is_u64(), "{name}.{key}");
+        }
+        for q in ["p50", "p99", "p999"] {
+            assert!(c["latency_ms"][q].is_number(), "{name}.latency_ms.{q}");
+        }
+    }
+    for d in r["drops"].as_array().expect("drops is a list") {
+        for key in ["edge", "class", "reason"] {
+            assert!(d[key].is_string(), "drops[].{key}");
+        }
+        assert!(d["count"].is_u64());
+    }
+    let l = &r["ledger"];
+    for key in [
+        "emitted",
+        "delivered",
+        "dropped",
+        "deferred_pending",
+        "dead_lettered",
+        "in_flight",
+    ] {
+        assert!(l[key].is_u64(), "ledger.{key}");
+    }
+    assert_eq!(l["balanced"], true, "{l}");
+    // The per-class delivered counts add up to the ledger's.
+    let delivered: u64 = classes
+        .values()
+        .map(|c| c["delivered"].as_u64().unwrap())
+        .sum();
+    assert_eq!(delivered, l["delivered"].as_u64().unwrap());
+    // The time series is there and ends at or after the window.
+    let series = r["series"].as_array().expect("series");
+    let last = series.last().expect("samples");
+    assert!(last["t_s"].as_f64().unwrap() >= r["duration_s"].as_f64().unwrap() * 0.9);
+}
+
 #[test]
 fn bench_overload_runs_each_policy_and_balances() {
     let dir = std::env::temp_dir().join(format!("sluice-overload-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("tmp dir");
     let json = dir.join("overload.json");
+    let plot = dir.join("overload.svg");
     let out = sluice(&[
         "bench",
         "overload",
@@ -87,32 +147,163 @@ fn bench_overload_runs_each_policy_and_balances() {
         "400ms",
         "--sink-capacity",
         "20k",
+        "--progress",
+        "plain",
         "--json",
         json.to_str().expect("utf8 path"),
+        "--plot",
+        plot.to_str().expect("utf8 path"),
     ]);
     assert!(
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    // Progress went to stderr as plain lines (not a terminal).
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("[shed]") && err.contains("delivered"), "{err}");
+    assert!(!err.contains('\r'), "no in-place redraw off a terminal");
     let text = std::fs::read_to_string(&json).expect("results written");
     let v: serde_json::Value = serde_json::from_str(&text).expect("json");
     let runs = v.as_array().expect("one result per policy");
     assert_eq!(runs.len(), 3);
     for r in runs {
-        assert_eq!(r["ledger"]["balanced"], true, "{r}");
-        assert!(r["peak_rss_bytes"].as_u64().unwrap_or(0) > 0);
-        assert!(r["classes"].as_array().is_some_and(|c| !c.is_empty()));
+        assert_schema(r);
+        assert_eq!(r["job"], "overload");
     }
     // Shedding never drops errors; blocking never drops anything.
-    let shed = &runs[1];
-    let err = shed["classes"]
-        .as_array()
-        .and_then(|c| c.iter().find(|x| x["class"] == "error"))
-        .expect("error class");
-    assert_eq!(err["dropped"], 0);
+    assert_eq!(runs[1]["classes"]["error"]["dropped"], 0);
+    assert!(runs[1]["classes"]["debug"]["dropped"].as_u64().unwrap() > 0);
     assert_eq!(runs[0]["ledger"]["dropped"], 0);
+
+    // The plot: valid SVG, one column per policy with its panels and series.
+    let svg = std::fs::read_to_string(&plot).expect("plot written");
+    assert!(svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"));
+    for text in [
+        "block: offered vs delivered",
+        "shed: backlog",
+        "drop-oldest: dropped per class",
+        "shed: latency per class",
+        "time (s)",
+        "records/s",
+        "offered",
+        "delivered",
+        "sink capacity",
+        "debug",
+        "error",
+    ] {
+        assert!(svg.contains(text), "plot lacks `{text}`");
+    }
+    assert!(svg.matches("<polyline").count() >= 9, "line series drawn");
+
+    // `sluice report` renders the saved results again.
+    let rendered = sluice(&["report", json.to_str().expect("utf8 path")]);
+    assert!(rendered.status.success());
+    let table = String::from_utf8_lossy(&rendered.stdout);
+    assert!(
+        table.contains("drop-oldest") && table.contains("balanced"),
+        "{table}"
+    );
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Runs a scenario job briefly; returns its JSON report.
+fn scenario_job(job: &str, extra: &[&str]) -> (serde_json::Value, String) {
+    let dir = std::env::temp_dir().join(format!("sluice-{job}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("tmp dir");
+    let json = dir.join("report.json");
+    let mut args = vec![
+        "run",
+        job,
+        "--progress",
+        "off",
+        "--json",
+        json.to_str().expect("utf8 path"),
+    ];
+    args.extend_from_slice(extra);
+    let out = sluice(&args);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).expect("report")).expect("json");
+    assert_schema(&v);
+    assert_eq!(v["job"], job);
+    let _ = std::fs::remove_dir_all(&dir);
+    (v, String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+#[test]
+fn telemetry_sheds_debug_and_info_never_errors() {
+    let (v, stdout) = scenario_job("telemetry", &["--duration", "1500ms"]);
+    let c = &v["classes"];
+    assert_eq!(c["error"]["dropped"], 0);
+    assert_eq!(c["error"]["delivered"], c["error"]["offered"]);
+    let share =
+        |class: &str| c[class]["dropped"].as_f64().unwrap() / c[class]["offered"].as_f64().unwrap();
+    assert!(share("debug") > 0.5, "debug is shed first: {c}");
+    assert!(
+        share("debug") >= share("info") && share("info") >= share("warn"),
+        "{c}"
+    );
+    assert!(stdout.contains("shed under pressure"), "{stdout}");
+}
+
+#[test]
+fn orders_never_drops_a_payment() {
+    let (v, stdout) = scenario_job("orders", &["--duration", "1500ms"]);
+    let l = &v["ledger"];
+    assert_eq!(l["dropped"], 0);
+    assert_eq!(l["dead_lettered"], 0);
+    assert!(
+        v["sink_retries"].as_u64().unwrap() > 0,
+        "the processor failed now and then"
+    );
+    // Every payment the producer got in was delivered; the rest waited upstream.
+    assert_eq!(l["delivered"], l["emitted"]);
+    assert!(v["emitted"].as_u64().unwrap() < v["classes"]["critical"]["offered"].as_u64().unwrap());
+    assert!(stdout.contains("latency moved upstream"), "{stdout}");
+}
+
+#[test]
+fn indexing_defers_low_rank_and_indexes_it_after_the_burst() {
+    let (v, stdout) = scenario_job("indexing", &["--duration", "2s", "--sink-capacity", "20k"]);
+    let l = &v["ledger"];
+    assert_eq!(l["dropped"], 0);
+    assert_eq!(l["deferred_pending"], 0, "the log was replayed to the end");
+    assert_eq!(l["delivered"], l["emitted"]);
+    let peak = v["series"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["deferred"].as_u64().unwrap())
+        .max()
+        .unwrap();
+    assert!(peak > 0, "low-rank pages were deferred during the burst");
+    assert!(
+        v["recovery_s"].is_number(),
+        "the backlog drained: {}",
+        v["recovery_s"]
+    );
+    assert!(stdout.contains("deferred to disk at the peak"), "{stdout}");
+}
+
+#[test]
+fn scenario_arguments_are_checked() {
+    let out = sluice(&["bench", "overload", "--profile", "spiky"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("burst"));
+    let out = sluice(&["bench", "overload", "--mix", "debug=x"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("percentage"));
+    let out = sluice(&["bench", "overload", "--mix", "loud=5"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown class"));
+    let out = sluice(&["run", "telemetry", "--plot", "out.gif"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains(".svg or .png"));
 }
 
 #[test]

@@ -16,6 +16,8 @@ use clap::{Args, Parser, Subcommand};
 
 mod overload;
 mod parse;
+mod plot;
+mod progress;
 use sluice::engine::JobReport;
 use sluice::workloads::w1;
 
@@ -52,6 +54,14 @@ enum Command {
 enum Job {
     /// W1: generate -> map -> filter -> keyed running sum -> checksum sink.
     W1(W1Args),
+    /// Log records with levels at up to 10x the sink: Debug then Info are shed, Error never.
+    Telemetry(overload::ScenarioJobArgs),
+    /// Payments at 2x the processor, which fails now and then: never dropped, blocked and
+    /// retried; latency moves upstream.
+    Orders(overload::ScenarioJobArgs),
+    /// A burst of pages to index: high rank indexed at once, low rank deferred to disk and
+    /// indexed when the burst has passed.
+    Indexing(overload::ScenarioJobArgs),
     /// A burst of logins at 20x the user database, behind a per-client rate limit, adaptive
     /// concurrency, a circuit breaker and a fallback.
     Herd(HerdArgs),
@@ -173,6 +183,18 @@ const JOBS: &[(&str, &str)] = &[
         "generate -> map -> filter -> key_by + running sum -> checksum sink (engine throughput)",
     ),
     (
+        "telemetry",
+        "log levels at 10x the sink: debug then info shed, errors always delivered",
+    ),
+    (
+        "orders",
+        "payments at 2x a flaky processor: never dropped, blocked and retried, latency upstream",
+    ),
+    (
+        "indexing",
+        "a burst of pages: high rank indexed at once, low rank deferred to disk, indexed later",
+    ),
+    (
         "passthrough",
         "Kafka topic -> map -> topic on the embedded cluster (or --brokers); lost/duplicates",
     ),
@@ -204,6 +226,15 @@ pub fn main() -> ExitCode {
         }
         Command::Run { job: Job::W1(a) } => run_w1(&a),
         Command::Run { job: Job::Herd(a) } => run_herd(&a),
+        Command::Run {
+            job: Job::Telemetry(a),
+        } => overload::run_job(overload::ScenarioJob::Telemetry, &a),
+        Command::Run {
+            job: Job::Orders(a),
+        } => overload::run_job(overload::ScenarioJob::Orders, &a),
+        Command::Run {
+            job: Job::Indexing(a),
+        } => overload::run_job(overload::ScenarioJob::Indexing, &a),
         #[cfg(feature = "kafka")]
         Command::Run {
             job: Job::Passthrough(a),
@@ -510,6 +541,15 @@ fn render(file: &PathBuf) -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    use sluice::workloads::overload::ScenarioResult;
+    if let Ok(r) = serde_json::from_str::<ScenarioResult>(&text) {
+        overload::render(std::slice::from_ref(&r));
+        return ExitCode::SUCCESS;
+    }
+    if let Ok(rs) = serde_json::from_str::<Vec<ScenarioResult>>(&text) {
+        overload::render(&rs);
+        return ExitCode::SUCCESS;
+    }
     match serde_json::from_str::<JobReport>(&text) {
         Ok(r) => {
             outln!("{r}");
@@ -517,7 +557,7 @@ fn render(file: &PathBuf) -> ExitCode {
         }
         Err(e) => {
             eprintln!(
-                "error: {} is not a Sluice job report ({e}); write one with `sluice run w1 --json FILE`",
+                "error: {} is not a Sluice report ({e}); write one with `sluice run w1 --json FILE` or `sluice bench overload --json FILE`",
                 file.display()
             );
             ExitCode::from(2)

@@ -1,15 +1,35 @@
-//! `sluice bench overload`: each policy in its own process (so peak memory is its own), side
-//! by side.
+//! `sluice bench overload` (each policy in its own process, so peak memory is its own, side
+//! by side) and the scenario jobs built on the same open-loop harness: `run telemetry`,
+//! `run orders`, `run indexing`.
 
+use std::io::{BufRead, BufReader, Read};
 use std::path::PathBuf;
-use std::process::{Command, ExitCode};
+use std::process::{Command, ExitCode, Stdio};
 use std::time::Duration;
 
 use clap::Args;
-use sluice::engine::Priority;
-use sluice::workloads::overload::{self, PolicyChoice, Scenario, ScenarioResult};
+use sluice::engine::{Priority, CLASSES};
+use sluice::workloads::overload::{self, PolicyChoice, Profile, Scenario, ScenarioResult};
 
 use super::parse;
+use super::plot;
+use super::progress::{human, Progress, ProgressMode};
+
+/// Where results go besides the table.
+#[derive(Args, Debug, Clone)]
+pub struct OutputArgs {
+    /// Write the report as JSON to this file (schema in the README).
+    #[arg(long)]
+    json: Option<PathBuf>,
+    /// Draw offered vs delivered rate, backlog, drops and latency per class to this file
+    /// (.svg or .png).
+    #[arg(long, value_parser = plot::plot_path)]
+    plot: Option<PathBuf>,
+    /// Live progress on stderr: auto (a status line on a terminal, plain lines otherwise),
+    /// plain, off.
+    #[arg(long, value_enum, default_value = "auto")]
+    progress: ProgressMode,
+}
 
 #[derive(Args, Debug, Clone)]
 pub struct OverloadArgs {
@@ -17,24 +37,49 @@ pub struct OverloadArgs {
     /// drop-oldest, shed, sample, deadline, defer.
     #[arg(long, default_value = "unbounded,block,shed", value_parser = policies)]
     policy: PolicyList,
+    /// Load profile: steady (0.8x capacity), step (0.5x then N x), burst (0.5x with N x from
+    /// 20% to 40% of the run; measures recovery), sustained (N x throughout).
+    #[arg(long, default_value = "sustained", value_parser = profile)]
+    profile: Profile,
     /// How long the producer offers load (e.g. 10s, 500ms).
     #[arg(long, default_value = "5s", value_parser = parse::duration)]
     duration: Duration,
     /// Records per second the sink can process (e.g. 100k).
     #[arg(long, default_value = "100k", value_parser = parse::count)]
     sink_capacity: u64,
-    /// Offered load as a multiple of the sink capacity.
+    /// Offered load as a multiple of the sink capacity (N).
     #[arg(long, default_value = "10", value_parser = parse::factor)]
     overload: f64,
     /// Edge capacity in records (e.g. 512, 4k).
     #[arg(long, default_value = "512", value_parser = parse::count)]
     capacity: u64,
-    /// Write all results as JSON to this file.
-    #[arg(long)]
-    json: Option<PathBuf>,
+    /// Class mix in percent, e.g. debug=70,info=20,warn=8,error=2.
+    #[arg(long, default_value = "debug=70,info=20,warn=8,error=2", value_parser = mix)]
+    mix: Mix,
+    #[command(flatten)]
+    out: OutputArgs,
     /// Run one policy in this process and print its result as JSON (used internally).
     #[arg(long, hide = true)]
     child: bool,
+}
+
+/// Arguments of the scenario jobs; each job has its own defaults.
+#[derive(Args, Debug, Clone)]
+pub struct ScenarioJobArgs {
+    /// How long load is offered (e.g. 5s).
+    #[arg(long, value_parser = parse::duration)]
+    duration: Option<Duration>,
+    /// Records per second the sink can process (e.g. 50k).
+    #[arg(long, value_parser = parse::count)]
+    sink_capacity: Option<u64>,
+    /// Offered load in the overloaded part, as a multiple of the sink capacity.
+    #[arg(long, value_parser = parse::factor)]
+    overload: Option<f64>,
+    /// Edge capacity in records.
+    #[arg(long, value_parser = parse::count)]
+    capacity: Option<u64>,
+    #[command(flatten)]
+    out: OutputArgs,
 }
 
 /// A comma-separated list of policies.
@@ -56,39 +101,64 @@ fn policies(s: &str) -> Result<PolicyList, String> {
         .map(PolicyList)
 }
 
+fn profile(s: &str) -> Result<Profile, String> {
+    Profile::parse(s).ok_or_else(|| {
+        let names: Vec<&str> = Profile::ALL.iter().map(|p| p.name()).collect();
+        format!("unknown profile `{s}`: use {}", names.join(", "))
+    })
+}
+
+/// Share of each class, by rank.
+#[derive(Debug, Clone)]
+pub struct Mix([f64; CLASSES], String);
+
+fn mix(s: &str) -> Result<Mix, String> {
+    let mut m = [0.0; CLASSES];
+    for part in s.split(',') {
+        let (name, pct) = part.split_once('=').ok_or_else(|| {
+            format!("`{part}`: write each class as name=percent, e.g. debug=70,error=30")
+        })?;
+        let class = Priority::all()
+            .find(|c| c.name() == name.trim())
+            .ok_or_else(|| {
+                let names: Vec<&str> = Priority::all().map(|c| c.name()).collect();
+                format!("unknown class `{name}`: use {}", names.join(", "))
+            })?;
+        let pct: f64 = pct
+            .trim()
+            .parse()
+            .ok()
+            .filter(|p: &f64| p.is_finite() && *p >= 0.0)
+            .ok_or_else(|| format!("`{pct}`: a class's share must be a percentage >= 0"))?;
+        if let Some(slot) = m.get_mut(class.index()) {
+            *slot = pct;
+        }
+    }
+    if m.iter().sum::<f64>() <= 0.0 {
+        return Err("the class mix must offer something: give a class a share above 0".into());
+    }
+    Ok(Mix(m, s.to_string()))
+}
+
 fn scenario(a: &OverloadArgs, policy: PolicyChoice) -> Scenario {
     Scenario {
         policy,
+        profile: a.profile,
         duration: a.duration,
         sink_capacity: a.sink_capacity as f64,
         overload: a.overload,
         capacity: a.capacity as usize,
+        mix: a.mix.0,
         ..Scenario::default()
     }
 }
 
+/// Prefix of the progress lines a child prints on stderr.
+const SAMPLE: &str = "sluice-sample ";
+
 pub fn run(a: &OverloadArgs) -> ExitCode {
     if a.child {
-        let Some(&policy) = a.policy.0.first() else {
-            eprintln!("error: --child needs one --policy");
-            return ExitCode::from(2);
-        };
-        return match overload::run(&scenario(a, policy)) {
-            Ok(r) => match serde_json::to_string(&r) {
-                Ok(j) => {
-                    outln!("{j}");
-                    ExitCode::SUCCESS
-                }
-                Err(e) => {
-                    eprintln!("error: {e}");
-                    ExitCode::from(1)
-                }
-            },
-            Err(e) => {
-                eprintln!("error: scenario {} failed: {e}", policy.name());
-                ExitCode::from(1)
-            }
-        };
+        return run_child(a);
     }
     let exe = match std::env::current_exe() {
         Ok(e) => e,
@@ -98,59 +168,316 @@ pub fn run(a: &OverloadArgs) -> ExitCode {
         }
     };
     outln!(
-        "overload: producer at {}x a sink of {} rec/s for {:.1}s, edge capacity {}, class mix debug 70% info 20% warn 8% error 2%",
+        "overload: {} profile, producer at up to {}x a sink of {} rec/s for {:.1}s, edge capacity {}, class mix {}",
+        a.profile.name(),
         a.overload,
         a.sink_capacity,
         a.duration.as_secs_f64(),
-        a.capacity
+        a.capacity,
+        a.mix.1
     );
     let mut results = Vec::new();
     for &policy in &a.policy.0 {
-        let out = Command::new(&exe)
-            .args([
-                "bench",
-                "overload",
-                "--child",
-                "--policy",
-                policy.name(),
-                "--duration",
-                &format!("{}ms", a.duration.as_millis()),
-                "--sink-capacity",
-                &a.sink_capacity.to_string(),
-                "--overload",
-                &a.overload.to_string(),
-                "--capacity",
-                &a.capacity.to_string(),
-            ])
-            .output();
-        let out = match out {
-            Ok(o) => o,
-            Err(e) => {
-                eprintln!("error: cannot run scenario {}: {e}", policy.name());
-                return ExitCode::from(1);
-            }
-        };
-        if !out.status.success() {
-            eprintln!(
-                "error: scenario {} failed: {}",
-                policy.name(),
-                String::from_utf8_lossy(&out.stderr).trim()
-            );
-            return ExitCode::from(1);
-        }
-        match serde_json::from_slice::<ScenarioResult>(&out.stdout) {
+        match run_in_child(&exe, a, policy) {
             Ok(r) => {
                 print_row(&r, results.is_empty());
                 results.push(r);
             }
             Err(e) => {
-                eprintln!("error: scenario {} printed no result: {e}", policy.name());
+                eprintln!("error: scenario {} failed: {e}", policy.name());
                 return ExitCode::from(1);
             }
         }
     }
-    if let Some(path) = &a.json {
-        let json = match serde_json::to_string_pretty(&results) {
+    if a.profile == Profile::Burst {
+        outln!();
+        for r in &results {
+            outln!(
+                "{:<12} recovery after the burst: {}",
+                r.policy,
+                r.recovery_s
+                    .map_or("not within the run".to_string(), |s| format!("{s:.1}s"))
+            );
+        }
+    }
+    save(&a.out, &results, true)
+}
+
+fn run_child(a: &OverloadArgs) -> ExitCode {
+    let Some(&policy) = a.policy.0.first() else {
+        eprintln!("error: --child needs one --policy");
+        return ExitCode::from(2);
+    };
+    let mut progress = |s: &overload::Sample| {
+        if let Ok(j) = serde_json::to_string(s) {
+            eprintln!("{SAMPLE}{j}");
+        }
+    };
+    match overload::run(&scenario(a, policy), &mut progress) {
+        Ok(r) => match serde_json::to_string(&r) {
+            Ok(j) => {
+                outln!("{j}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::from(1)
+            }
+        },
+        Err(e) => {
+            eprintln!("error: scenario {} failed: {e}", policy.name());
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// Runs one policy in a child process, relaying its samples to the progress display.
+fn run_in_child(
+    exe: &std::path::Path,
+    a: &OverloadArgs,
+    policy: PolicyChoice,
+) -> Result<ScenarioResult, String> {
+    let mut child = Command::new(exe)
+        .args([
+            "bench",
+            "overload",
+            "--child",
+            "--progress",
+            "off",
+            "--policy",
+            policy.name(),
+            "--profile",
+            a.profile.name(),
+            "--duration",
+            &format!("{}ms", a.duration.as_millis()),
+            "--sink-capacity",
+            &a.sink_capacity.to_string(),
+            "--overload",
+            &a.overload.to_string(),
+            "--capacity",
+            &a.capacity.to_string(),
+            "--mix",
+            &a.mix.1,
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("cannot start: {e}"))?;
+    // The result arrives on stdout at the end; read it on its own thread so a large result
+    // never blocks the child while this thread reads progress from stderr.
+    let stdout = child.stdout.take();
+    let reader = std::thread::spawn(move || {
+        let mut buf = Vec::new();
+        if let Some(mut s) = stdout {
+            let _ = s.read_to_end(&mut buf);
+        }
+        buf
+    });
+    let mut progress = Progress::new(
+        a.out.progress,
+        policy.name(),
+        a.duration.as_secs_f64(),
+        a.capacity,
+    );
+    let mut errors = String::new();
+    if let Some(stderr) = child.stderr.take() {
+        for line in BufReader::new(stderr).lines() {
+            let Ok(line) = line else { break };
+            match line.strip_prefix(SAMPLE) {
+                Some(j) => {
+                    if let Ok(s) = serde_json::from_str(j) {
+                        progress.update(&s);
+                    }
+                }
+                None => {
+                    errors.push_str(&line);
+                    errors.push('\n');
+                }
+            }
+        }
+    }
+    progress.finish();
+    let status = child.wait().map_err(|e| e.to_string())?;
+    let stdout = reader.join().map_err(|_| "the reader thread panicked")?;
+    if !status.success() {
+        return Err(errors.trim().to_string());
+    }
+    serde_json::from_slice(&stdout).map_err(|e| format!("printed no result: {e}"))
+}
+
+/// The scenario jobs: presets of the overload harness that tell one story each.
+#[derive(Debug, Clone, Copy)]
+pub enum ScenarioJob {
+    /// Log records with levels; Debug then Info are shed under pressure, Error never.
+    Telemetry,
+    /// Payments: never dropped; block and retry; latency moves upstream.
+    Orders,
+    /// High-rank pages indexed at once, low-rank deferred to disk and indexed after the burst.
+    Indexing,
+}
+
+impl ScenarioJob {
+    fn preset(self) -> Scenario {
+        let mut mix = [0.0; CLASSES];
+        match self {
+            ScenarioJob::Telemetry => Scenario {
+                job: "telemetry".into(),
+                policy: PolicyChoice::Shed,
+                profile: Profile::Step,
+                duration: Duration::from_secs(4),
+                sink_capacity: 100_000.0,
+                overload: 10.0,
+                capacity: 512,
+                ..Scenario::default()
+            },
+            ScenarioJob::Orders => {
+                mix[Priority::CRITICAL.index()] = 1.0;
+                Scenario {
+                    job: "orders".into(),
+                    policy: PolicyChoice::Block,
+                    profile: Profile::Step,
+                    duration: Duration::from_secs(4),
+                    sink_capacity: 20_000.0,
+                    overload: 2.0,
+                    capacity: 512,
+                    mix,
+                    sink_failure_rate: 0.02,
+                }
+            }
+            ScenarioJob::Indexing => {
+                mix[Priority::DEBUG.index()] = 0.5;
+                mix[Priority::INFO.index()] = 0.3;
+                mix[Priority::WARN.index()] = 0.15;
+                mix[Priority::ERROR.index()] = 0.05;
+                Scenario {
+                    job: "indexing".into(),
+                    policy: PolicyChoice::Defer,
+                    profile: Profile::Burst,
+                    duration: Duration::from_secs(5),
+                    sink_capacity: 50_000.0,
+                    overload: 3.0,
+                    capacity: 1024,
+                    mix,
+                    sink_failure_rate: 0.0,
+                }
+            }
+        }
+    }
+
+    fn story(self, r: &ScenarioResult) -> Vec<String> {
+        let c = |name: &str| r.classes.get(name).cloned().unwrap_or_default();
+        let pct = |a: u64, b: u64| 100.0 * a as f64 / b.max(1) as f64;
+        match self {
+            ScenarioJob::Telemetry => {
+                let (d, i, w, e) = (c("debug"), c("info"), c("warn"), c("error"));
+                vec![format!(
+                    "shed under pressure: debug {:.1}%, info {:.1}%, warn {:.1}%, error {:.1}% ({} of {} errors delivered, p99 {:.1} ms)",
+                    pct(d.dropped, d.offered),
+                    pct(i.dropped, i.offered),
+                    pct(w.dropped, w.offered),
+                    pct(e.dropped, e.offered),
+                    e.delivered,
+                    e.offered,
+                    e.latency_ms.p99
+                )]
+            }
+            ScenarioJob::Orders => {
+                let o = c("critical");
+                vec![
+                    format!(
+                        "payments: dropped {}, dead-lettered {}, {} transient failures retried with backoff",
+                        r.ledger.dropped, r.ledger.dead_lettered, r.sink_retries
+                    ),
+                    format!(
+                        "latency moved upstream: p50 {:.0} ms, p99 {:.0} ms; {} of {} offered were still held back at the producer when the window closed (a real client keeps them: nothing was accepted and lost)",
+                        o.latency_ms.p50,
+                        o.latency_ms.p99,
+                        o.offered.saturating_sub(r.emitted),
+                        o.offered
+                    ),
+                ]
+            }
+            ScenarioJob::Indexing => {
+                let peak = r.series.iter().map(|s| s.deferred).max().unwrap_or(0);
+                let hi = c("error");
+                let lo = c("debug");
+                vec![
+                    format!(
+                        "high rank (error) p99 {:.1} ms; low rank (debug) p50 {:.0} ms, p99 {:.0} ms: deferred, then indexed",
+                        hi.latency_ms.p99, lo.latency_ms.p50, lo.latency_ms.p99
+                    ),
+                    format!(
+                        "deferred to disk at the peak: {peak}; left deferred at the end: {}; dropped: {}; backlog drained {}",
+                        r.ledger.deferred_pending,
+                        r.ledger.dropped,
+                        r.recovery_s.map_or("not within the window".into(), |s| format!("{s:.1}s after the burst"))
+                    ),
+                ]
+            }
+        }
+    }
+}
+
+/// Runs a scenario job in this process.
+pub fn run_job(job: ScenarioJob, a: &ScenarioJobArgs) -> ExitCode {
+    let mut s = job.preset();
+    if let Some(d) = a.duration {
+        s.duration = d;
+    }
+    if let Some(c) = a.sink_capacity {
+        s.sink_capacity = c as f64;
+    }
+    if let Some(o) = a.overload {
+        s.overload = o;
+    }
+    if let Some(c) = a.capacity {
+        s.capacity = c as usize;
+    }
+    outln!(
+        "{}: {} policy, {} profile, up to {}x a sink of {} rec/s for {:.1}s, edge capacity {}",
+        s.job,
+        s.policy.name(),
+        s.profile.name(),
+        s.overload,
+        s.sink_capacity,
+        s.duration.as_secs_f64(),
+        s.capacity
+    );
+    let mut progress = Progress::new(
+        a.out.progress,
+        &s.job,
+        s.duration.as_secs_f64(),
+        s.capacity as u64,
+    );
+    let result = overload::run(&s, &mut |x| progress.update(x));
+    progress.finish();
+    let r = match result {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: job {} failed: {e}", s.job);
+            return ExitCode::from(1);
+        }
+    };
+    print_detail(&r);
+    for line in job.story(&r) {
+        outln!("{line}");
+    }
+    save(&a.out, std::slice::from_ref(&r), false)
+}
+
+/// Writes the JSON report and the plot, if asked.
+fn save(out: &OutputArgs, results: &[ScenarioResult], list: bool) -> ExitCode {
+    if let Some(path) = &out.json {
+        let json = if list {
+            serde_json::to_string_pretty(results)
+        } else {
+            match results.first() {
+                Some(r) => serde_json::to_string_pretty(r),
+                None => Ok("null".into()),
+            }
+        };
+        let json = match json {
             Ok(j) => j,
             Err(e) => {
                 eprintln!("error: {e}");
@@ -162,20 +489,97 @@ pub fn run(a: &OverloadArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     }
+    if let Some(path) = &out.plot {
+        if let Err(e) = plot::write(path, results) {
+            eprintln!("error: {e}");
+            return ExitCode::from(1);
+        }
+        outln!("plot written to {}", path.display());
+    }
     ExitCode::SUCCESS
 }
 
-fn class(r: &ScenarioResult, c: Priority) -> Option<&overload::ClassResult> {
-    r.classes.iter().find(|x| x.class == c.name())
+/// Renders saved scenario results (`sluice report`).
+pub fn render(results: &[ScenarioResult]) {
+    if let [one] = results {
+        outln!(
+            "{}: {} policy, {} profile, up to {}x a sink of {} rec/s for {:.1}s, edge capacity {}",
+            one.job,
+            one.policy,
+            one.profile,
+            one.overload,
+            one.sink_capacity,
+            one.duration_s,
+            one.edge_capacity
+        );
+        print_detail(one);
+        return;
+    }
+    for (i, r) in results.iter().enumerate() {
+        print_row(r, i == 0);
+    }
+}
+
+fn print_detail(r: &ScenarioResult) {
+    outln!();
+    outln!(
+        "{:<10} {:>10} {:>10} {:>10} {:>10} {:>9} {:>9} {:>9}",
+        "class",
+        "offered",
+        "delivered",
+        "dropped",
+        "deferred",
+        "p50 ms",
+        "p99 ms",
+        "p99.9 ms"
+    );
+    for (name, c) in overload::ranked(&r.classes) {
+        let ms = |v: f64| {
+            if c.delivered == 0 {
+                "-".to_string()
+            } else if v < 1.0 {
+                format!("{v:.2}")
+            } else {
+                format!("{v:.1}")
+            }
+        };
+        outln!(
+            "{:<10} {:>10} {:>10} {:>10} {:>10} {:>9} {:>9} {:>9}",
+            name,
+            c.offered,
+            c.delivered,
+            c.dropped,
+            c.deferred,
+            ms(c.latency_ms.p50),
+            ms(c.latency_ms.p99),
+            ms(c.latency_ms.p999)
+        );
+    }
+    outln!();
+    outln!(
+        "offered {}/s, delivered {}/s in the window (goodput {:.1}% of capacity), peak RSS {}, recovery {}",
+        human(r.offered_rate),
+        human(r.delivered_rate),
+        100.0 * r.goodput_ratio,
+        r.peak_rss_bytes
+            .map_or("n/a".into(), |b| format!("{:.0} MB", b as f64 / 1e6)),
+        r.recovery_s.map_or("n/a".into(), |s| format!("{s:.1}s"))
+    );
+    let l = &r.ledger;
+    outln!(
+        "ledger: emitted {} = delivered {} + dropped {} + deferred {} + dead-lettered {} + in flight {}: {}",
+        l.emitted,
+        l.delivered,
+        l.dropped,
+        l.deferred_pending,
+        l.dead_lettered,
+        l.in_flight,
+        if l.balanced { "balanced" } else { "UNBALANCED" }
+    );
 }
 
 fn print_row(r: &ScenarioResult, header: bool) {
-    let classes = [
-        Priority::DEBUG,
-        Priority::INFO,
-        Priority::WARN,
-        Priority::ERROR,
-    ];
+    let classes = ["debug", "info", "warn", "error"];
     if header {
         outln!();
         outln!(
@@ -192,7 +596,7 @@ fn print_row(r: &ScenarioResult, header: bool) {
     let dropped: Vec<String> = classes
         .iter()
         .map(|c| {
-            class(r, *c).map_or("-".into(), |x| {
+            r.classes.get(*c).map_or("-".into(), |x| {
                 format!("{:.0}", 100.0 * x.dropped as f64 / x.offered.max(1) as f64)
             })
         })
@@ -200,7 +604,7 @@ fn print_row(r: &ScenarioResult, header: bool) {
     let p99: Vec<String> = classes
         .iter()
         .map(|c| {
-            class(r, *c).map_or("-".into(), |x| {
+            r.classes.get(*c).map_or("-".into(), |x| {
                 if x.delivered == 0 {
                     "-".into()
                 } else {
