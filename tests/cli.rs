@@ -291,6 +291,35 @@ fn indexing_defers_low_rank_and_indexes_it_after_the_burst() {
 }
 
 #[test]
+fn ingest_buffers_a_burst_in_kafka_and_drains_it() {
+    let (v, stdout) = scenario_job(
+        "ingest",
+        &[
+            "--duration",
+            "2s",
+            "--sink-capacity",
+            "10k",
+            "--overload",
+            "4",
+        ],
+    );
+    let info = &v["classes"]["info"];
+    assert_eq!(info["delivered"], info["offered"], "lost nothing: {info}");
+    assert!(info["offered"].as_u64().unwrap() > 0);
+    // The burst (0.4 s at 40k/s against 10k/s) queued up in the topic, then drained.
+    let peak = v["series"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["buffered"].as_u64().unwrap())
+        .max()
+        .unwrap();
+    assert!(peak > 2_000, "the topic buffered the burst: peak {peak}");
+    assert!(v["recovery_s"].is_number(), "{}", v["recovery_s"]);
+    assert!(stdout.contains("buffered in Kafka at the peak"), "{stdout}");
+}
+
+#[test]
 fn scenario_arguments_are_checked() {
     let out = sluice(&["bench", "overload", "--profile", "spiky"]);
     assert_eq!(out.status.code(), Some(2));

@@ -140,6 +140,7 @@ fn slow_sink_pauses_partitions_and_the_consumer_stays_in_its_group() {
     cfg.batch_size = 100;
     cfg.prefetch_batches = 2;
     cfg.resume_below = 0;
+    cfg.pause_after = Duration::from_millis(100);
     cfg.end_when_idle = Some(Duration::from_secs(2));
     let p = Pipeline::new("kafka-slow").batch_size(100);
     let out = p

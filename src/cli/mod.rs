@@ -62,6 +62,10 @@ enum Job {
     /// A burst of pages to index: high rank indexed at once, low rank deferred to disk and
     /// indexed when the burst has passed.
     Indexing(overload::ScenarioJobArgs),
+    /// A burst far above the workers' capacity, buffered in Kafka; the workers pull at their
+    /// own pace. Shows the backlog grow and drain, and the recovery time.
+    #[cfg(feature = "kafka")]
+    Ingest(overload::IngestArgs),
     /// A burst of logins at 20x the user database, behind a per-client rate limit, adaptive
     /// concurrency, a circuit breaker and a fallback.
     Herd(HerdArgs),
@@ -195,6 +199,10 @@ const JOBS: &[(&str, &str)] = &[
         "a burst of pages: high rank indexed at once, low rank deferred to disk, indexed later",
     ),
     (
+        "ingest",
+        "a burst at 5x the workers, buffered in Kafka (embedded or --brokers); drain, recovery",
+    ),
+    (
         "passthrough",
         "Kafka topic -> map -> topic on the embedded cluster (or --brokers); lost/duplicates",
     ),
@@ -235,6 +243,10 @@ pub fn main() -> ExitCode {
         Command::Run {
             job: Job::Indexing(a),
         } => overload::run_job(overload::ScenarioJob::Indexing, &a),
+        #[cfg(feature = "kafka")]
+        Command::Run {
+            job: Job::Ingest(a),
+        } => overload::run_ingest(&a),
         #[cfg(feature = "kafka")]
         Command::Run {
             job: Job::Passthrough(a),

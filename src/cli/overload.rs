@@ -466,6 +466,84 @@ pub fn run_job(job: ScenarioJob, a: &ScenarioJobArgs) -> ExitCode {
     save(&a.out, std::slice::from_ref(&r), false)
 }
 
+/// `sluice run ingest`.
+#[cfg(feature = "kafka")]
+#[derive(Args, Debug, Clone)]
+pub struct IngestArgs {
+    /// Kafka brokers (host:port,...); omit for the embedded cluster. The topic must exist.
+    #[arg(long)]
+    brokers: Option<String>,
+    /// The topic that buffers the burst.
+    #[arg(long, default_value = "sluice-ingest")]
+    topic: String,
+    /// Partitions of the topic (the job waits until its group has all of them).
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(i32).range(1..=256))]
+    partitions: i32,
+    /// How long load is offered (e.g. 5s); the burst is from 20% to 40% of it.
+    #[arg(long, default_value = "5s", value_parser = parse::duration)]
+    duration: Duration,
+    /// Records per second all workers together process.
+    #[arg(long, default_value = "20k", value_parser = parse::count)]
+    sink_capacity: u64,
+    /// The burst as a multiple of the workers' capacity (0.5x outside it).
+    #[arg(long, default_value = "5", value_parser = parse::factor)]
+    overload: f64,
+    /// Workers (consumer group members).
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u64).range(1..=64))]
+    workers: u64,
+    #[command(flatten)]
+    out: OutputArgs,
+}
+
+/// Runs the ingest job.
+#[cfg(feature = "kafka")]
+pub fn run_ingest(a: &IngestArgs) -> ExitCode {
+    use sluice::workloads::ingest;
+    let cfg = ingest::IngestConfig {
+        brokers: a.brokers.clone(),
+        topic: a.topic.clone(),
+        partitions: a.partitions,
+        duration: a.duration,
+        capacity: a.sink_capacity as f64,
+        overload: a.overload,
+        workers: a.workers as usize,
+    };
+    outln!(
+        "ingest: a burst of {}x the workers' {} rec/s into Kafka ({}), {} workers pulling at their own pace, {:.1}s",
+        cfg.overload,
+        cfg.capacity,
+        cfg.brokers.as_deref().unwrap_or("embedded cluster"),
+        cfg.workers,
+        cfg.duration.as_secs_f64()
+    );
+    let mut progress = Progress::new(a.out.progress, "ingest", cfg.duration.as_secs_f64(), 0);
+    let result = ingest::run(&cfg, &mut |x| progress.update(x));
+    progress.finish();
+    let r = match result {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: job ingest failed: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    print_detail(&r);
+    let (peak_t, peak) = r
+        .series
+        .iter()
+        .map(|s| (s.t_s, s.buffered))
+        .fold((0.0, 0), |a, b| if b.1 > a.1 { b } else { a });
+    let info = r.classes.get("info").cloned().unwrap_or_default();
+    outln!(
+        "buffered in Kafka at the peak: {peak} records at {peak_t:.1}s; drained {}; produced {}, processed {}, lost {}",
+        r.recovery_s
+            .map_or("not within the run".into(), |s| format!("{s:.1}s after the burst")),
+        info.offered,
+        info.delivered,
+        info.offered.saturating_sub(info.delivered)
+    );
+    save(&a.out, std::slice::from_ref(&r), false)
+}
+
 /// Writes the JSON report and the plot, if asked.
 fn save(out: &OutputArgs, results: &[ScenarioResult], list: bool) -> ExitCode {
     if let Some(path) = &out.json {

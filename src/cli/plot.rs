@@ -192,8 +192,13 @@ fn queue_panel(area: &Area<'_>, run: &ScenarioResult) -> Result<(), String> {
         .iter()
         .map(|s| (s.t_s, s.offered.saturating_sub(s.emitted) as f64))
         .collect();
+    let buffered: Vec<(f64, f64)> = run
+        .series
+        .iter()
+        .map(|s| (s.t_s, s.buffered as f64))
+        .collect();
     let t_max = run.series.last().map_or(1.0, |s| s.t_s).max(0.1);
-    let y_max = max_y(&[&queued, &deferred, &held]);
+    let y_max = max_y(&[&queued, &deferred, &held, &buffered]);
     let mut chart = ChartBuilder::on(area)
         .caption(
             format!(
@@ -218,6 +223,7 @@ fn queue_panel(area: &Area<'_>, run: &ScenarioResult) -> Result<(), String> {
         ("queued on the edge", queued, BLUE),
         ("deferred (on disk)", deferred, RGBColor(44, 160, 44)),
         ("held back at the producer", held, RED),
+        ("buffered in Kafka", buffered, RGBColor(148, 103, 189)),
     ];
     for (name, points, color) in series {
         if points.iter().all(|p| p.1 == 0.0) {

@@ -1,6 +1,8 @@
 //! Reference workloads shared by the examples, the benchmarks, the CLI and the tests.
 
 pub mod herd;
+#[cfg(feature = "kafka")]
+pub mod ingest;
 pub mod overload;
 #[cfg(feature = "kafka")]
 pub mod passthrough;

@@ -147,7 +147,7 @@ impl Profile {
     }
 
     /// When the overload ends, for profiles that end one inside the window.
-    fn burst_end(self, d: f64) -> Option<f64> {
+    pub fn burst_end(self, d: f64) -> Option<f64> {
         (self == Profile::Burst).then_some(0.4 * d)
     }
 }
@@ -274,6 +274,24 @@ pub struct Percentiles {
     pub p999: f64,
 }
 
+impl Percentiles {
+    /// Of a histogram in microseconds (zeros when it is empty).
+    pub fn of(h: &Histogram<u64>) -> Self {
+        let ms = |q: f64| {
+            if h.is_empty() {
+                0.0
+            } else {
+                h.value_at_quantile(q) as f64 / 1000.0
+            }
+        };
+        Percentiles {
+            p50: ms(0.5),
+            p99: ms(0.99),
+            p999: ms(0.999),
+        }
+    }
+}
+
 /// Records dropped on one edge, of one class, for one reason.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DropRow {
@@ -304,6 +322,9 @@ pub struct Sample {
     pub queued: u64,
     /// Records deferred and not yet replayed.
     pub deferred: u64,
+    /// Records waiting in an external buffer (a Kafka topic) for the job to read them.
+    #[serde(default)]
+    pub buffered: u64,
 }
 
 impl Sample {
@@ -320,7 +341,7 @@ impl Sample {
     /// Records offered but not yet delivered, dropped or deferred: held back at the producer
     /// or queued on the edge, plus the deferred log.
     pub fn backlog(&self) -> u64 {
-        self.offered.saturating_sub(self.emitted) + self.queued + self.deferred
+        self.offered.saturating_sub(self.emitted) + self.queued + self.deferred + self.buffered
     }
 }
 
@@ -420,12 +441,12 @@ impl Source<Event> for OpenLoop {
 }
 
 /// Counters the sink shares with the sampler: delivered records per class.
-type ClassCounters = Arc<[AtomicU64; CLASSES]>;
+pub(crate) type ClassCounters = Arc<[AtomicU64; CLASSES]>;
 
 /// A sink that processes exactly `capacity` records per second and records latency per
 /// class from each event's intended time. With a failure rate, some batches fail transiently
 /// and are retried with backoff (the time counts against the sink's pace).
-struct PacedSink {
+pub(crate) struct PacedSink {
     epoch: Instant,
     per_record: Duration,
     next: Option<Instant>,
@@ -440,6 +461,36 @@ struct PacedSink {
 }
 
 impl PacedSink {
+    /// A sink doing `capacity` records/s that measures latency from `epoch` (the origin of
+    /// the events' `intended_ns`), publishing histograms to `out` and delivered counts to
+    /// `delivered`.
+    pub(crate) fn new(
+        epoch: Instant,
+        capacity: f64,
+        out: Arc<Mutex<Vec<Histogram<u64>>>>,
+        delivered: ClassCounters,
+    ) -> Self {
+        PacedSink {
+            epoch,
+            per_record: Duration::from_secs_f64(1.0 / capacity.max(1.0)),
+            next: None,
+            hists: histograms(),
+            out,
+            delivered,
+            failure_rate: 0.0,
+            backoff: Backoff::new(
+                Duration::from_millis(1),
+                Duration::from_millis(50),
+                20,
+                Duration::from_secs(10),
+                7,
+            ),
+            retries: Arc::new(AtomicU64::new(0)),
+            calls: 0,
+            dead: 0,
+        }
+    }
+
     /// Waits until the sink's clock has done `n` records.
     fn pace(&mut self, n: usize) {
         let now = Instant::now();
@@ -558,7 +609,7 @@ fn unit(x: u64) -> f64 {
 /// One histogram per class, microseconds from 1 us to 1 h. The bounds are constants
 /// hdrhistogram accepts; were it ever to refuse them, latency would go unrecorded (empty
 /// percentiles) rather than the benchmark panicking.
-fn histograms() -> Vec<Histogram<u64>> {
+pub(crate) fn histograms() -> Vec<Histogram<u64>> {
     (0..CLASSES)
         .filter_map(|_| Histogram::new_with_bounds(1, 3_600_000_000, 3).ok())
         .collect()
@@ -570,6 +621,15 @@ pub fn peak_rss_bytes() -> Option<u64> {
     let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
     let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kb * 1024)
+}
+
+/// Seconds from `burst_end` to the first sample whose backlog is at most `threshold`.
+pub fn recovery(series: &[Sample], burst_end: f64, threshold: u64) -> Option<f64> {
+    series
+        .iter()
+        .filter(|x| x.t_s >= burst_end)
+        .find(|x| x.backlog() <= threshold)
+        .map(|x| x.t_s - burst_end)
 }
 
 /// The entries of a per-class map, lowest class first (maps serialize by name; people read
@@ -711,6 +771,7 @@ pub fn run(
             dropped: by_class(Priority::all().map(|c| (c, r.dropped_of_class(c))), &s.mix),
             queued: r.edges.first().map_or(0, |e| e.queued),
             deferred: r.ledger.deferred_pending,
+            buffered: 0,
         };
         progress(&sample);
         series.push(sample);
@@ -788,14 +849,10 @@ pub fn run(
     // tenth of the edge (or 64 records), draining after the window included. Records held
     // back at the producer when the window closed never enter, so a producer still behind
     // its schedule at the end has not recovered.
-    let threshold = (s.capacity as u64 / 10).max(64);
-    let recovery_s = s.profile.burst_end(window).and_then(|b| {
-        series
-            .iter()
-            .filter(|x| x.t_s >= b)
-            .find(|x| x.backlog() <= threshold)
-            .map(|x| x.t_s - b)
-    });
+    let recovery_s = s
+        .profile
+        .burst_end(window)
+        .and_then(|b| recovery(&series, b, (s.capacity as u64 / 10).max(64)));
     Ok(ScenarioResult {
         job: s.job.clone(),
         policy: s.policy.name().to_string(),

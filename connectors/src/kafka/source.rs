@@ -13,11 +13,15 @@
 //! ```
 //!
 //! - **Backpressure.** The runtime polls the source only when the graph accepted its last
-//!   batch; while it does not, the channel fills and the poller *pauses* every assigned
-//!   partition, then keeps polling (so it stays in its group: paused polls return no
-//!   messages but serve heartbeats and rebalances). It resumes when the channel has drained
-//!   below the low watermark and the pause has lasted at least `min_pause` (librdkafka drops
-//!   its prefetched data on pause, so flapping would refetch it over and over).
+//!   batch; while it does not, the channel fills. A short stall (under `pause_after`) is
+//!   absorbed by librdkafka's own bounded fetch queue: the poller waits for room without
+//!   polling. A longer one makes the poller *pause* every assigned partition, then keep
+//!   polling (so it stays in its group: paused polls return no messages but serve
+//!   heartbeats and rebalances). It resumes when the channel has drained below the low
+//!   watermark and the pause has lasted at least `min_pause`. Why not pause at once: a pause
+//!   drops librdkafka's prefetched data and, measured on the mock cluster, the first message
+//!   after a resume arrives ~0.9 s later; pausing on every full channel held a consumer
+//!   that could do 10k msg/s to 2.3k msg/s.
 //! - **Memory.** The channel holds at most `prefetch_batches` batches; librdkafka's own
 //!   queue is bounded by `queued.max.messages.kbytes` and `fetch.max.bytes`.
 //! - **Offsets.** `enable.auto.offset.store=false`: an offset is stored (and then
@@ -35,7 +39,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{bounded, Receiver, Sender, TrySendError};
+use crossbeam_channel::{bounded, Receiver, SendTimeoutError, Sender, TrySendError};
 use parking_lot::Mutex;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
 use rdkafka::message::{Header, Message, OwnedHeaders};
@@ -63,6 +67,9 @@ pub struct KafkaSourceConfig {
     pub resume_below: usize,
     /// Shortest pause.
     pub min_pause: Duration,
+    /// How long the graph may refuse batches before the partitions are paused (shorter stalls
+    /// are absorbed by librdkafka's bounded queue; keep it well under `max.poll.interval.ms`).
+    pub pause_after: Duration,
     /// How long a revoke waits for in-flight acks of the revoked partitions.
     pub revoke_wait: Duration,
     /// Where malformed messages go (none: they are counted and skipped).
@@ -87,7 +94,7 @@ impl std::fmt::Debug for KafkaSourceConfig {
 
 impl KafkaSourceConfig {
     /// A source for `topics` with defaults: batches of 1024, 8 prefetched, resume at 2,
-    /// pauses of at least 100 ms.
+    /// pause after the graph refused batches for 500 ms, pauses of at least 100 ms.
     pub fn new(kafka: KafkaConfig, topics: &[&str]) -> Self {
         KafkaSourceConfig {
             kafka,
@@ -96,6 +103,7 @@ impl KafkaSourceConfig {
             prefetch_batches: 8,
             resume_below: 2,
             min_pause: Duration::from_millis(100),
+            pause_after: Duration::from_millis(500),
             revoke_wait: Duration::from_secs(2),
             dead_letter_topic: None,
             max_records: None,
@@ -120,7 +128,7 @@ pub struct KafkaSourceStats {
     /// Assignments received (the first join counts one; a consumer that stays in its group
     /// sees no more).
     pub rebalances: AtomicU64,
-    /// Partitions assigned now.
+    /// Partitions assigned now, over all instances sharing these stats.
     pub assigned: AtomicU64,
     /// Records whose offsets were stored (acknowledged end to end).
     pub acked: AtomicU64,
@@ -200,6 +208,8 @@ struct Ctx {
     acks: Receiver<AckMsg>,
     stats: Arc<KafkaSourceStats>,
     revoke_wait: Duration,
+    /// Partitions this instance holds (`stats.assigned` sums over instances sharing it).
+    assigned_here: AtomicU64,
 }
 
 impl ClientContext for Ctx {}
@@ -275,8 +285,13 @@ impl ConsumerContext for Ctx {
     }
 
     fn post_rebalance(&self, consumer: &BaseConsumer<Self>, _rebalance: &Rebalance<'_>) {
-        let n = consumer.assignment().map(|a| a.count()).unwrap_or(0);
-        self.stats.assigned.store(n as u64, Ordering::Relaxed);
+        let n = consumer.assignment().map(|a| a.count()).unwrap_or(0) as u64;
+        let before = self.assigned_here.swap(n, Ordering::Relaxed);
+        if n >= before {
+            self.stats.assigned.fetch_add(n - before, Ordering::Relaxed);
+        } else {
+            self.stats.assigned.fetch_sub(before - n, Ordering::Relaxed);
+        }
     }
 }
 
@@ -319,6 +334,7 @@ impl<T: Send + 'static> KafkaSource<T> {
             acks: ack_rx.clone(),
             stats: stats.clone(),
             revoke_wait: cfg.revoke_wait,
+            assigned_here: AtomicU64::new(0),
         };
         let consumer: BaseConsumer<Ctx> = cfg
             .kafka
@@ -391,36 +407,67 @@ fn poller<T: Send + 'static>(
         ranges: Vec::new(),
     };
     let mut paused_at: Option<Instant> = None;
+    let mut blocked_since: Option<Instant> = None;
     let mut last_msg: Option<Instant> = None;
     let mut emitted = 0u64;
-    let ctx_drain = |stats: &KafkaSourceStats| {
+    // Acks are applied as they come; offsets are stored when acks arrived, at most every
+    // 10 ms (storing walks every partition and crosses into librdkafka: once per message it
+    // capped the source at a few thousand messages per second).
+    let mut last_store = Instant::now();
+    let mut unstored = false;
+    let mut ctx_drain = |stats: &KafkaSourceStats, force: bool| {
+        if acks.is_empty() && !unstored {
+            return;
+        }
         let mut t = tracker.lock();
         while let Ok(m) = acks.try_recv() {
             t.ack(&m);
+            unstored = true;
             if m.outcome == AckOutcome::Done {
                 stats.acked.fetch_add(m.records, Ordering::Relaxed);
             } else {
                 stats.failed_acks.fetch_add(1, Ordering::Relaxed);
             }
         }
-        store_all(&consumer, &t, None);
+        if unstored && (force || last_store.elapsed() >= Duration::from_millis(10)) {
+            store_all(&consumer, &t, None);
+            last_store = Instant::now();
+            unstored = false;
+        }
     };
     loop {
         if stop.load(Ordering::Relaxed) {
             break;
         }
-        ctx_drain(&stats);
+        ctx_drain(&stats, false);
         // Hand over what is ready; hold it while the channel is full.
         if let Some(r) = held.take() {
             match tx.try_send(r) {
-                Ok(()) => {}
-                Err(TrySendError::Full(r)) => held = Some(r),
+                Ok(()) => blocked_since = None,
+                Err(TrySendError::Full(r)) => {
+                    held = Some(r);
+                    blocked_since.get_or_insert_with(Instant::now);
+                }
                 Err(TrySendError::Disconnected(_)) => break,
             }
         }
+        // A short stall: wait for room without polling (librdkafka's bounded queue holds
+        // what it fetches meanwhile).
+        if let (Some(since), None) = (blocked_since, paused_at) {
+            let left = cfg.pause_after.saturating_sub(since.elapsed());
+            if let Some(r) = held.take_if(|_| !left.is_zero()) {
+                match tx.send_timeout(r, left.min(Duration::from_millis(20))) {
+                    Ok(()) => blocked_since = None,
+                    Err(SendTimeoutError::Timeout(r)) => held = Some(r),
+                    Err(SendTimeoutError::Disconnected(_)) => break,
+                }
+                continue;
+            }
+        }
         let waiting = tx.len() + usize::from(held.is_some());
+        let stalled = blocked_since.is_some_and(|t| t.elapsed() >= cfg.pause_after);
         match paused_at {
-            None if waiting >= cfg.prefetch_batches => {
+            None if stalled && waiting >= cfg.prefetch_batches => {
                 if let Ok(a) = consumer.assignment() {
                     if consumer.pause(&a).is_ok() {
                         paused_at = Some(Instant::now());
@@ -522,14 +569,14 @@ fn poller<T: Send + 'static>(
     // bounded time for their acks so their offsets are stored before leaving.
     let deadline = Instant::now() + Duration::from_secs(10);
     while Instant::now() < deadline {
-        ctx_drain(&stats);
+        ctx_drain(&stats, false);
         let busy = tracker.lock().outstanding.values().any(|o| !o.is_empty());
         if !busy {
             break;
         }
         consumer.poll(Duration::from_millis(10));
     }
-    ctx_drain(&stats);
+    ctx_drain(&stats, true);
     let _ = consumer.commit_consumer_state(CommitMode::Sync);
 }
 
