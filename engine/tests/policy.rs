@@ -209,6 +209,43 @@ fn shed_by_priority_under_10x_overload_never_drops_errors() {
     assert!(report.ledger.balanced);
 }
 
+/// Records below 110 are info, the rest warn.
+fn info_then_warn(r: &u64) -> Priority {
+    if *r < 110 {
+        Priority::INFO
+    } else {
+        Priority::WARN
+    }
+}
+
+#[test]
+fn shed_lets_a_higher_class_displace_a_queue_full_of_a_lower_one() {
+    // The sink holds the first batch; info fills the edge to its watermark (80%); then warn
+    // arrives. The queue is full, but of info, which warn may displace: no warn is refused,
+    // queued info is evicted instead.
+    let recs: Vec<u64> = (0..160).collect();
+    let (got, report, _) = run(
+        recs,
+        100,
+        EdgePolicy::shed_by_priority(),
+        Some(info_then_warn),
+        None,
+    );
+    let warns: Vec<u64> = got.iter().copied().filter(|r| *r >= 110).collect();
+    assert_eq!(
+        warns,
+        (110..160).collect::<Vec<_>>(),
+        "every warn delivered"
+    );
+    assert_eq!(report.dropped_of_class(Priority::WARN), 0);
+    assert!(
+        report.dropped_for(DropReason::ShedEvicted) > 0,
+        "info made room"
+    );
+    assert!(got.windows(2).all(|w| w[0] < w[1]), "order kept");
+    assert!(report.ledger.balanced);
+}
+
 #[test]
 fn shed_blocks_errors_when_only_errors_remain() {
     // All errors, 5x the capacity: nothing may be dropped; the source blocks instead.

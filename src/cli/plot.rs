@@ -107,14 +107,16 @@ pub fn svg(runs: &[ScenarioResult]) -> Result<String, String> {
         let root = SVGBackend::with_string(&mut buf, (width, PANEL_H * 4 + 50)).into_drawing_area();
         root.fill(&WHITE).map_err(err)?;
         let first = &runs[0];
-        let title = format!(
-            "{}: {} profile, up to {}x a sink of {} records/s, edge of {} records",
+        let mut title = format!(
+            "{}: {} profile, up to {}x a sink of {} records/s",
             first.job,
             first.profile,
             first.overload,
             super::progress::human(first.sink_capacity),
-            first.edge_capacity
         );
+        if first.edge_capacity > 0 {
+            title.push_str(&format!(", edge of {} records", first.edge_capacity));
+        }
         let root = root.titled(&title, ("sans-serif", 24)).map_err(err)?;
         let columns = root.split_evenly((1, runs.len()));
         for (area, run) in columns.iter().zip(runs) {
@@ -201,10 +203,14 @@ fn queue_panel(area: &Area<'_>, run: &ScenarioResult) -> Result<(), String> {
     let y_max = max_y(&[&queued, &deferred, &held, &buffered]);
     let mut chart = ChartBuilder::on(area)
         .caption(
-            format!(
-                "{}: backlog (edge capacity {})",
-                run.policy, run.edge_capacity
-            ),
+            if run.edge_capacity > 0 {
+                format!(
+                    "{}: backlog (edge capacity {})",
+                    run.policy, run.edge_capacity
+                )
+            } else {
+                format!("{}: backlog", run.policy)
+            },
             ("sans-serif", 16),
         )
         .margin(8)

@@ -535,8 +535,12 @@ impl<T> Port<T> {
         // Under pressure: classify the incoming records (once per batch, across retries).
         let mut classes = self.classes_of(&batch, cache);
         let mut counts = class_counts(&classes).map(|n| n as usize);
-        // 1. Refuse incoming classes whose watermark the fill (with what remains of the batch)
-        //    exceeds, lowest class first.
+        // 1. Refuse incoming classes whose watermark is exceeded, lowest class first. The fill
+        //    a class sees counts what it cannot displace: queued records of its own class and
+        //    above, plus the incoming records of its class and above. (Counting everything
+        //    queued let a queue full of info refuse warn outright, and info then took the
+        //    room warn should have had: at 10x, warn was shed 50% while info got through.)
+        let queued = self.queued_class_counts();
         let mut refuse = [false; CLASSES];
         let mut remaining = batch.len();
         for c in 0..CLASSES {
@@ -544,7 +548,8 @@ impl<T> Port<T> {
                 continue;
             }
             if let Some(f) = w.fill[c] {
-                let fill = (in_use + remaining.min(self.capacity)) as f64 / cap;
+                let mine: usize = (c..CLASSES).map(|k| queued[k] + counts[k]).sum();
+                let fill = mine.min(in_use + remaining).min(self.capacity) as f64 / cap;
                 if fill > f {
                     refuse[c] = true;
                     remaining -= counts[c];
@@ -599,6 +604,25 @@ impl<T> Port<T> {
             *cache = Some(classes);
             Offer::Wait(batch)
         }
+    }
+
+    /// Records queued per class (classifying queued batches whose classes are not cached yet).
+    fn queued_class_counts(&mut self) -> [usize; CLASSES] {
+        let mut total = [0usize; CLASSES];
+        for i in 0..self.queue.len() {
+            let counts = match self.queue[i].classes {
+                Some(c) => c,
+                None => {
+                    let c = class_counts(&self.classify(&self.queue[i].batch.records));
+                    self.queue[i].classes = Some(c);
+                    c
+                }
+            };
+            for (t, n) in total.iter_mut().zip(counts) {
+                *t += n as usize;
+            }
+        }
+        total
     }
 
     /// Evicts queued records of class `class`, oldest first, until `needed` credits are free.
