@@ -330,6 +330,9 @@ fn scenario_arguments_are_checked() {
     let out = sluice(&["bench", "overload", "--mix", "loud=5"]);
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("unknown class"));
+    let out = sluice(&["run", "orders", "--workers", "2"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--brokers"));
     let out = sluice(&["run", "telemetry", "--plot", "out.gif"]);
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains(".svg or .png"));

@@ -65,7 +65,7 @@ enum Job {
     /// A burst far above the workers' capacity, buffered in Kafka; the workers pull at their
     /// own pace. Shows the backlog grow and drain, and the recovery time.
     #[cfg(feature = "kafka")]
-    Ingest(overload::IngestArgs),
+    Ingest(overload::ScenarioJobArgs),
     /// A burst of logins at 20x the user database, behind a per-client rate limit, adaptive
     /// concurrency, a circuit breaker and a fallback.
     Herd(HerdArgs),
@@ -246,7 +246,7 @@ pub fn main() -> ExitCode {
         #[cfg(feature = "kafka")]
         Command::Run {
             job: Job::Ingest(a),
-        } => overload::run_ingest(&a),
+        } => overload::run_job(overload::ScenarioJob::Ingest, &a),
         #[cfg(feature = "kafka")]
         Command::Run {
             job: Job::Passthrough(a),

@@ -9,7 +9,9 @@ use std::time::Duration;
 
 use clap::Args;
 use sluice::engine::{Priority, CLASSES};
-use sluice::workloads::overload::{self, PolicyChoice, Profile, Scenario, ScenarioResult};
+use sluice::workloads::overload::{
+    self, KafkaFeed, PolicyChoice, Profile, Scenario, ScenarioResult,
+};
 
 use super::parse;
 use super::plot;
@@ -78,6 +80,20 @@ pub struct ScenarioJobArgs {
     /// Edge capacity in records.
     #[arg(long, value_parser = parse::count)]
     capacity: Option<u64>,
+    /// Feed the job through a Kafka topic on these brokers (host:port,...). The topic
+    /// (`sluice-<job>` unless --topic) must exist with --partitions partitions. `ingest`
+    /// always goes through Kafka: an embedded cluster unless --brokers is given.
+    #[arg(long)]
+    brokers: Option<String>,
+    /// The topic, with --brokers.
+    #[arg(long)]
+    topic: Option<String>,
+    /// Partitions of the topic (the job starts once its group holds them all).
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(i32).range(1..=256))]
+    partitions: i32,
+    /// Consumer group members reading the topic, each with its share of the sink capacity.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=64))]
+    workers: Option<u64>,
     #[command(flatten)]
     out: OutputArgs,
 }
@@ -315,6 +331,8 @@ pub enum ScenarioJob {
     Orders,
     /// High-rank pages indexed at once, low-rank deferred to disk and indexed after the burst.
     Indexing,
+    /// A burst buffered in a Kafka topic; workers pull at their own pace.
+    Ingest,
 }
 
 impl ScenarioJob {
@@ -334,6 +352,7 @@ impl ScenarioJob {
             ScenarioJob::Orders => {
                 mix[Priority::CRITICAL.index()] = 1.0;
                 Scenario {
+                    kafka: None,
                     job: "orders".into(),
                     policy: PolicyChoice::Block,
                     profile: Profile::Step,
@@ -351,6 +370,7 @@ impl ScenarioJob {
                 mix[Priority::WARN.index()] = 0.15;
                 mix[Priority::ERROR.index()] = 0.05;
                 Scenario {
+                    kafka: None,
                     job: "indexing".into(),
                     policy: PolicyChoice::Defer,
                     profile: Profile::Burst,
@@ -360,6 +380,26 @@ impl ScenarioJob {
                     capacity: 1024,
                     mix,
                     sink_failure_rate: 0.0,
+                }
+            }
+            ScenarioJob::Ingest => {
+                mix[Priority::INFO.index()] = 1.0;
+                Scenario {
+                    job: "ingest".into(),
+                    policy: PolicyChoice::Block,
+                    profile: Profile::Burst,
+                    duration: Duration::from_secs(5),
+                    sink_capacity: 20_000.0,
+                    overload: 5.0,
+                    capacity: 1024,
+                    mix,
+                    sink_failure_rate: 0.0,
+                    kafka: Some(KafkaFeed {
+                        brokers: None,
+                        topic: "sluice-ingest".into(),
+                        partitions: 4,
+                        workers: 2,
+                    }),
                 }
             }
         }
@@ -415,6 +455,22 @@ impl ScenarioJob {
                     ),
                 ]
             }
+            ScenarioJob::Ingest => {
+                let (peak_t, peak) = r
+                    .series
+                    .iter()
+                    .map(|s| (s.t_s, s.buffered))
+                    .fold((0.0, 0), |a, b| if b.1 > a.1 { b } else { a });
+                let info = c("info");
+                vec![format!(
+                    "buffered in Kafka at the peak: {peak} records at {peak_t:.1}s; drained {}; produced {}, processed {}, lost {}",
+                    r.recovery_s
+                        .map_or("not within the run".into(), |s| format!("{s:.1}s after the burst")),
+                    info.offered,
+                    info.delivered,
+                    info.offered.saturating_sub(info.delivered + info.dropped)
+                )]
+            }
         }
     }
 }
@@ -434,15 +490,41 @@ pub fn run_job(job: ScenarioJob, a: &ScenarioJobArgs) -> ExitCode {
     if let Some(c) = a.capacity {
         s.capacity = c as usize;
     }
+    if a.brokers.is_some() || s.kafka.is_some() {
+        let preset = s.kafka.take();
+        s.kafka = Some(KafkaFeed {
+            brokers: a.brokers.clone(),
+            topic: a
+                .topic
+                .clone()
+                .or(preset.as_ref().map(|k| k.topic.clone()))
+                .unwrap_or_else(|| format!("sluice-{}", s.job)),
+            partitions: a.partitions,
+            workers: a
+                .workers
+                .map(|w| w as usize)
+                .or(preset.as_ref().map(|k| k.workers))
+                .unwrap_or(1),
+        });
+    } else if a.topic.is_some() || a.workers.is_some() {
+        eprintln!("error: --topic and --workers feed the job through Kafka: give --brokers too");
+        return ExitCode::from(2);
+    }
     outln!(
-        "{}: {} policy, {} profile, up to {}x a sink of {} rec/s for {:.1}s, edge capacity {}",
+        "{}: {} policy, {} profile, up to {}x a sink of {} rec/s for {:.1}s, edge capacity {}{}",
         s.job,
         s.policy.name(),
         s.profile.name(),
         s.overload,
         s.sink_capacity,
         s.duration.as_secs_f64(),
-        s.capacity
+        s.capacity,
+        s.kafka.as_ref().map_or(String::new(), |k| format!(
+            ", fed through Kafka topic `{}` ({}, {} workers)",
+            k.topic,
+            k.brokers.as_deref().unwrap_or("embedded cluster"),
+            k.workers
+        ))
     );
     let mut progress = Progress::new(
         a.out.progress,
@@ -463,84 +545,6 @@ pub fn run_job(job: ScenarioJob, a: &ScenarioJobArgs) -> ExitCode {
     for line in job.story(&r) {
         outln!("{line}");
     }
-    save(&a.out, std::slice::from_ref(&r), false)
-}
-
-/// `sluice run ingest`.
-#[cfg(feature = "kafka")]
-#[derive(Args, Debug, Clone)]
-pub struct IngestArgs {
-    /// Kafka brokers (host:port,...); omit for the embedded cluster. The topic must exist.
-    #[arg(long)]
-    brokers: Option<String>,
-    /// The topic that buffers the burst.
-    #[arg(long, default_value = "sluice-ingest")]
-    topic: String,
-    /// Partitions of the topic (the job waits until its group has all of them).
-    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(i32).range(1..=256))]
-    partitions: i32,
-    /// How long load is offered (e.g. 5s); the burst is from 20% to 40% of it.
-    #[arg(long, default_value = "5s", value_parser = parse::duration)]
-    duration: Duration,
-    /// Records per second all workers together process.
-    #[arg(long, default_value = "20k", value_parser = parse::count)]
-    sink_capacity: u64,
-    /// The burst as a multiple of the workers' capacity (0.5x outside it).
-    #[arg(long, default_value = "5", value_parser = parse::factor)]
-    overload: f64,
-    /// Workers (consumer group members).
-    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u64).range(1..=64))]
-    workers: u64,
-    #[command(flatten)]
-    out: OutputArgs,
-}
-
-/// Runs the ingest job.
-#[cfg(feature = "kafka")]
-pub fn run_ingest(a: &IngestArgs) -> ExitCode {
-    use sluice::workloads::ingest;
-    let cfg = ingest::IngestConfig {
-        brokers: a.brokers.clone(),
-        topic: a.topic.clone(),
-        partitions: a.partitions,
-        duration: a.duration,
-        capacity: a.sink_capacity as f64,
-        overload: a.overload,
-        workers: a.workers as usize,
-    };
-    outln!(
-        "ingest: a burst of {}x the workers' {} rec/s into Kafka ({}), {} workers pulling at their own pace, {:.1}s",
-        cfg.overload,
-        cfg.capacity,
-        cfg.brokers.as_deref().unwrap_or("embedded cluster"),
-        cfg.workers,
-        cfg.duration.as_secs_f64()
-    );
-    let mut progress = Progress::new(a.out.progress, "ingest", cfg.duration.as_secs_f64(), 0);
-    let result = ingest::run(&cfg, &mut |x| progress.update(x));
-    progress.finish();
-    let r = match result {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("error: job ingest failed: {e}");
-            return ExitCode::from(1);
-        }
-    };
-    print_detail(&r);
-    let (peak_t, peak) = r
-        .series
-        .iter()
-        .map(|s| (s.t_s, s.buffered))
-        .fold((0.0, 0), |a, b| if b.1 > a.1 { b } else { a });
-    let info = r.classes.get("info").cloned().unwrap_or_default();
-    outln!(
-        "buffered in Kafka at the peak: {peak} records at {peak_t:.1}s; drained {}; produced {}, processed {}, lost {}",
-        r.recovery_s
-            .map_or("not within the run".into(), |s| format!("{s:.1}s after the burst")),
-        info.offered,
-        info.delivered,
-        info.offered.saturating_sub(info.delivered)
-    );
     save(&a.out, std::slice::from_ref(&r), false)
 }
 

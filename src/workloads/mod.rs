@@ -2,7 +2,7 @@
 
 pub mod herd;
 #[cfg(feature = "kafka")]
-pub mod ingest;
+pub(crate) mod kafka_feed;
 pub mod overload;
 #[cfg(feature = "kafka")]
 pub mod passthrough;

@@ -203,6 +203,19 @@ impl Schedule {
     }
 }
 
+/// Feed a scenario through a Kafka topic instead of an in-process producer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KafkaFeed {
+    /// Brokers (`host:port,...`); none: an embedded mock cluster.
+    pub brokers: Option<String>,
+    /// The topic (on a real broker it must exist with `partitions` partitions).
+    pub topic: String,
+    /// Partitions of the topic; the job starts offering load once its group holds them all.
+    pub partitions: i32,
+    /// Consumer group members (and sink instances, each with its share of the capacity).
+    pub workers: usize,
+}
+
 /// Parameters of one run.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Scenario {
@@ -225,6 +238,8 @@ pub struct Scenario {
     /// Share of sink calls that fail transiently and are retried with backoff inside the sink
     /// (a payment gateway that times out now and then); 0 for a sink that never fails.
     pub sink_failure_rate: f64,
+    /// Feed the records through Kafka (none: an in-process open-loop producer).
+    pub kafka: Option<KafkaFeed>,
 }
 
 impl Default for Scenario {
@@ -244,6 +259,7 @@ impl Default for Scenario {
             capacity: 512,
             mix,
             sink_failure_rate: 0.0,
+            kafka: None,
         }
     }
 }
@@ -390,7 +406,7 @@ pub struct ScenarioResult {
     pub series: Vec<Sample>,
 }
 
-fn class_of(seq: u64, cumulative: &[f64; CLASSES]) -> Priority {
+pub(crate) fn class_of(seq: u64, cumulative: &[f64; CLASSES]) -> Priority {
     let u = unit(seq);
     let idx = cumulative
         .iter()
@@ -461,36 +477,6 @@ pub(crate) struct PacedSink {
 }
 
 impl PacedSink {
-    /// A sink doing `capacity` records/s that measures latency from `epoch` (the origin of
-    /// the events' `intended_ns`), publishing histograms to `out` and delivered counts to
-    /// `delivered`.
-    pub(crate) fn new(
-        epoch: Instant,
-        capacity: f64,
-        out: Arc<Mutex<Vec<Histogram<u64>>>>,
-        delivered: ClassCounters,
-    ) -> Self {
-        PacedSink {
-            epoch,
-            per_record: Duration::from_secs_f64(1.0 / capacity.max(1.0)),
-            next: None,
-            hists: histograms(),
-            out,
-            delivered,
-            failure_rate: 0.0,
-            backoff: Backoff::new(
-                Duration::from_millis(1),
-                Duration::from_millis(50),
-                20,
-                Duration::from_secs(10),
-                7,
-            ),
-            retries: Arc::new(AtomicU64::new(0)),
-            calls: 0,
-            dead: 0,
-        }
-    }
-
     /// Waits until the sink's clock has done `n` records.
     fn pace(&mut self, n: usize) {
         let now = Instant::now();
@@ -674,7 +660,9 @@ pub fn run(
     }
     let defer_dir = tempfile::tempdir()?;
     let p = Pipeline::new(format!("{}-{}", s.job, s.policy.name())).batch_size(256);
-    let epoch = Instant::now();
+    // Latency is measured from `base`. The in-process producer's schedule starts there; a
+    // Kafka feed's starts once the consumer group holds its partitions (`epoch`).
+    let base = Instant::now();
     let (capacity, policy) = match s.policy {
         PolicyChoice::Unbounded => (usize::MAX / 4, EdgePolicy::Block),
         PolicyChoice::Block => (s.capacity, EdgePolicy::Block),
@@ -709,42 +697,98 @@ pub fn run(
     let d2 = delivered.clone();
     let retries = Arc::new(AtomicU64::new(0));
     let r2 = retries.clone();
-    let per_record = Duration::from_secs_f64(1.0 / s.sink_capacity.max(1.0));
-    let end = epoch + s.duration;
+    let workers = s.kafka.as_ref().map_or(1, |k| k.workers.max(1));
+    let per_record = Duration::from_secs_f64(workers as f64 / s.sink_capacity.max(1.0));
     let failure_rate = s.sink_failure_rate;
-    let sched = schedule.clone();
-    p.source("producer", 1, move |_| OpenLoop {
-        epoch,
-        end,
-        schedule: sched.clone(),
-        produced: 0,
-        cumulative,
-    })
-    .edge_capacity(capacity)
-    .edge_policy(policy)
-    .classify(|e: &Event| e.class)
-    .defer_to(defer_dir.path(), 256 << 20, JsonCodec::<Event>::new())
-    .new_chain()
-    .sink("sink", move |_| PacedSink {
-        epoch,
-        per_record,
-        next: None,
-        hists: histograms(),
-        out: h2.clone(),
-        delivered: d2.clone(),
-        failure_rate,
-        backoff: Backoff::new(
-            Duration::from_millis(1),
-            Duration::from_millis(50),
-            20,
-            Duration::from_secs(10),
-            7,
-        ),
-        retries: r2.clone(),
-        calls: 0,
-        dead: 0,
-    });
+    let nonce = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
+        ^ u64::from(std::process::id());
+    #[cfg(feature = "kafka")]
+    let kafka_stats = Arc::new(sluice_connectors::kafka::KafkaSourceStats::default());
+    #[cfg(feature = "kafka")]
+    let cluster = match &s.kafka {
+        Some(feed) => Some(super::kafka_feed::connect(feed)?),
+        None => None,
+    };
+    let stream = match &s.kafka {
+        None => {
+            let sched = schedule.clone();
+            let end = base + s.duration;
+            p.source("producer", 1, move |_| OpenLoop {
+                epoch: base,
+                end,
+                schedule: sched.clone(),
+                produced: 0,
+                cumulative,
+            })
+        }
+        #[cfg(feature = "kafka")]
+        Some(feed) => {
+            let brokers = cluster
+                .as_ref()
+                .map(|c| c.brokers.clone())
+                .unwrap_or_default();
+            super::kafka_feed::source(&p, feed, &brokers, nonce, kafka_stats.clone())?
+        }
+        #[cfg(not(feature = "kafka"))]
+        Some(_) => return Err("this build has no Kafka support (feature `kafka`)".into()),
+    };
+    stream
+        .edge_capacity(capacity)
+        .edge_policy(policy)
+        .classify(|e: &Event| e.class)
+        .defer_to(defer_dir.path(), 256 << 20, JsonCodec::<Event>::new())
+        .new_chain()
+        .sink("sink", move |_| PacedSink {
+            epoch: base,
+            per_record,
+            next: None,
+            hists: histograms(),
+            out: h2.clone(),
+            delivered: d2.clone(),
+            failure_rate,
+            backoff: Backoff::new(
+                Duration::from_millis(1),
+                Duration::from_millis(50),
+                20,
+                Duration::from_secs(10),
+                7,
+            ),
+            retries: r2.clone(),
+            calls: 0,
+            dead: 0,
+        });
     let mut job = Some(p.run()?);
+    // A Kafka feed: once the group holds its partitions, the producer starts the schedule.
+    #[cfg(feature = "kafka")]
+    let mut producing = None;
+    #[cfg(feature = "kafka")]
+    if let (Some(feed), Some(cluster)) = (&s.kafka, &cluster) {
+        if let Err(e) =
+            super::kafka_feed::wait_assigned(&kafka_stats, feed, Duration::from_secs(30))
+        {
+            if let Some(j) = job.take() {
+                let _ = j.stop(Duration::from_secs(5));
+            }
+            return Err(e);
+        }
+        producing = Some(super::kafka_feed::produce(
+            &cluster.brokers,
+            &feed.topic,
+            schedule.clone(),
+            cumulative,
+            base.elapsed().as_nanos() as u64,
+            nonce,
+        )?);
+    }
+    let epoch = Instant::now()
+        - if s.kafka.is_some() {
+            Duration::ZERO
+        } else {
+            base.elapsed()
+        };
+    let mut stopping = false;
     let mut series = Vec::new();
     let mut delivered_in_window = None;
     let mut aborted = None;
@@ -753,10 +797,20 @@ pub fn run(
         let finished = j.is_finished();
         let t = epoch.elapsed();
         let r = j.report();
+        #[cfg(feature = "kafka")]
+        let produced = producing
+            .as_ref()
+            .map(|p| p.produced.load(Ordering::Relaxed));
+        #[cfg(not(feature = "kafka"))]
+        let produced: Option<u64> = None;
+        let offered = match produced {
+            Some(n) => n,
+            None => (schedule.due_by(t.as_secs_f64().min(window)) as u64).min(total),
+        };
         let sample = Sample {
             t_s: t.as_secs_f64(),
-            offered: (schedule.due_by(t.as_secs_f64().min(window)) as u64).min(total),
-            emitted: r.source_emitted,
+            offered,
+            emitted: produced.unwrap_or(r.source_emitted),
             delivered: by_class(
                 Priority::all().map(|c| {
                     (
@@ -769,21 +823,33 @@ pub fn run(
                 &s.mix,
             ),
             dropped: by_class(Priority::all().map(|c| (c, r.dropped_of_class(c))), &s.mix),
-            queued: r.edges.first().map_or(0, |e| e.queued),
+            queued: r.edges.iter().map(|e| e.queued).sum(),
             deferred: r.ledger.deferred_pending,
-            buffered: 0,
+            buffered: produced.map_or(0, |n| n.saturating_sub(r.source_emitted)),
         };
+        let ended = sample.delivered_total() + sample.dropped_total() + r.ledger.dead_lettered;
         progress(&sample);
         series.push(sample);
         if finished {
             break;
+        }
+        #[cfg(feature = "kafka")]
+        if let Some(p) = &producing {
+            // A Kafka feed never ends by itself: stop once every produced record ended (or
+            // the drain took too long).
+            let done = p.done.load(Ordering::Relaxed);
+            let made = p.produced.load(Ordering::Relaxed);
+            if !stopping && done && (ended >= made || t > s.duration + Duration::from_secs(120)) {
+                j.request_stop();
+                stopping = true;
+            }
         }
         if delivered_in_window.is_none() && t >= s.duration {
             delivered_in_window = Some(r.ledger.delivered);
             // The producer ends with the window and the edge drains (a deferring edge replays
             // its log). Draining an unbounded backlog would take `overload` times the window:
             // that run is aborted, and its report counts what was still queued as in flight.
-            if s.policy == PolicyChoice::Unbounded {
+            if s.policy == PolicyChoice::Unbounded && s.kafka.is_none() {
                 if let Some(j) = job.take() {
                     aborted = Some(j.stop(Duration::ZERO)?);
                 }
@@ -794,8 +860,20 @@ pub fn run(
     }
     let report = match (aborted, job) {
         (Some(r), _) => r,
+        (None, Some(j)) if stopping => j.stop(Duration::from_secs(10))?,
         (None, Some(j)) => j.wait()?,
         (None, None) => return Err("the job disappeared".into()),
+    };
+    #[cfg(feature = "kafka")]
+    let total = match producing.as_mut() {
+        Some(p) => {
+            p.join();
+            if p.failed.load(Ordering::Relaxed) {
+                return Err("the producer could not write the records to Kafka".into());
+            }
+            p.produced.load(Ordering::Relaxed)
+        }
+        None => total,
     };
     let total_s = epoch.elapsed().as_secs_f64();
     let delivered_window = delivered_in_window.unwrap_or(report.ledger.delivered);
@@ -849,10 +927,17 @@ pub fn run(
     // tenth of the edge (or 64 records), draining after the window included. Records held
     // back at the producer when the window closed never enter, so a producer still behind
     // its schedule at the end has not recovered.
+    // Within a tenth of the edge, or (fed through Kafka, whose consumer prefetches) 50 ms
+    // of the sink's work.
+    let threshold = if s.kafka.is_some() {
+        (s.capacity as u64 / 10).max((s.sink_capacity / 20.0) as u64)
+    } else {
+        (s.capacity as u64 / 10).max(64)
+    };
     let recovery_s = s
         .profile
         .burst_end(window)
-        .and_then(|b| recovery(&series, b, (s.capacity as u64 / 10).max(64)));
+        .and_then(|b| recovery(&series, b, threshold));
     Ok(ScenarioResult {
         job: s.job.clone(),
         policy: s.policy.name().to_string(),
