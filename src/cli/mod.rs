@@ -122,6 +122,33 @@ struct PassthroughArgs {
     parallelism: u64,
 }
 
+#[cfg(feature = "kafka")]
+#[derive(Args, Debug, Clone)]
+struct KafkaBenchArgs {
+    /// Kafka brokers (host:port,...); omit for the embedded cluster. The topics must exist.
+    #[arg(long)]
+    brokers: Option<String>,
+    /// Messages in the input topic (e.g. 200k; the embedded cluster keeps at most 100k per
+    /// partition).
+    #[arg(long, default_value = "200k", value_parser = parse::count)]
+    messages: u64,
+    /// Payload bytes per message.
+    #[arg(long, default_value_t = 64)]
+    payload: usize,
+    /// Input topic.
+    #[arg(long, default_value = "sluice-bench-in")]
+    input: String,
+    /// Output topic.
+    #[arg(long, default_value = "sluice-bench-out")]
+    output: String,
+    /// Rounds of each (alternating); medians are compared.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..=50))]
+    rounds: u64,
+    /// Write the result as JSON to this file.
+    #[arg(long)]
+    json: Option<PathBuf>,
+}
+
 #[derive(Args, Debug, Clone)]
 struct HerdArgs {
     /// How long the burst lasts (e.g. 3s).
@@ -140,6 +167,10 @@ enum Bench {
     /// An open-loop producer at N x the sink's capacity through each overload policy, side by
     /// side: goodput, drops by class, latency by class, peak memory, the ledger.
     Overload(overload::OverloadArgs),
+    /// Kafka passthrough (topic -> map -> topic, at least once) on Sluice against a
+    /// hand-written rdkafka consume -> produce loop, same cluster, same run.
+    #[cfg(feature = "kafka")]
+    Kafka(KafkaBenchArgs),
     /// W1 on Sluice against a hand-written crossbeam pipeline, in the same run.
     Pipeline {
         #[command(flatten)]
@@ -266,7 +297,64 @@ pub fn main() -> ExitCode {
         Command::Bench {
             bench: Bench::Overload(a),
         } => overload::run(&a),
+        #[cfg(feature = "kafka")]
+        Command::Bench {
+            bench: Bench::Kafka(a),
+        } => bench_kafka(&a),
         Command::Report { file } => render(&file),
+    }
+}
+
+#[cfg(feature = "kafka")]
+fn bench_kafka(a: &KafkaBenchArgs) -> ExitCode {
+    use sluice::workloads::kafka_bench;
+    let cfg = kafka_bench::KafkaBenchConfig {
+        brokers: a.brokers.clone(),
+        messages: a.messages,
+        payload: a.payload,
+        input: a.input.clone(),
+        output: a.output.clone(),
+        rounds: a.rounds as usize,
+        ..kafka_bench::KafkaBenchConfig::default()
+    };
+    outln!(
+        "kafka passthrough: {} messages of {} bytes on {}, {} rounds each",
+        cfg.messages,
+        cfg.payload,
+        cfg.brokers.as_deref().unwrap_or("the embedded cluster"),
+        cfg.rounds
+    );
+    let r = kafka_bench::run(&cfg, &mut |who, round, rate| {
+        outln!("  round {round}: {who:<26} {:>9.0} msg/s", rate);
+    });
+    match r {
+        Ok(r) => {
+            outln!(
+                "median: sluice {:.0} msg/s, hand-written {:.0} msg/s, ratio {:.2}",
+                r.sluice_median,
+                r.baseline_median,
+                r.ratio
+            );
+            if let Some(path) = &a.json {
+                match serde_json::to_string_pretty(&r) {
+                    Ok(j) => {
+                        if let Err(e) = std::fs::write(path, j) {
+                            eprintln!("error: cannot write {}: {e}", path.display());
+                            return ExitCode::from(2);
+                        }
+                    }
+                    Err(e) => {
+                        eprintln!("error: {e}");
+                        return ExitCode::from(1);
+                    }
+                }
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: kafka benchmark failed: {e}");
+            ExitCode::from(1)
+        }
     }
 }
 

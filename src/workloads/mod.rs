@@ -2,6 +2,8 @@
 
 pub mod herd;
 #[cfg(feature = "kafka")]
+pub mod kafka_bench;
+#[cfg(feature = "kafka")]
 pub(crate) mod kafka_feed;
 pub mod overload;
 #[cfg(feature = "kafka")]
