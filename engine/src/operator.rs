@@ -86,6 +86,27 @@ pub trait Sink<T>: Send + 'static {
     /// An error fails the job; the batch counts as in flight, not delivered.
     fn write(&mut self, records: Vec<T>) -> Result<(), SinkError>;
 
+    /// Like [`Sink::write`], for sinks whose writes become durable later (a producer's
+    /// delivery reports): the sink may take acknowledgements out of `acks` and drop them when
+    /// its records are durable, or [`fail`](crate::AckToken::fail) them first when they are
+    /// not (and on any error or early drop: a held ack that is simply dropped counts as done).
+    /// What it leaves in `acks` completes when this returns, as after `write`, or fails if it
+    /// returns an error. The records count as delivered when it returns; one that fails
+    /// later is reported through [`Sink::take_dead_lettered`] or fails the job.
+    ///
+    /// The default calls `write` and leaves the acks to the runtime.
+    ///
+    /// # Errors
+    /// As [`Sink::write`].
+    fn write_with_acks(
+        &mut self,
+        records: Vec<T>,
+        acks: &mut Vec<crate::Ack>,
+    ) -> Result<(), SinkError> {
+        let _ = acks;
+        self.write(records)
+    }
+
     /// Records of the batches written so far that went to a dead-letter path instead of
     /// being delivered (a permanent failure after retries), since the last call. The runtime
     /// calls it after every `write` and counts them as dead-lettered in the ledger.

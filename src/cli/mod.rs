@@ -144,6 +144,9 @@ struct KafkaBenchArgs {
     /// Rounds of each (alternating); medians are compared.
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..=50))]
     rounds: u64,
+    /// The Kafka source's batch size (default: the source's own, 4096).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    source_batch: Option<u64>,
     /// Write the result as JSON to this file.
     #[arg(long)]
     json: Option<PathBuf>,
@@ -315,6 +318,7 @@ fn bench_kafka(a: &KafkaBenchArgs) -> ExitCode {
         input: a.input.clone(),
         output: a.output.clone(),
         rounds: a.rounds as usize,
+        source_batch: a.source_batch.map(|b| b as usize),
         ..kafka_bench::KafkaBenchConfig::default()
     };
     outln!(

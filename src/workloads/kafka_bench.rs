@@ -36,6 +36,8 @@ pub struct KafkaBenchConfig {
     pub partitions: i32,
     /// Rounds of each contender.
     pub rounds: usize,
+    /// The Kafka source's batch size (none: its default).
+    pub source_batch: Option<usize>,
 }
 
 impl Default for KafkaBenchConfig {
@@ -48,6 +50,7 @@ impl Default for KafkaBenchConfig {
             output: "sluice-bench-out".into(),
             partitions: 8,
             rounds: 3,
+            source_batch: None,
         }
     }
 }
@@ -145,23 +148,27 @@ fn sluice(
     group: &str,
 ) -> Result<f64, Box<dyn std::error::Error>> {
     let stats = Arc::new(KafkaSourceStats::default());
-    let mut scfg =
-        KafkaSourceConfig::new(KafkaConfig::new(brokers, group)?, &[&cfg.input]);
+    let mut scfg = KafkaSourceConfig::new(KafkaConfig::new(brokers, group)?, &[&cfg.input]);
     scfg.max_records = Some(cfg.messages);
+    if let Some(b) = cfg.source_batch {
+        scfg.batch_size = b;
+    }
+    let sink_stats = Arc::new(KafkaSinkStats::default());
     let p = Pipeline::new("kafka-bench");
-    p.kafka_source(
-        "input",
-        1,
-        scfg,
-        Arc::new(|b: &[u8]| Ok::<_, String>(b.to_vec())),
-        stats.clone(),
-    )
-    .map("identity", |v: Vec<u8>| v)
-    .kafka_sink(
+    let s = p
+        .kafka_source(
+            "input",
+            1,
+            scfg,
+            Arc::new(|b: &[u8]| Ok::<_, String>(b.to_vec())),
+            stats.clone(),
+        )
+        .map("identity", |v: Vec<u8>| v);
+    s.kafka_sink(
         "output",
         KafkaSinkConfig::new(KafkaConfig::new(brokers, "")?, &cfg.output),
         Arc::new(|v: &Vec<u8>| (None, v.clone())),
-        Arc::new(KafkaSinkStats::default()),
+        sink_stats,
     );
     let job = p.run()?;
     let deadline = Instant::now() + Duration::from_secs(300);
@@ -211,7 +218,9 @@ pub fn run(
     let payload = vec![b'x'; cfg.payload];
     for i in 0..cfg.messages {
         let key = i.to_le_bytes();
-        let mut rec = BaseRecord::to(&cfg.input).key(&key[..]).payload(&payload[..]);
+        let mut rec = BaseRecord::to(&cfg.input)
+            .key(&key[..])
+            .payload(&payload[..]);
         loop {
             match p.send(rec) {
                 Ok(()) => break,

@@ -1,13 +1,18 @@
 //! The Kafka sink: a producer whose delivery reports are the acknowledgement.
 //!
-//! A batch counts as delivered only when the broker has acknowledged every message of it:
-//! `write` produces the whole batch, then serves delivery reports until none of the batch is
-//! outstanding. A full local queue (`QueueFull`) is backpressure: the sink serves delivery
-//! reports and tries again, it never drops. In-flight messages are bounded by
+//! A batch's acknowledgement completes only when the broker has acknowledged every message of
+//! it: `write_with_acks` produces the batch and keeps its acks, and delivery reports (served
+//! on every write) release them in any order as their batches complete, so the source's
+//! offsets move only past durable messages while the sink keeps producing (it does not wait
+//! for each batch's round trip: waiting held a passthrough to 0.69x of a hand-written loop).
+//! On an error or an abort the held acks are failed, never released. A full local queue
+//! (`QueueFull`) is backpressure: the sink serves delivery reports and tries again, it never
+//! drops. In-flight messages are bounded by
 //! `queue.buffering.max.messages`. A message that still fails after librdkafka's own retries
 //! (`message.timeout.ms` expired) either goes to the dead-letter path (counted in the ledger)
 //! or fails the job, as configured; never silently.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -17,7 +22,7 @@ use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::Message;
 use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
 use rdkafka::ClientContext;
-use sluice_engine::{Sink, SinkError};
+use sluice_engine::{Ack, Sink, SinkError};
 
 use super::config::KafkaConfig;
 
@@ -90,6 +95,8 @@ pub struct KafkaSinkStats {
 
 struct Ctx {
     outstanding: AtomicU64,
+    /// Messages of each batch (by id) not yet reported.
+    pending: Mutex<HashMap<u64, u64>>,
     errors: Mutex<Vec<(Vec<u8>, String)>>,
     stats: Arc<KafkaSinkStats>,
 }
@@ -97,9 +104,9 @@ struct Ctx {
 impl ClientContext for Ctx {}
 
 impl ProducerContext for Ctx {
-    type DeliveryOpaque = ();
+    type DeliveryOpaque = usize;
 
-    fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
+    fn delivery(&self, result: &DeliveryResult<'_>, batch: usize) {
         match result {
             Ok(_) => {
                 self.stats.acked.fetch_add(1, Ordering::Relaxed);
@@ -110,6 +117,9 @@ impl ProducerContext for Ctx {
                     .lock()
                     .push((m.payload().unwrap_or_default().to_vec(), e.to_string()));
             }
+        }
+        if let Some(n) = self.pending.lock().get_mut(&(batch as u64)) {
+            *n = n.saturating_sub(1);
         }
         self.outstanding.fetch_sub(1, Ordering::AcqRel);
     }
@@ -122,6 +132,9 @@ pub struct KafkaSink<T> {
     encode: Encoder<T>,
     dead: Option<DeadLetterFn>,
     dead_count: u64,
+    /// Acknowledgements of batches in flight, by batch id.
+    held: HashMap<u64, Vec<Ack>>,
+    next_batch: u64,
 }
 
 impl<T> std::fmt::Debug for KafkaSink<T> {
@@ -159,6 +172,7 @@ impl<T> KafkaSink<T> {
             ])
             .create_with_context(Ctx {
                 outstanding: AtomicU64::new(0),
+                pending: Mutex::new(HashMap::new()),
                 errors: Mutex::new(Vec::new()),
                 stats,
             })
@@ -169,16 +183,21 @@ impl<T> KafkaSink<T> {
             encode,
             dead,
             dead_count: 0,
+            held: HashMap::new(),
+            next_batch: 0,
         })
     }
 }
 
-impl<T: Send + 'static> Sink<T> for KafkaSink<T> {
-    fn write(&mut self, records: Vec<T>) -> Result<(), SinkError> {
+impl<T> KafkaSink<T> {
+    /// Produces `records` as batch `id`.
+    fn produce(&mut self, records: &[T], id: u64) -> Result<(), SinkError> {
         let ctx = self.producer.context();
-        for r in &records {
+        for r in records {
             let (key, payload) = (self.encode)(r);
-            let mut rec = BaseRecord::<Vec<u8>, Vec<u8>>::to(&self.cfg.topic).payload(&payload);
+            let mut rec =
+                BaseRecord::<Vec<u8>, Vec<u8>, usize>::with_opaque_to(&self.cfg.topic, id as usize)
+                    .payload(&payload);
             if let Some(k) = &key {
                 rec = rec.key(k);
             }
@@ -194,6 +213,9 @@ impl<T: Send + 'static> Sink<T> for KafkaSink<T> {
                     }
                     Err((e, _)) => {
                         ctx.outstanding.fetch_sub(1, Ordering::AcqRel);
+                        if let Some(n) = ctx.pending.lock().get_mut(&id) {
+                            *n = n.saturating_sub(1);
+                        }
                         return Err(SinkError::new(format!(
                             "cannot produce to {}: {e}",
                             self.cfg.topic
@@ -202,30 +224,26 @@ impl<T: Send + 'static> Sink<T> for KafkaSink<T> {
                 }
             }
         }
-        // The batch is delivered when the broker acknowledged all of it.
-        let deadline = Instant::now() + self.cfg.message_timeout + Duration::from_secs(10);
-        while ctx.outstanding.load(Ordering::Acquire) > 0 {
-            if Instant::now() >= deadline {
-                return Err(SinkError::new(format!(
-                    "{} messages to {} never got a delivery report",
-                    ctx.outstanding.load(Ordering::Acquire),
-                    self.cfg.topic
-                )));
-            }
-            self.producer.poll(Duration::from_millis(5));
-        }
-        let errors = std::mem::take(&mut *ctx.errors.lock());
+        Ok(())
+    }
+
+    /// Handles failed messages, then releases the acks of every batch the broker has fully
+    /// acknowledged.
+    fn reap(&mut self) -> Result<(), SinkError> {
+        let errors = std::mem::take(&mut *self.producer.context().errors.lock());
         if !errors.is_empty() {
             match self.cfg.on_expired {
                 OnExpired::FailJob => {
+                    self.fail_held();
                     return Err(SinkError::new(format!(
                         "{} messages to {} failed: {}",
                         errors.len(),
                         self.cfg.topic,
                         errors[0].1
-                    )))
+                    )));
                 }
                 OnExpired::DeadLetter => {
+                    // Dead-lettered is an end: the batches' acks complete as usual.
                     self.dead_count += errors.len() as u64;
                     if let Some(d) = &self.dead {
                         for (payload, reason) in errors {
@@ -235,7 +253,81 @@ impl<T: Send + 'static> Sink<T> for KafkaSink<T> {
                 }
             }
         }
+        let done: Vec<u64> = {
+            let mut pending = self.producer.context().pending.lock();
+            let done: Vec<u64> = pending
+                .iter()
+                .filter(|(_, n)| **n == 0)
+                .map(|(id, _)| *id)
+                .collect();
+            for id in &done {
+                pending.remove(id);
+            }
+            done
+        };
+        for id in done {
+            // Dropping the batch's acks completes them.
+            self.held.remove(&id);
+        }
         Ok(())
+    }
+
+    /// Fails every held ack: those records were not (known to be) delivered.
+    fn fail_held(&mut self) {
+        for (_, acks) in self.held.drain() {
+            for a in &acks {
+                a.fail();
+            }
+        }
+    }
+}
+
+impl<T> Drop for KafkaSink<T> {
+    fn drop(&mut self) {
+        // An aborted job drops the sink with batches in flight: never let their acks complete.
+        self.fail_held();
+    }
+}
+
+impl<T: Send + 'static> Sink<T> for KafkaSink<T> {
+    fn write(&mut self, records: Vec<T>) -> Result<(), SinkError> {
+        // Without acks to hold: produce, then wait until the broker acknowledged the batch.
+        let mut none = Vec::new();
+        self.write_with_acks(records, &mut none)?;
+        let deadline = Instant::now() + self.cfg.message_timeout + Duration::from_secs(10);
+        while !self.held.is_empty()
+            || self.producer.context().outstanding.load(Ordering::Acquire) > 0
+        {
+            if Instant::now() >= deadline {
+                return Err(SinkError::new(format!(
+                    "{} messages to {} never got a delivery report",
+                    self.producer.context().outstanding.load(Ordering::Acquire),
+                    self.cfg.topic
+                )));
+            }
+            self.producer.poll(Duration::from_millis(5));
+            self.reap()?;
+        }
+        Ok(())
+    }
+
+    fn write_with_acks(&mut self, records: Vec<T>, acks: &mut Vec<Ack>) -> Result<(), SinkError> {
+        let id = self.next_batch;
+        self.next_batch += 1;
+        self.producer
+            .context()
+            .pending
+            .lock()
+            .insert(id, records.len() as u64);
+        if let Err(e) = self.produce(&records, id) {
+            self.producer.context().pending.lock().remove(&id);
+            self.fail_held();
+            return Err(e);
+        }
+        // Held until every message of the batch is reported.
+        self.held.insert(id, std::mem::take(acks));
+        self.producer.poll(Duration::ZERO);
+        self.reap()
     }
 
     fn take_dead_lettered(&mut self) -> u64 {
@@ -243,8 +335,21 @@ impl<T: Send + 'static> Sink<T> for KafkaSink<T> {
     }
 
     fn finish(&mut self) -> Result<(), SinkError> {
-        self.producer
-            .flush(self.cfg.message_timeout)
-            .map_err(|e| SinkError::new(format!("flushing {}: {e}", self.cfg.topic)))
+        let flushed = self.producer.flush(self.cfg.message_timeout);
+        self.producer.poll(Duration::ZERO);
+        self.reap()?;
+        if let Err(e) = flushed {
+            self.fail_held();
+            return Err(SinkError::new(format!("flushing {}: {e}", self.cfg.topic)));
+        }
+        if !self.held.is_empty() {
+            let n = self.held.len();
+            self.fail_held();
+            return Err(SinkError::new(format!(
+                "{n} batches to {} were never acknowledged",
+                self.cfg.topic
+            )));
+        }
+        Ok(())
     }
 }

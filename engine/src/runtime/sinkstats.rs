@@ -41,6 +41,24 @@ impl SinkStats {
     pub(crate) fn add_dead_lettered(&self, n: u64) {
         self.dead_lettered.fetch_add(n, Relaxed);
     }
+    /// Moves `n` records counted delivered to dead-lettered (a write that failed after it
+    /// had returned), as far as there are delivered records to move.
+    pub(crate) fn reclassify_dead(&self, n: u64) -> u64 {
+        let mut cur = self.delivered.load(Relaxed);
+        loop {
+            let k = n.min(cur);
+            match self
+                .delivered
+                .compare_exchange_weak(cur, cur - k, Relaxed, Relaxed)
+            {
+                Ok(_) => {
+                    self.dead_lettered.fetch_add(k, Relaxed);
+                    return k;
+                }
+                Err(v) => cur = v,
+            }
+        }
+    }
     /// Records the sink sent to its dead-letter path so far.
     pub fn dead_lettered(&self) -> u64 {
         self.dead_lettered.load(Relaxed)

@@ -122,17 +122,24 @@ impl<T: Send, S: Sink<T>> Emit<T> for SinkLink<T, S> {
         let Batch {
             records,
             created,
-            acks,
+            mut acks,
         } = batch;
         let batch_created = created;
-        match self.sink.write(records) {
+        match self.sink.write_with_acks(records, &mut acks) {
             Ok(()) => {
-                let dead = self.sink.take_dead_lettered().min(n as u64);
-                self.latency.record(batch_created, n as u64 - dead);
+                // Dead letters reported now may belong to earlier batches (a sink that
+                // completes writes later): count them against this batch, and against what
+                // was delivered before when they are more than it.
+                let dead = self.sink.take_dead_lettered();
+                let here = dead.min(n as u64);
+                self.latency.record(batch_created, n as u64 - here);
                 drop(acks);
-                self.stats.add_delivered(n as u64 - dead);
-                if dead > 0 {
-                    self.stats.add_dead_lettered(dead);
+                self.stats.add_delivered(n as u64 - here);
+                if here > 0 {
+                    self.stats.add_dead_lettered(here);
+                }
+                if dead > here {
+                    self.stats.reclassify_dead(dead - here);
                 }
                 Ok(())
             }
@@ -154,10 +161,16 @@ impl<T: Send, S: Sink<T>> Emit<T> for SinkLink<T, S> {
     fn finish(&mut self) -> Result<(), Halt> {
         set_current_op(self.op_id);
         self.latency.publish(&self.stats);
-        self.sink.finish().map_err(|e| Halt::SinkFailed {
+        let r = self.sink.finish().map_err(|e| Halt::SinkFailed {
             op: self.op_id,
             message: e.message,
-        })
+        });
+        // Writes that failed for good while the sink flushed.
+        let dead = self.sink.take_dead_lettered();
+        if dead > 0 {
+            self.stats.reclassify_dead(dead);
+        }
+        r
     }
 }
 
