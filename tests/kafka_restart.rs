@@ -173,3 +173,135 @@ fn kill_9_mid_stream_then_restart_loses_nothing() {
         "duplicates {dups} exceed the in-flight window"
     );
 }
+
+/// KNOWN BUG, open in issue 5: when the second member joins a busy group, the first is
+/// revoked and does not rejoin within the session timeout (on the mock cluster and on Tansu),
+/// so the group never settles at 2/2. Run with `--run-ignored all` to reproduce.
+#[test]
+#[ignore = "known bug: a busy member does not rejoin after a revoke (issue 5)"]
+fn two_processes_split_the_partitions_and_hand_over_on_kill() {
+    use std::io::{BufRead, BufReader};
+    use std::sync::{Arc, Mutex};
+
+    // The group runs on librdkafka's mock cluster, hosted by this test process and reached
+    // by the two job processes over TCP on loopback.
+    let kafka = sluice_connectors::kafka::EmbeddedKafka::start(1).unwrap();
+    let brokers = kafka.brokers();
+    let run = std::process::id();
+    let (tin, tout, group) = (
+        format!("split-in-{run}"),
+        format!("split-out-{run}"),
+        format!("split-{run}"),
+    );
+    kafka.create_topic(&tin, 4).unwrap();
+    kafka.create_topic(&tout, 4).unwrap();
+    let n = 16_000u64;
+    let p: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", &brokers)
+        .create()
+        .unwrap();
+    for i in 0..n {
+        let v = format!("m{i}");
+        let mut rec = BaseRecord::<str, str>::to(&tin).key(&v).payload(&v);
+        loop {
+            match p.send(rec) {
+                Ok(()) => break,
+                Err((_, r)) => {
+                    rec = r;
+                    p.poll(Duration::from_millis(5));
+                }
+            }
+        }
+        p.poll(Duration::ZERO);
+    }
+    p.flush(Duration::from_secs(60)).unwrap();
+
+    // A member: slow (about 1k records/s), its "assigned N partitions" lines collected.
+    let member = |name: &'static str, log: Arc<Mutex<Vec<(Instant, String, u64)>>>| {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_sluice"))
+            .args([
+                "run",
+                "kafka-copy",
+                "--brokers",
+                &brokers,
+                "--input",
+                &tin,
+                "--output",
+                &tout,
+                "--group",
+                &group,
+                "--delay-us",
+                "1000",
+                "--end-when-idle",
+                "5s",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let err = child.stderr.take().unwrap();
+        std::thread::spawn(move || {
+            for line in BufReader::new(err).lines().map_while(Result::ok) {
+                if let Some(k) = line
+                    .strip_prefix("kafka-copy: assigned ")
+                    .and_then(|r| r.split(' ').next())
+                    .and_then(|k| k.parse::<u64>().ok())
+                {
+                    log.lock()
+                        .unwrap()
+                        .push((Instant::now(), name.to_string(), k));
+                }
+            }
+        });
+        child
+    };
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let holds = |who: &str, k: u64| {
+        log.lock()
+            .unwrap()
+            .iter()
+            .rev()
+            .find(|(_, n, _)| n == who)
+            .is_some_and(|(_, _, x)| *x == k)
+    };
+    let wait_for = |what: &dyn Fn() -> bool, secs: u64| {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        while !what() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        what()
+    };
+    let mut a = member("a", log.clone());
+    assert!(wait_for(&|| holds("a", 4), 60), "a joins and holds all 4");
+    let b = member("b", log.clone());
+    // The group rebalances: two partitions each.
+    assert!(
+        wait_for(&|| holds("a", 2) && holds("b", 2), 60),
+        "the members split the partitions 2/2: {:?}",
+        log.lock().unwrap()
+    );
+    // Both work for a while, then a is killed with SIGKILL: b takes over its partitions
+    // (after the session timeout) and finishes the topic.
+    std::thread::sleep(Duration::from_secs(2));
+    a.kill().unwrap();
+    let _ = a.wait();
+    assert!(
+        wait_for(&|| holds("b", 4), 60),
+        "b takes over a's partitions: {:?}",
+        log.lock().unwrap()
+    );
+    let mut b = b;
+    let status = b.wait().unwrap();
+    assert!(status.success());
+
+    let seen = count(&brokers, &tout, n as usize, Duration::from_secs(60));
+    let lost = (0..n)
+        .filter(|i| !seen.contains_key(format!("m{i}").as_bytes()))
+        .count();
+    let dups: u32 = seen.values().map(|c| c - 1).sum();
+    eprintln!("two members, one killed: lost {lost}, duplicates {dups}");
+    assert_eq!(lost, 0, "nothing lost across the split and the handover");
+    // What a held at the kill (its in-flight window, ~3k) plus what each rebalance let
+    // through before its revoke committed.
+    assert!(dups <= 6_000, "duplicates {dups}");
+}

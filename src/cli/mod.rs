@@ -438,7 +438,27 @@ fn run_kafka_copy(a: &KafkaCopyArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    match job.wait() {
+    // Report the partitions this member holds whenever that changes (stderr), so a group of
+    // several processes can be watched splitting and handing over partitions.
+    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let watcher = {
+        let (stats, done) = (stats.clone(), done.clone());
+        std::thread::spawn(move || {
+            let mut last = u64::MAX;
+            while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                let now = stats.assigned.load(std::sync::atomic::Ordering::Relaxed);
+                if now != last {
+                    eprintln!("kafka-copy: assigned {now} partitions");
+                    last = now;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+        })
+    };
+    let result = job.wait();
+    done.store(true, std::sync::atomic::Ordering::Relaxed);
+    let _ = watcher.join();
+    match result {
         Ok(r) => {
             outln!("{r}");
             outln!(
