@@ -100,6 +100,9 @@ struct KafkaCopyArgs {
     /// End once no message arrived for this long.
     #[arg(long, default_value = "5s", value_parser = parse::duration)]
     end_when_idle: std::time::Duration,
+    /// A librdkafka property for the consumer and producer, KEY=VALUE (repeatable).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    props: Vec<String>,
 }
 
 #[cfg(feature = "kafka")]
@@ -395,6 +398,7 @@ fn run_kafka_copy(a: &KafkaCopyArgs) -> ExitCode {
 
     let kafka = match KafkaConfig::new(&a.brokers, &a.group)
         .and_then(|k| k.set("auto.commit.interval.ms", "200"))
+        .and_then(|k| a.props.iter().try_fold(k, |k, p| k.set_pair(p)))
     {
         Ok(k) => k,
         Err(e) => {
