@@ -115,8 +115,12 @@ pub(crate) fn wait_assigned(
     feed: &KafkaFeed,
     timeout: Duration,
 ) -> Result<(), Box<dyn std::error::Error>> {
+    // Every member must have had its assignment (a member joining after the first would
+    // rebalance the group mid-run), and together they hold every partition.
     let deadline = Instant::now() + timeout;
-    while stats.assigned.load(Ordering::Relaxed) < feed.partitions.max(1) as u64 {
+    while stats.assigned.load(Ordering::Relaxed) < feed.partitions.max(1) as u64
+        || stats.rebalances.load(Ordering::Relaxed) < feed.workers.max(1) as u64
+    {
         if Instant::now() > deadline {
             let why = stats
                 .error

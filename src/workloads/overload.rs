@@ -766,7 +766,7 @@ pub fn run(
     #[cfg(feature = "kafka")]
     if let (Some(feed), Some(cluster)) = (&s.kafka, &cluster) {
         if let Err(e) =
-            super::kafka_feed::wait_assigned(&kafka_stats, feed, Duration::from_secs(30))
+            super::kafka_feed::wait_assigned(&kafka_stats, feed, Duration::from_secs(60))
         {
             if let Some(j) = job.take() {
                 let _ = j.stop(Duration::from_secs(5));
@@ -789,6 +789,7 @@ pub fn run(
             base.elapsed()
         };
     let mut stopping = false;
+    let mut stop_at: Option<Instant> = None;
     let mut series = Vec::new();
     let mut delivered_in_window = None;
     let mut aborted = None;
@@ -833,6 +834,10 @@ pub fn run(
         if finished {
             break;
         }
+        // A job asked to stop gets 10 s to drain; then it is stopped (aborted if it must).
+        if stop_at.is_some_and(|at| at.elapsed() > Duration::from_secs(10)) {
+            break;
+        }
         #[cfg(feature = "kafka")]
         if let Some(p) = &producing {
             // A Kafka feed never ends by itself: stop once every produced record ended (or
@@ -842,6 +847,7 @@ pub fn run(
             if !stopping && done && (ended >= made || t > s.duration + Duration::from_secs(120)) {
                 j.request_stop();
                 stopping = true;
+                stop_at = Some(Instant::now());
             }
         }
         if delivered_in_window.is_none() && t >= s.duration {
