@@ -214,7 +214,14 @@ fn breaker_opens_fails_fast_to_the_fallback_and_limits_concurrency() {
         .iter()
         .filter(|g| matches!(g, Guarded::Failed(_)))
         .count();
-    assert_eq!(served, 100, "records before the failures");
+    // Records before the failures are served, except that up to three of the last ones may
+    // have been called after failures on the other workers opened the breaker (4 workers:
+    // a CI run served 99).
+    assert!((97..=100).contains(&served), "served {served}");
+    assert!(out.iter().all(|g| match g {
+        Guarded::Served(v) => *v < 100,
+        _ => true,
+    }));
     // The window of 10 holds the last successes; 5 failures make 50%: open. Up to three more
     // calls were already in flight on the other workers.
     assert!(
