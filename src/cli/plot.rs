@@ -4,6 +4,7 @@
 
 use std::path::Path;
 
+use plotters::coord::types::RangedCoordf64;
 use plotters::coord::Shift;
 use plotters::prelude::*;
 use sluice::workloads::overload::{Sample, ScenarioResult};
@@ -91,6 +92,34 @@ fn max_y(series: &[&[(f64, f64)]]) -> f64 {
 
 type Area<'a> = DrawingArea<SVGBackend<'a>, Shift>;
 
+type TimeChart<'a, 'b> =
+    ChartContext<'a, SVGBackend<'b>, Cartesian2d<RangedCoordf64, RangedCoordf64>>;
+
+/// A panel over time: its caption, `time (s)` on x, `y_desc` on y, ticks in `k`/`M`.
+fn time_chart<'a, 'b>(
+    area: &'a Area<'b>,
+    caption: String,
+    y_desc: &str,
+    t_max: f64,
+    y_max: f64,
+) -> Result<TimeChart<'a, 'b>, String> {
+    let mut chart = ChartBuilder::on(area)
+        .caption(caption, ("sans-serif", 16))
+        .margin(8)
+        .x_label_area_size(32)
+        .y_label_area_size(64)
+        .build_cartesian_2d(0.0..t_max, 0.0..y_max)
+        .map_err(err)?;
+    chart
+        .configure_mesh()
+        .x_desc("time (s)")
+        .y_desc(y_desc)
+        .y_label_formatter(&|v| super::progress::human(*v))
+        .draw()
+        .map_err(err)?;
+    Ok(chart)
+}
+
 fn err(e: impl std::fmt::Display) -> String {
     format!("cannot draw the plot: {e}")
 }
@@ -136,23 +165,13 @@ fn rate_panel(area: &Area<'_>, run: &ScenarioResult) -> Result<(), String> {
     let delivered = rates(&run.series, Sample::delivered_total);
     let t_max = run.series.last().map_or(1.0, |s| s.t_s).max(0.1);
     let y_max = max_y(&[&offered, &delivered]).max(run.sink_capacity * 1.2);
-    let mut chart = ChartBuilder::on(area)
-        .caption(
-            format!("{}: offered vs delivered", run.policy),
-            ("sans-serif", 16),
-        )
-        .margin(8)
-        .x_label_area_size(32)
-        .y_label_area_size(64)
-        .build_cartesian_2d(0.0..t_max, 0.0..y_max)
-        .map_err(err)?;
-    chart
-        .configure_mesh()
-        .x_desc("time (s)")
-        .y_desc("records/s")
-        .y_label_formatter(&|v| super::progress::human(*v))
-        .draw()
-        .map_err(err)?;
+    let mut chart = time_chart(
+        area,
+        format!("{}: offered vs delivered", run.policy),
+        "records/s",
+        t_max,
+        y_max,
+    )?;
     chart
         .draw_series(LineSeries::new(
             offered,
@@ -201,30 +220,20 @@ fn queue_panel(area: &Area<'_>, run: &ScenarioResult) -> Result<(), String> {
         .collect();
     let t_max = run.series.last().map_or(1.0, |s| s.t_s).max(0.1);
     let y_max = max_y(&[&queued, &deferred, &held, &buffered]);
-    let mut chart = ChartBuilder::on(area)
-        .caption(
-            if run.edge_capacity > 0 {
-                format!(
-                    "{}: backlog (edge capacity {})",
-                    run.policy, run.edge_capacity
-                )
-            } else {
-                format!("{}: backlog", run.policy)
-            },
-            ("sans-serif", 16),
-        )
-        .margin(8)
-        .x_label_area_size(32)
-        .y_label_area_size(64)
-        .build_cartesian_2d(0.0..t_max, 0.0..y_max)
-        .map_err(err)?;
-    chart
-        .configure_mesh()
-        .x_desc("time (s)")
-        .y_desc("records")
-        .y_label_formatter(&|v| super::progress::human(*v))
-        .draw()
-        .map_err(err)?;
+    let mut chart = time_chart(
+        area,
+        if run.edge_capacity > 0 {
+            format!(
+                "{}: backlog (edge capacity {})",
+                run.policy, run.edge_capacity
+            )
+        } else {
+            format!("{}: backlog", run.policy)
+        },
+        "records",
+        t_max,
+        y_max,
+    )?;
     let series = [
         ("queued on the edge", queued, BLUE),
         ("deferred (on disk)", deferred, RGBColor(44, 160, 44)),
@@ -261,23 +270,13 @@ fn drops_panel(area: &Area<'_>, run: &ScenarioResult) -> Result<(), String> {
     let refs: Vec<&[(f64, f64)]> = per_class.iter().map(|(_, p)| p.as_slice()).collect();
     let t_max = run.series.last().map_or(1.0, |s| s.t_s).max(0.1);
     let y_max = max_y(&refs);
-    let mut chart = ChartBuilder::on(area)
-        .caption(
-            format!("{}: dropped per class", run.policy),
-            ("sans-serif", 16),
-        )
-        .margin(8)
-        .x_label_area_size(32)
-        .y_label_area_size(64)
-        .build_cartesian_2d(0.0..t_max, 0.0..y_max)
-        .map_err(err)?;
-    chart
-        .configure_mesh()
-        .x_desc("time (s)")
-        .y_desc("records/s dropped")
-        .y_label_formatter(&|v| super::progress::human(*v))
-        .draw()
-        .map_err(err)?;
+    let mut chart = time_chart(
+        area,
+        format!("{}: dropped per class", run.policy),
+        "records/s dropped",
+        t_max,
+        y_max,
+    )?;
     for (class, points) in per_class {
         let color = class_color(&class);
         chart
