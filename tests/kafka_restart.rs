@@ -33,6 +33,29 @@ fn topic(name: &str, partitions: u32) {
     assert!(st.success());
 }
 
+/// Produces `m0`..`m{n-1}` (key = payload) to `t`.
+fn produce(brokers: &str, t: &str, n: u64) {
+    let p: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .create()
+        .unwrap();
+    for i in 0..n {
+        let v = format!("m{i}");
+        let mut rec = BaseRecord::<str, str>::to(t).key(&v).payload(&v);
+        loop {
+            match p.send(rec) {
+                Ok(()) => break,
+                Err((_, r)) => {
+                    rec = r;
+                    p.poll(Duration::from_millis(5));
+                }
+            }
+        }
+        p.poll(Duration::ZERO);
+    }
+    p.flush(Duration::from_secs(60)).unwrap();
+}
+
 /// Counts each payload in a topic (from the start), reading until `expect` distinct ones
 /// were seen or the topic stays idle.
 fn count(brokers: &str, t: &str, expect: usize, max_wait: Duration) -> HashMap<Vec<u8>, u32> {
@@ -82,25 +105,7 @@ fn kill_9_mid_stream_then_restart_loses_nothing() {
     topic(&tin, 2);
     topic(&tout, 2);
     let n = 20_000u64;
-    let p: BaseProducer = ClientConfig::new()
-        .set("bootstrap.servers", &brokers)
-        .create()
-        .unwrap();
-    for i in 0..n {
-        let v = format!("m{i}");
-        let mut rec = BaseRecord::<str, str>::to(&tin).key(&v).payload(&v);
-        loop {
-            match p.send(rec) {
-                Ok(()) => break,
-                Err((_, r)) => {
-                    rec = r;
-                    p.poll(Duration::from_millis(5));
-                }
-            }
-        }
-        p.poll(Duration::ZERO);
-    }
-    p.flush(Duration::from_secs(60)).unwrap();
+    produce(&brokers, &tin, n);
 
     let job = |delay: &str| {
         Command::new(env!("CARGO_BIN_EXE_sluice"))
@@ -196,25 +201,7 @@ fn two_processes_split_the_partitions_and_hand_over_on_kill() {
     kafka.create_topic(&tin, 4).unwrap();
     kafka.create_topic(&tout, 4).unwrap();
     let n = 16_000u64;
-    let p: BaseProducer = ClientConfig::new()
-        .set("bootstrap.servers", &brokers)
-        .create()
-        .unwrap();
-    for i in 0..n {
-        let v = format!("m{i}");
-        let mut rec = BaseRecord::<str, str>::to(&tin).key(&v).payload(&v);
-        loop {
-            match p.send(rec) {
-                Ok(()) => break,
-                Err((_, r)) => {
-                    rec = r;
-                    p.poll(Duration::from_millis(5));
-                }
-            }
-        }
-        p.poll(Duration::ZERO);
-    }
-    p.flush(Duration::from_secs(60)).unwrap();
+    produce(&brokers, &tin, n);
 
     // A member: slow (about 1k records/s), its "assigned N partitions" lines collected.
     let member = |name: &'static str, log: Arc<Mutex<Vec<(Instant, String, u64)>>>| {
