@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
+use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::ClientConfig;
 
 /// Properties refused because they make librdkafka load code or run commands.
@@ -92,8 +93,17 @@ impl KafkaConfig {
 
     /// The librdkafka configuration: brokers, then `defaults` (which the user's properties
     /// override).
+    ///
+    /// librdkafka's warnings and errors go to stderr (`kafka [LEVEL] FACILITY: message`); with
+    /// the environment variable `SLUICE_KAFKA_LOG` set, its debug output too (pick the
+    /// contexts with the `debug` property, e.g. `debug=cgrp` for group membership).
     pub fn client_config(&self, defaults: &[(&str, &str)]) -> ClientConfig {
         let mut c = ClientConfig::new();
+        c.set_log_level(if debug_log() {
+            RDKafkaLogLevel::Debug
+        } else {
+            RDKafkaLogLevel::Warning
+        });
         c.set("bootstrap.servers", &self.brokers);
         for (k, v) in defaults {
             c.set(*k, *v);
@@ -102,6 +112,17 @@ impl KafkaConfig {
             c.set(k, v);
         }
         c
+    }
+}
+
+fn debug_log() -> bool {
+    std::env::var_os("SLUICE_KAFKA_LOG").is_some()
+}
+
+/// Writes one librdkafka log line to stderr (the clients' contexts route their logs here).
+pub(crate) fn log(level: RDKafkaLogLevel, fac: &str, message: &str) {
+    if (level as i32) <= (RDKafkaLogLevel::Warning as i32) || debug_log() {
+        eprintln!("kafka [{level:?}] {fac}: {message}");
     }
 }
 

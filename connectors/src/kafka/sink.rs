@@ -101,7 +101,11 @@ struct Ctx {
     stats: Arc<KafkaSinkStats>,
 }
 
-impl ClientContext for Ctx {}
+impl ClientContext for Ctx {
+    fn log(&self, level: rdkafka::config::RDKafkaLogLevel, fac: &str, log_message: &str) {
+        super::config::log(level, fac, log_message);
+    }
+}
 
 impl ProducerContext for Ctx {
     type DeliveryOpaque = usize;

@@ -41,6 +41,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{bounded, Receiver, SendTimeoutError, Sender, TrySendError};
 use parking_lot::Mutex;
+use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
 use rdkafka::message::{Header, Message, OwnedHeaders};
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
@@ -216,7 +217,11 @@ struct Ctx {
     assigned_here: AtomicU64,
 }
 
-impl ClientContext for Ctx {}
+impl ClientContext for Ctx {
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, log_message: &str) {
+        super::config::log(level, fac, log_message);
+    }
+}
 
 fn drain_acks(ctx: &Ctx) {
     let mut t = ctx.tracker.lock();
@@ -412,7 +417,11 @@ fn poller<T: Send + 'static>(
     };
     let mut paused_at: Option<Instant> = None;
     let mut blocked_since: Option<Instant> = None;
-    let mut last_msg: Option<Instant> = None;
+    // Idleness (for `end_when_idle`) counts only while this member holds partitions, is not
+    // paused and has nothing waiting: time spent in a rebalance, paused, or blocked on the
+    // graph is not a quiet topic (counting it ended a member that was revoked mid-stream).
+    let mut seen_msg = false;
+    let mut idle_since: Option<Instant> = None;
     let mut emitted = 0u64;
     // Acks are applied as they come; offsets are stored when acks arrived, at most every
     // 10 ms (storing walks every partition and crosses into librdkafka: once per message it
@@ -484,10 +493,6 @@ fn poller<T: Send + 'static>(
                 if let Ok(a) = consumer.assignment() {
                     if consumer.resume(&a).is_ok() {
                         paused_at = None;
-                        // Time spent paused is not idleness of the topic.
-                        if last_msg.is_some() {
-                            last_msg = Some(Instant::now());
-                        }
                         stats.paused.store(false, Ordering::Relaxed);
                         stats.resumes.fetch_add(1, Ordering::Relaxed);
                     }
@@ -505,7 +510,8 @@ fn poller<T: Send + 'static>(
         };
         match consumer.poll(timeout) {
             Some(Ok(m)) => {
-                last_msg = Some(Instant::now());
+                seen_msg = true;
+                idle_since = None;
                 stats.polled.fetch_add(1, Ordering::Relaxed);
                 let (topic, partition, offset) = (m.topic().to_string(), m.partition(), m.offset());
                 match decode(m.payload().unwrap_or_default()) {
@@ -546,12 +552,15 @@ fn poller<T: Send + 'static>(
                 if !current.records.is_empty() && held.is_none() {
                     flush(&mut current, &mut held, &tracker, cfg.batch_size);
                 }
-                if let (Some(idle), Some(last), None) = (cfg.end_when_idle, last_msg, paused_at) {
-                    if last.elapsed() >= idle
+                if let (Some(idle), true) = (cfg.end_when_idle, seen_msg) {
+                    let quiet = paused_at.is_none()
                         && held.is_none()
                         && current.records.is_empty()
                         && tx.is_empty()
-                    {
+                        && consumer.context().assigned_here.load(Ordering::Relaxed) > 0;
+                    if !quiet {
+                        idle_since = None;
+                    } else if idle_since.get_or_insert_with(Instant::now).elapsed() >= idle {
                         break;
                     }
                 }
