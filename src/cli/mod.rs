@@ -77,6 +77,30 @@ enum Job {
     /// partitions). Ends when the input has been idle for --end-when-idle.
     #[cfg(feature = "kafka")]
     KafkaCopy(KafkaCopyArgs),
+    /// A paced Kafka topic -> topic job on the embedded cluster while it misbehaves (broker
+    /// down 10 s, failing produce requests, added latency, a tiny producer queue): lost and
+    /// duplicated counts, and what happened, in words.
+    #[cfg(feature = "kafka")]
+    KafkaFaults(KafkaFaultsArgs),
+}
+
+#[cfg(feature = "kafka")]
+#[derive(Args, Debug, Clone)]
+struct KafkaFaultsArgs {
+    /// The fault: broker-down, produce-errors, latency, tiny-queue, or all (one after the
+    /// other).
+    #[arg(long, default_value = "all", value_parser = ["all", "broker-down", "produce-errors", "latency", "tiny-queue"])]
+    fault: String,
+    /// Messages in the input topic (e.g. 40k; the embedded cluster keeps at most 100k per
+    /// partition, 4 partitions).
+    #[arg(long, default_value = "40k", value_parser = parse::count)]
+    messages: u64,
+    /// The job's pace in records per second, so the fault lands mid-stream (e.g. 10k).
+    #[arg(long, default_value = "10k", value_parser = parse::count)]
+    rate: u64,
+    /// Write the outcomes as JSON to this file.
+    #[arg(long)]
+    json: Option<PathBuf>,
 }
 
 #[cfg(feature = "kafka")]
@@ -244,6 +268,10 @@ const JOBS: &[(&str, &str)] = &[
         "Kafka topic -> map -> topic on the embedded cluster (or --brokers); lost/duplicates",
     ),
     (
+        "kafka-faults",
+        "Kafka job while the embedded cluster fails: broker down, produce errors, latency",
+    ),
+    (
         "herd",
         "thundering herd: logins at 20x the database; per-client 429s, breaker, fallback",
     ),
@@ -292,6 +320,10 @@ pub fn main() -> ExitCode {
         Command::Run {
             job: Job::KafkaCopy(a),
         } => run_kafka_copy(&a),
+        #[cfg(feature = "kafka")]
+        Command::Run {
+            job: Job::KafkaFaults(a),
+        } => run_kafka_faults(&a),
         Command::Bench {
             bench:
                 Bench::Pipeline {
@@ -507,6 +539,101 @@ fn run_passthrough(a: &PassthroughArgs) -> ExitCode {
             ExitCode::from(1)
         }
     }
+}
+
+#[cfg(feature = "kafka")]
+fn run_kafka_faults(a: &KafkaFaultsArgs) -> ExitCode {
+    use sluice::workloads::kafka_faults::{run, Fault, FaultConfig};
+    if a.messages == 0 || a.messages > 400_000 {
+        eprintln!(
+            "error: --messages must be between 1 and 400k (the embedded cluster keeps at most 100k per partition, 4 partitions)"
+        );
+        return ExitCode::from(2);
+    }
+    if a.rate == 0 {
+        eprintln!("error: --rate must be at least 1 record per second");
+        return ExitCode::from(2);
+    }
+    let faults: Vec<Fault> = match Fault::parse(&a.fault) {
+        Some(f) => vec![f],
+        None => Fault::ALL.to_vec(),
+    };
+    let mut outcomes = Vec::new();
+    let mut failed = false;
+    for f in faults {
+        let mut cfg = FaultConfig::new(f);
+        cfg.messages = a.messages;
+        cfg.rate = a.rate as f64;
+        eprintln!(
+            "kafka-faults: {} ({} messages at {} msg/s, fault at {:.1} s{})",
+            f.name(),
+            cfg.messages,
+            a.rate,
+            cfg.at.as_secs_f64(),
+            cfg.hold
+                .map(|h| format!(" for {:.0} s", h.as_secs_f64()))
+                .unwrap_or_default()
+        );
+        match run(&cfg) {
+            Ok(o) => {
+                outln!("== {} ==", o.fault);
+                for line in &o.explanation {
+                    outln!("  - {line}");
+                }
+                failed |= o.lost > 0 || !o.ledger_balanced;
+                outcomes.push(o);
+            }
+            Err(e) => {
+                eprintln!("error: kafka-faults {} failed: {e}", f.name());
+                failed = true;
+            }
+        }
+    }
+    outln!(
+        "{:<15} {:>9} {:>9} {:>6} {:>6} {:>9} {:>8} {:>9} {:>8}",
+        "fault",
+        "produced",
+        "delivered",
+        "lost",
+        "dups",
+        "stall s",
+        "retries",
+        "queuefull",
+        "pauses"
+    );
+    for o in &outcomes {
+        outln!(
+            "{:<15} {:>9} {:>9} {:>6} {:>6} {:>9.1} {:>8} {:>9} {:>8}",
+            o.fault,
+            o.produced,
+            o.delivered,
+            o.lost,
+            o.duplicates,
+            o.longest_stall_s,
+            o.request_retries,
+            o.queue_full,
+            o.pauses
+        );
+    }
+    if let Some(path) = &a.json {
+        match serde_json::to_string_pretty(&outcomes) {
+            Ok(j) => {
+                if let Err(e) = std::fs::write(path, j) {
+                    eprintln!("error: could not write {}: {e}", path.display());
+                    return ExitCode::from(2);
+                }
+            }
+            Err(e) => {
+                eprintln!("error: could not serialize the outcomes: {e}");
+                return ExitCode::from(1);
+            }
+        }
+    }
+    if failed {
+        eprintln!("error: a fault run lost messages or failed");
+        return ExitCode::from(1);
+    }
+    ExitCode::SUCCESS
 }
 
 fn run_herd(a: &HerdArgs) -> ExitCode {

@@ -19,6 +19,8 @@ use sluice_connectors::kafka::{
 use sluice_engine::Pipeline;
 use sluice_operators::StreamExt;
 
+use super::kafka_util::send;
+
 /// Parameters.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KafkaBenchConfig {
@@ -118,17 +120,9 @@ fn baseline(
         match consumer.poll(Duration::from_millis(100)) {
             Some(Ok(m)) => {
                 first.get_or_insert_with(Instant::now);
-                let mut rec: BaseRecord<'_, [u8], [u8]> =
+                let rec: BaseRecord<'_, [u8], [u8]> =
                     BaseRecord::to(&cfg.output).payload(m.payload().unwrap_or_default());
-                loop {
-                    match producer.send(rec) {
-                        Ok(()) => break,
-                        Err((_, r)) => {
-                            rec = r;
-                            producer.poll(Duration::from_millis(1));
-                        }
-                    }
-                }
+                send(&producer, rec, Duration::from_secs(60)).map_err(err)?;
                 producer.poll(Duration::ZERO);
                 n += 1;
             }
@@ -218,18 +212,10 @@ pub fn run(
     let payload = vec![b'x'; cfg.payload];
     for i in 0..cfg.messages {
         let key = i.to_le_bytes();
-        let mut rec = BaseRecord::to(&cfg.input)
+        let rec = BaseRecord::to(&cfg.input)
             .key(&key[..])
             .payload(&payload[..]);
-        loop {
-            match p.send(rec) {
-                Ok(()) => break,
-                Err((_, r)) => {
-                    rec = r;
-                    p.poll(Duration::from_millis(1));
-                }
-            }
-        }
+        send(&p, rec, Duration::from_secs(60)).map_err(err)?;
         p.poll(Duration::ZERO);
     }
     p.flush(Duration::from_secs(60)).map_err(err)?;

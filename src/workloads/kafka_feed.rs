@@ -21,6 +21,7 @@ use sluice_connectors::kafka::{
 use sluice_engine::{Pipeline, Priority, Stream, CLASSES};
 use sluice_operators::StreamExt;
 
+use super::kafka_util::send;
 use super::overload::{class_of, Event, KafkaFeed, Schedule};
 
 fn err(e: impl std::fmt::Display) -> Box<dyn std::error::Error> {
@@ -202,21 +203,10 @@ pub(crate) fn produce(
                     };
                     let payload = encode(nonce, &e);
                     let key = k.to_le_bytes();
-                    let mut rec = BaseRecord::to(&topic).key(&key[..]).payload(&payload[..]);
-                    let mut tries = 0;
-                    loop {
-                        match producer.send(rec) {
-                            Ok(()) => break,
-                            Err((_, r)) if tries < 10_000 => {
-                                tries += 1;
-                                rec = r;
-                                producer.poll(Duration::from_millis(1));
-                            }
-                            Err(_) => {
-                                f2.store(true, Ordering::Relaxed);
-                                break 'outer;
-                            }
-                        }
+                    let rec = BaseRecord::to(&topic).key(&key[..]).payload(&payload[..]);
+                    if send(&producer, rec, Duration::from_secs(10)).is_err() {
+                        f2.store(true, Ordering::Relaxed);
+                        break 'outer;
                     }
                     k += 1;
                     p2.store(k, Ordering::Relaxed);

@@ -1,13 +1,10 @@
 //! Kafka passthrough: topic -> map -> topic, then reads the output back and counts what was
 //! lost and duplicated. Runs on the embedded mock cluster unless brokers are given.
 
-use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::message::Message;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::ClientConfig;
 use serde::{Deserialize, Serialize};
@@ -17,6 +14,8 @@ use sluice_connectors::kafka::{
 };
 use sluice_engine::{JobReport, Pipeline};
 use sluice_operators::StreamExt;
+
+use super::kafka_util::{read_back, send};
 
 /// Parameters.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -106,16 +105,8 @@ pub fn run(
         .map_err(io_err)?;
     for i in 0..cfg.messages {
         let key = format!("{run_id}-{i}");
-        let mut rec = BaseRecord::to(&cfg.input).key(&key).payload(&key);
-        loop {
-            match producer.send(rec) {
-                Ok(()) => break,
-                Err((_, r)) => {
-                    rec = r;
-                    producer.poll(Duration::from_millis(5));
-                }
-            }
-        }
+        let rec = BaseRecord::to(&cfg.input).key(&key).payload(&key);
+        send(&producer, rec, Duration::from_secs(60)).map_err(io_err)?;
         producer.poll(Duration::ZERO);
     }
     producer.flush(Duration::from_secs(60)).map_err(io_err)?;
@@ -146,33 +137,15 @@ pub fn run(
     let job_seconds = t0.elapsed().as_secs_f64();
 
     // Read the output back.
-    let reader: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", &brokers)
-        .set("group.id", format!("sluice-reader-{run_id}"))
-        .set("auto.offset.reset", "earliest")
-        .create()
-        .map_err(io_err)?;
-    reader.subscribe(&[&cfg.output]).map_err(io_err)?;
-    let prefix = format!("{run_id}-");
-    let mut seen: HashMap<String, u64> = HashMap::new();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let mut idle = Instant::now();
-    while Instant::now() < deadline {
-        match reader.poll(Duration::from_millis(100)) {
-            Some(Ok(m)) => {
-                idle = Instant::now();
-                let v = String::from_utf8_lossy(m.payload().unwrap_or_default()).to_string();
-                if v.starts_with(&prefix) {
-                    *seen.entry(v).or_default() += 1;
-                }
-            }
-            _ => {
-                if seen.len() as u64 >= cfg.messages && idle.elapsed() > Duration::from_secs(1) {
-                    break;
-                }
-            }
-        }
-    }
+    let seen = read_back(
+        &brokers,
+        &cfg.output,
+        &format!("sluice-reader-{run_id}"),
+        &format!("{run_id}-"),
+        cfg.messages,
+        Duration::from_secs(60),
+    )
+    .map_err(io_err)?;
     let delivered = seen.len() as u64;
     let duplicates = seen.values().map(|c| c - 1).sum();
     Ok((

@@ -95,8 +95,9 @@ impl KafkaConfig {
     /// override).
     ///
     /// librdkafka's warnings and errors go to stderr (`kafka [LEVEL] FACILITY: message`); with
-    /// the environment variable `SLUICE_KAFKA_LOG` set, its debug output too (pick the
-    /// contexts with the `debug` property, e.g. `debug=cgrp` for group membership).
+    /// the environment variable `SLUICE_KAFKA_LOG` set, its debug output too, and a value
+    /// naming librdkafka debug contexts (`SLUICE_KAFKA_LOG=cgrp,fetch`, or `all`) turns them
+    /// on for every client (the `debug` property picks them per client).
     pub fn client_config(&self, defaults: &[(&str, &str)]) -> ClientConfig {
         let mut c = ClientConfig::new();
         c.set_log_level(if debug_log() {
@@ -104,6 +105,13 @@ impl KafkaConfig {
         } else {
             RDKafkaLogLevel::Warning
         });
+        // `SLUICE_KAFKA_LOG=cgrp,fetch` also turns on those debug contexts.
+        if let Some(contexts) = std::env::var("SLUICE_KAFKA_LOG")
+            .ok()
+            .filter(|v| v.chars().any(|ch| ch.is_ascii_alphabetic()))
+        {
+            c.set("debug", contexts);
+        }
         c.set("bootstrap.servers", &self.brokers);
         for (k, v) in defaults {
             c.set(*k, *v);

@@ -91,10 +91,21 @@ pub struct KafkaSinkStats {
     pub failed: AtomicU64,
     /// Times the local queue was full (backpressure).
     pub queue_full: AtomicU64,
+    /// Messages produced and not yet reported (delivered or failed), now, counting the one
+    /// being offered to a full queue.
+    pub in_flight: AtomicU64,
+    /// Produce requests librdkafka retried (transient broker errors, timeouts), summed over
+    /// brokers. Updated from librdkafka's statistics: only when `statistics.interval.ms` is
+    /// set.
+    pub request_retries: AtomicU64,
+    /// Produce request errors librdkafka saw (each retried or failed), from the statistics.
+    pub request_errors: AtomicU64,
+    /// The longest a batch waited from produce to its last delivery report, in milliseconds
+    /// (retries inside librdkafka, a broker away, a slow network all show here).
+    pub max_ack_ms: AtomicU64,
 }
 
 struct Ctx {
-    outstanding: AtomicU64,
     /// Messages of each batch (by id) not yet reported.
     pending: Mutex<HashMap<u64, u64>>,
     errors: Mutex<Vec<(Vec<u8>, String)>>,
@@ -104,6 +115,15 @@ struct Ctx {
 impl ClientContext for Ctx {
     fn log(&self, level: rdkafka::config::RDKafkaLogLevel, fac: &str, log_message: &str) {
         super::config::log(level, fac, log_message);
+    }
+
+    fn stats(&self, statistics: rdkafka::Statistics) {
+        let (retries, errors) = statistics
+            .brokers
+            .values()
+            .fold((0u64, 0u64), |(r, e), b| (r + b.txretries, e + b.txerrs));
+        self.stats.request_retries.store(retries, Ordering::Relaxed);
+        self.stats.request_errors.store(errors, Ordering::Relaxed);
     }
 }
 
@@ -125,7 +145,7 @@ impl ProducerContext for Ctx {
         if let Some(n) = self.pending.lock().get_mut(&(batch as u64)) {
             *n = n.saturating_sub(1);
         }
-        self.outstanding.fetch_sub(1, Ordering::AcqRel);
+        self.stats.in_flight.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -136,8 +156,8 @@ pub struct KafkaSink<T> {
     encode: Encoder<T>,
     dead: Option<DeadLetterFn>,
     dead_count: u64,
-    /// Acknowledgements of batches in flight, by batch id.
-    held: HashMap<u64, Vec<Ack>>,
+    /// Acknowledgements of batches in flight, by batch id, and when each was produced.
+    held: HashMap<u64, (Vec<Ack>, Instant)>,
     next_batch: u64,
 }
 
@@ -175,7 +195,6 @@ impl<T> KafkaSink<T> {
                 ("compression.type", "lz4"),
             ])
             .create_with_context(Ctx {
-                outstanding: AtomicU64::new(0),
                 pending: Mutex::new(HashMap::new()),
                 errors: Mutex::new(Vec::new()),
                 stats,
@@ -205,7 +224,7 @@ impl<T> KafkaSink<T> {
             if let Some(k) = &key {
                 rec = rec.key(k);
             }
-            ctx.outstanding.fetch_add(1, Ordering::AcqRel);
+            ctx.stats.in_flight.fetch_add(1, Ordering::AcqRel);
             loop {
                 match self.producer.send(rec) {
                     Ok(()) => break,
@@ -216,7 +235,7 @@ impl<T> KafkaSink<T> {
                         rec = back;
                     }
                     Err((e, _)) => {
-                        ctx.outstanding.fetch_sub(1, Ordering::AcqRel);
+                        ctx.stats.in_flight.fetch_sub(1, Ordering::AcqRel);
                         if let Some(n) = ctx.pending.lock().get_mut(&id) {
                             *n = n.saturating_sub(1);
                         }
@@ -271,14 +290,21 @@ impl<T> KafkaSink<T> {
         };
         for id in done {
             // Dropping the batch's acks completes them.
-            self.held.remove(&id);
+            if let Some((_, at)) = self.held.remove(&id) {
+                let ms = at.elapsed().as_millis() as u64;
+                self.producer
+                    .context()
+                    .stats
+                    .max_ack_ms
+                    .fetch_max(ms, Ordering::Relaxed);
+            }
         }
         Ok(())
     }
 
     /// Fails every held ack: those records were not (known to be) delivered.
     fn fail_held(&mut self) {
-        for (_, acks) in self.held.drain() {
+        for (_, (acks, _)) in self.held.drain() {
             for a in &acks {
                 a.fail();
             }
@@ -300,12 +326,22 @@ impl<T: Send + 'static> Sink<T> for KafkaSink<T> {
         self.write_with_acks(records, &mut none)?;
         let deadline = Instant::now() + self.cfg.message_timeout + Duration::from_secs(10);
         while !self.held.is_empty()
-            || self.producer.context().outstanding.load(Ordering::Acquire) > 0
+            || self
+                .producer
+                .context()
+                .stats
+                .in_flight
+                .load(Ordering::Acquire)
+                > 0
         {
             if Instant::now() >= deadline {
                 return Err(SinkError::new(format!(
                     "{} messages to {} never got a delivery report",
-                    self.producer.context().outstanding.load(Ordering::Acquire),
+                    self.producer
+                        .context()
+                        .stats
+                        .in_flight
+                        .load(Ordering::Acquire),
                     self.cfg.topic
                 )));
             }
@@ -329,7 +365,7 @@ impl<T: Send + 'static> Sink<T> for KafkaSink<T> {
             return Err(e);
         }
         // Held until every message of the batch is reported.
-        self.held.insert(id, std::mem::take(acks));
+        self.held.insert(id, (std::mem::take(acks), Instant::now()));
         self.producer.poll(Duration::ZERO);
         self.reap()
     }

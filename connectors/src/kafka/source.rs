@@ -139,10 +139,20 @@ pub struct KafkaSourceStats {
     pub acked: AtomicU64,
     /// Acks that failed (their records will be replayed).
     pub failed_acks: AtomicU64,
+    /// Prefetched records of revoked partitions taken back before the graph saw them (their
+    /// new owner re-reads them from the committed offset).
+    pub returned: AtomicU64,
     /// Set by the poller when it ended (error or end of input).
     pub ended: AtomicBool,
-    /// The first fatal error, if any.
+    /// Client errors the consumer reported (broker down, transport failures); librdkafka
+    /// retries them itself.
+    pub errors: AtomicU64,
+    /// The latest of those errors.
     pub error: Mutex<Option<String>>,
+    /// Per (topic, partition): every offset below this one has ended (delivered, dropped or
+    /// dead-lettered), by any instance sharing these stats. Reaching a partition's high
+    /// watermark means all of it was processed at least once.
+    pub done_below: Mutex<BTreeMap<(String, i32), i64>>,
 }
 
 /// Offset ranges of one batch, per (topic, partition).
@@ -201,6 +211,17 @@ impl Tracker {
         })
     }
 
+    /// A range handed back unprocessed (taken out of the prefetch on a revoke): it is no
+    /// longer waited for, and the stored offset never passes it.
+    fn returned(&mut self, t: &str, p: i32, first: i64) {
+        let tp = (t.to_string(), p);
+        if let Some(o) = self.outstanding.get_mut(&tp) {
+            o.remove(&first);
+        }
+        let f = self.failed.entry(tp).or_insert(first);
+        *f = (*f).min(first);
+    }
+
     fn forget(&mut self, tp: &(String, i32)) {
         self.outstanding.remove(tp);
         self.next.remove(tp);
@@ -208,8 +229,20 @@ impl Tracker {
     }
 }
 
-struct Ctx {
+struct Ctx<T> {
     tracker: Arc<Mutex<Tracker>>,
+    /// The ready channel's receiving side: on a revoke, batches of revoked partitions that
+    /// the graph has not taken yet are taken back.
+    ready: Receiver<Ready<T>>,
+    /// Its sending side, to put back batches that also hold partitions still assigned
+    /// (taken away when the poller ends, so the channel then disconnects).
+    ready_back: Mutex<Option<Sender<Ready<T>>>>,
+    /// The poller's held batch, parked here while it polls (only when it has one), so a
+    /// revoke can take it back too.
+    held: Mutex<Option<Ready<T>>>,
+    /// Set by a revoke: the poller drops its partial batch of those partitions.
+    revoked: Mutex<Option<Vec<(String, i32)>>>,
+    revoke_seen: AtomicBool,
     acks: Receiver<AckMsg>,
     stats: Arc<KafkaSourceStats>,
     revoke_wait: Duration,
@@ -217,13 +250,13 @@ struct Ctx {
     assigned_here: AtomicU64,
 }
 
-impl ClientContext for Ctx {
+impl<T: Send + 'static> ClientContext for Ctx<T> {
     fn log(&self, level: RDKafkaLogLevel, fac: &str, log_message: &str) {
         super::config::log(level, fac, log_message);
     }
 }
 
-fn drain_acks(ctx: &Ctx) {
+fn drain_acks<T>(ctx: &Ctx<T>) {
     let mut t = ctx.tracker.lock();
     while let Ok(m) = ctx.acks.try_recv() {
         t.ack(&m);
@@ -239,6 +272,7 @@ fn store_all<C: ConsumerContext>(
     consumer: &BaseConsumer<C>,
     tracker: &Tracker,
     only: Option<&[(String, i32)]>,
+    stats: &KafkaSourceStats,
 ) {
     // `store_offsets` stores exactly the offsets given: the next offset to consume.
     // (`store_offset` stores `offset + 1`, librdkafka's legacy convention: using it here
@@ -253,12 +287,23 @@ fn store_all<C: ConsumerContext>(
         }
     }
     if tpl.count() > 0 {
+        let mut done = stats.done_below.lock();
+        for e in tpl.elements() {
+            if let Offset::Offset(off) = e.offset() {
+                let d = done
+                    .entry((e.topic().to_string(), e.partition()))
+                    .or_insert(0);
+                *d = (*d).max(off);
+            }
+        }
+    }
+    if tpl.count() > 0 {
         // Storing offsets of a partition no longer assigned fails harmlessly.
         let _ = consumer.store_offsets(&tpl);
     }
 }
 
-impl ConsumerContext for Ctx {
+impl<T: Send + 'static> ConsumerContext for Ctx<T> {
     fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Assign(_) = rebalance {
             self.stats.rebalances.fetch_add(1, Ordering::Relaxed);
@@ -269,6 +314,58 @@ impl ConsumerContext for Ctx {
                 .iter()
                 .map(|e| (e.topic().to_string(), e.partition()))
                 .collect();
+            // Batches of revoked partitions still in the prefetch were never handed to the
+            // graph: take them back (whoever gets the partitions re-reads them from the
+            // committed offset) instead of delivering them as well, which would duplicate
+            // everything prefetched (measured: 23,616 duplicates of 40,000 after a 10 s
+            // broker outage, with 8 batches of 4096 prefetched).
+            let only_revoked = |b: &Ready<T>| {
+                b.ranges
+                    .iter()
+                    .all(|(t, p, _, _)| revoked.iter().any(|(rt, rp)| rt == t && rp == p))
+            };
+            let mut returned = 0u64;
+            {
+                let mut t = self.tracker.lock();
+                let mut give_back = |b: Ready<T>, t: &mut Tracker| {
+                    returned += b.records.len() as u64;
+                    for (topic, p, first, _) in &b.ranges {
+                        t.returned(topic, *p, *first);
+                    }
+                };
+                let mut keep = Vec::new();
+                while let Ok(b) = self.ready.try_recv() {
+                    if only_revoked(&b) {
+                        give_back(b, &mut t);
+                    } else {
+                        keep.push(b);
+                    }
+                }
+                let mut held = self.held.lock();
+                if let Some(b) = held.take_if(|b| only_revoked(b)) {
+                    give_back(b, &mut t);
+                }
+                // Batches with partitions still assigned (incremental rebalances) go back in
+                // order; the channel has room, its only sender is this thread.
+                if let Some(tx) = self.ready_back.lock().as_ref() {
+                    for b in keep {
+                        if let Err(e) = tx.try_send(b) {
+                            // Cannot happen (drained above); keep it rather than lose it.
+                            let b = e.into_inner();
+                            match held.as_mut() {
+                                Some(h) => {
+                                    h.records.extend(b.records);
+                                    h.ranges.extend(b.ranges);
+                                }
+                                None => *held = Some(b),
+                            }
+                        }
+                    }
+                }
+            }
+            self.stats.returned.fetch_add(returned, Ordering::Relaxed);
+            *self.revoked.lock() = Some(revoked.clone());
+            self.revoke_seen.store(true, Ordering::Release);
             // Wait (bounded) for the revoked partitions' in-flight records to end.
             let deadline = Instant::now() + self.revoke_wait;
             loop {
@@ -285,7 +382,7 @@ impl ConsumerContext for Ctx {
                 std::thread::sleep(Duration::from_millis(5));
             }
             let mut t = self.tracker.lock();
-            store_all(consumer, &t, Some(&revoked));
+            store_all(consumer, &t, Some(&revoked), &self.stats);
             let _ = consumer.commit_consumer_state(CommitMode::Sync);
             for tp in &revoked {
                 t.forget(tp);
@@ -339,13 +436,18 @@ impl<T: Send + 'static> KafkaSource<T> {
         let (ack_tx, ack_rx) = crossbeam_channel::unbounded::<AckMsg>();
         let tracker = Arc::new(Mutex::new(Tracker::default()));
         let ctx = Ctx {
+            ready: rx.clone(),
+            ready_back: Mutex::new(Some(tx.clone())),
+            held: Mutex::new(None),
+            revoked: Mutex::new(None),
+            revoke_seen: AtomicBool::new(false),
             tracker: tracker.clone(),
             acks: ack_rx.clone(),
             stats: stats.clone(),
             revoke_wait: cfg.revoke_wait,
             assigned_here: AtomicU64::new(0),
         };
-        let consumer: BaseConsumer<Ctx> = cfg
+        let consumer: BaseConsumer<Ctx<T>> = cfg
             .kafka
             .client_config(&[
                 ("group.id", cfg.kafka.group.as_str()),
@@ -400,7 +502,7 @@ impl<T: Send + 'static> KafkaSource<T> {
 
 #[allow(clippy::too_many_arguments)]
 fn poller<T: Send + 'static>(
-    consumer: BaseConsumer<Ctx>,
+    consumer: BaseConsumer<Ctx<T>>,
     cfg: KafkaSourceConfig,
     decode: Decoder<T>,
     tx: Sender<Ready<T>>,
@@ -443,7 +545,7 @@ fn poller<T: Send + 'static>(
             }
         }
         if unstored && (force || last_store.elapsed() >= Duration::from_millis(10)) {
-            store_all(&consumer, &t, None);
+            store_all(&consumer, &t, None, stats);
             last_store = Instant::now();
             unstored = false;
         }
@@ -508,7 +610,19 @@ fn poller<T: Send + 'static>(
         } else {
             Duration::from_millis(5)
         };
-        match consumer.poll(timeout) {
+        // A revoke during this poll may take the held batch back.
+        let parked = held.is_some();
+        if parked {
+            *consumer.context().held.lock() = held.take();
+        }
+        let polled = consumer.poll(timeout);
+        if parked {
+            held = consumer.context().held.lock().take();
+            if held.is_none() {
+                blocked_since = None;
+            }
+        }
+        match polled {
             Some(Ok(m)) => {
                 seen_msg = true;
                 idle_since = None;
@@ -546,9 +660,34 @@ fn poller<T: Send + 'static>(
             Some(Err(e)) => {
                 // Transient client errors (broker down, rebalancing) are retried by
                 // librdkafka; record the latest for the report.
+                stats.errors.fetch_add(1, Ordering::Relaxed);
                 *stats.error.lock() = Some(e.to_string());
             }
             None => {
+                if consumer
+                    .context()
+                    .revoke_seen
+                    .swap(false, Ordering::Acquire)
+                {
+                    let revoked = consumer.context().revoked.lock().take().unwrap_or_default();
+                    // The partial batch was never handed over: drop it if it only holds
+                    // revoked partitions (re-read by their next owner).
+                    let only_revoked = current
+                        .ranges
+                        .iter()
+                        .all(|(t, p, _, _)| revoked.iter().any(|(rt, rp)| rt == t && rp == p));
+                    if only_revoked {
+                        stats
+                            .returned
+                            .fetch_add(current.records.len() as u64, Ordering::Relaxed);
+                        current.records.clear();
+                        current.ranges.clear();
+                    }
+                    // A new assignment starts unpaused.
+                    if paused_at.take().is_some() {
+                        stats.paused.store(false, Ordering::Relaxed);
+                    }
+                }
                 if !current.records.is_empty() && held.is_none() {
                     flush(&mut current, &mut held, &tracker, cfg.batch_size);
                 }
@@ -576,6 +715,7 @@ fn poller<T: Send + 'static>(
             let _ = tx.send_timeout(r, Duration::from_secs(5));
         }
     }
+    consumer.context().ready_back.lock().take();
     drop(tx);
     stats.ended.store(true, Ordering::Relaxed);
     // Records still in the graph end soon (delivered, or failed if the job aborts): wait a
