@@ -344,6 +344,24 @@ fn scenario_arguments_are_checked() {
     assert!(String::from_utf8_lossy(&out.stderr).contains(".svg or .png"));
 }
 
+#[cfg(feature = "kafka")]
+#[test]
+fn kafka_faults_arguments_are_checked() {
+    for (args, what) in [
+        (&["--fault", "meteor"][..], "meteor"),
+        (&["--messages", "0"][..], "--messages"),
+        (&["--messages", "500k"][..], "--messages"),
+        (&["--rate", "0"][..], "--rate"),
+    ] {
+        let mut a = vec!["run", "kafka-faults"];
+        a.extend_from_slice(args);
+        let out = sluice(&a);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert!(err.contains(what), "{args:?}: {err}");
+    }
+}
+
 #[test]
 fn bench_overload_rejects_bad_values() {
     let out = sluice(&["bench", "overload", "--duration", "ten"]);
