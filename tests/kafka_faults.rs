@@ -45,7 +45,10 @@ fn broker_down_for_10s_loses_nothing() {
 #[test]
 fn produce_errors_are_retried_without_duplicates() {
     let o = run_fault(Fault::ProduceErrors);
-    assert_eq!(o.duplicates, 0, "the idempotent producer wrote nothing twice");
+    assert_eq!(
+        o.duplicates, 0,
+        "the idempotent producer wrote nothing twice"
+    );
     assert_eq!(o.assignments, 1);
 }
 
@@ -62,6 +65,10 @@ fn a_tiny_producer_queue_is_backpressure_not_loss() {
     let o = run_fault(Fault::TinyQueue);
     assert!(o.queue_full > 0, "the queue filled");
     // 64 queued, plus the one being offered when the queue is full.
-    assert!(o.peak_in_flight <= 65, "peak in flight {}", o.peak_in_flight);
+    assert!(
+        o.peak_in_flight <= 65,
+        "peak in flight {}",
+        o.peak_in_flight
+    );
     assert_eq!(o.duplicates, 0);
 }

@@ -12,7 +12,7 @@ use std::time::Duration;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::ClientConfig;
 use sluice_connectors::kafka::{
-    committed_offsets, KafkaConfig, KafkaPipelineExt, KafkaSinkConfig, KafkaSinkStats,
+    codec, committed_offsets, KafkaConfig, KafkaPipelineExt, KafkaSinkConfig, KafkaSinkStats,
     KafkaSourceConfig, KafkaSourceStats, KafkaStreamExt,
 };
 use sluice_engine::Pipeline;
@@ -64,7 +64,7 @@ fn real_broker_round_trip_commits_what_was_processed() {
         "in",
         2,
         cfg,
-        Arc::new(|b: &[u8]| {
+        codec::payload(|b: &[u8]| {
             std::str::from_utf8(b)
                 .map_err(|e| e.to_string())?
                 .parse::<u64>()

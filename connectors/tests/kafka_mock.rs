@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::ClientConfig;
 use sluice_connectors::kafka::{
-    EmbeddedKafka, KafkaConfig, KafkaPipelineExt, KafkaSinkConfig, KafkaSinkStats,
+    codec, EmbeddedKafka, KafkaConfig, KafkaPipelineExt, KafkaSinkConfig, KafkaSinkStats,
     KafkaSourceConfig, KafkaSourceStats, KafkaStreamExt,
 };
 use sluice_engine::Pipeline;
@@ -44,7 +44,7 @@ fn topic_to_topic_loses_nothing_and_duplicates_nothing() {
         "in",
         2,
         source_cfg(&brokers, "roundtrip", "in"),
-        Arc::new(|b: &[u8]| {
+        codec::payload(|b: &[u8]| {
             std::str::from_utf8(b)
                 .map_err(|e| e.to_string())?
                 .parse::<u64>()
@@ -109,7 +109,7 @@ fn topic_to_topic_loses_nothing_and_duplicates_nothing() {
             "in",
             1,
             cfg,
-            Arc::new(|b: &[u8]| Ok::<_, String>(b.len())),
+            codec::payload(|b: &[u8]| Ok::<_, String>(b.len())),
             stats2.clone(),
         )
         .count("count");
@@ -144,13 +144,7 @@ fn slow_sink_pauses_partitions_and_the_consumer_stays_in_its_group() {
     cfg.end_when_idle = Some(Duration::from_secs(2));
     let p = Pipeline::new("kafka-slow").batch_size(100);
     let out = p
-        .kafka_source(
-            "slow",
-            1,
-            cfg,
-            Arc::new(|b: &[u8]| Ok::<_, String>(b.to_vec())),
-            stats.clone(),
-        )
+        .kafka_source("slow", 1, cfg, codec::raw(), stats.clone())
         .edge_capacity(100)
         .new_chain()
         // 3,000 records at 7 ms each: about 21 s, more than 3x max.poll.interval.ms (6 s).
@@ -201,7 +195,10 @@ fn slow_sink_pauses_partitions_and_the_consumer_stays_in_its_group() {
     // (2 batches of 100), the held and the partial batch (100 each), the edge (100) and the
     // batches the two tasks hold (100 each): 700. Without backpressure it would read all
     // 3,000 at once.
-    assert!(max_ahead <= 700, "read {max_ahead} records ahead of the sink");
+    assert!(
+        max_ahead <= 700,
+        "read {max_ahead} records ahead of the sink"
+    );
     eprintln!("read at most {max_ahead} records ahead of the slow stage");
 }
 
@@ -227,7 +224,7 @@ fn malformed_messages_go_to_the_dead_letter_topic_with_the_reason() {
             "mixed",
             1,
             cfg,
-            Arc::new(|b: &[u8]| {
+            codec::payload(|b: &[u8]| {
                 std::str::from_utf8(b)
                     .map_err(|e| e.to_string())?
                     .parse::<u64>()

@@ -451,7 +451,7 @@ fn run_kafka_copy(a: &KafkaCopyArgs) -> ExitCode {
         "input",
         1,
         scfg,
-        Arc::new(|b: &[u8]| Ok::<_, String>(b.to_vec())),
+        sluice_connectors::kafka::codec::raw(),
         stats.clone(),
     )
     .map("work", move |b: Vec<u8>| {

@@ -154,7 +154,7 @@ fn sluice(
             "input",
             1,
             scfg,
-            Arc::new(|b: &[u8]| Ok::<_, String>(b.to_vec())),
+            sluice_connectors::kafka::codec::raw(),
             stats.clone(),
         )
         .map("identity", |v: Vec<u8>| v);

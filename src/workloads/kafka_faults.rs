@@ -259,7 +259,7 @@ pub fn run(cfg: &FaultConfig) -> Result<FaultOutcome, BoxError> {
         "input",
         1,
         scfg,
-        Arc::new(|b: &[u8]| String::from_utf8(b.to_vec()).map_err(|e| e.to_string())),
+        sluice_connectors::kafka::codec::utf8(),
         src_stats.clone(),
     )
     .rate_limit(

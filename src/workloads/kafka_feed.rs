@@ -103,11 +103,15 @@ pub(crate) fn source(
         &[&feed.topic],
     );
     scfg.batch_size = 256;
-    Ok(
-        p.kafka_source("topic", feed.workers.max(1), scfg, Arc::new(decode), stats)
-            .filter("this-run", move |(n, _): &(u64, Event)| *n == nonce)
-            .map("event", |(_, e): (u64, Event)| e),
+    Ok(p.kafka_source(
+        "topic",
+        feed.workers.max(1),
+        scfg,
+        sluice_connectors::kafka::codec::payload(decode),
+        stats,
     )
+    .filter("this-run", move |(n, _): &(u64, Event)| *n == nonce)
+    .map("event", |(_, e): (u64, Event)| e))
 }
 
 /// Waits until the group holds every partition (a first join takes seconds on a real broker).

@@ -122,7 +122,7 @@ pub fn run(
         "input",
         cfg.parallelism,
         scfg,
-        Arc::new(|b: &[u8]| String::from_utf8(b.to_vec()).map_err(|e| e.to_string())),
+        sluice_connectors::kafka::codec::utf8(),
         stats.clone(),
     )
     .map("tag", |s: String| s)

@@ -5,6 +5,7 @@
 //! Scale-out is Kafka's: several Sluice processes (or several source instances) in one
 //! consumer group share the partitions.
 
+pub mod codec;
 mod config;
 mod embedded;
 mod sink;
@@ -12,12 +13,15 @@ mod source;
 
 pub use config::{KafkaConfig, KafkaConfigError, REFUSED_PROPERTIES};
 pub use embedded::EmbeddedKafka;
-pub use sink::{DeadLetterFn, Encoder, KafkaSink, KafkaSinkConfig, KafkaSinkStats, OnExpired};
+pub use sink::{
+    ClassOf, ClassRoutes, DeadLetterFn, Encoder, KafkaSink, KafkaSinkConfig, KafkaSinkStats,
+    OnExpired,
+};
 pub use source::{committed_offsets, Decoder, KafkaSource, KafkaSourceConfig, KafkaSourceStats};
 
 use std::sync::Arc;
 
-use sluice_engine::{Pipeline, SinkHandle, Stream};
+use sluice_engine::{Pipeline, Prioritized, SinkHandle, Stream};
 
 /// Kafka sources on a [`Pipeline`].
 pub trait KafkaPipelineExt {
@@ -82,6 +86,19 @@ pub trait KafkaStreamExt<T: Send + 'static> {
         encode: Encoder<T>,
         stats: Arc<KafkaSinkStats>,
     ) -> SinkHandle;
+
+    /// Ends the stream in Kafka topics chosen by each record's priority class (see
+    /// [`ClassRoutes`]); classes without a route go to `cfg.topic`.
+    fn kafka_sink_by_class(
+        self,
+        name: &str,
+        cfg: KafkaSinkConfig,
+        routes: ClassRoutes,
+        encode: Encoder<T>,
+        stats: Arc<KafkaSinkStats>,
+    ) -> SinkHandle
+    where
+        T: Prioritized;
 }
 
 impl<T: Send + 'static> KafkaStreamExt<T> for Stream<T> {
@@ -101,6 +118,26 @@ impl<T: Send + 'static> KafkaStreamExt<T> for Stream<T> {
             ))
         })
     }
+
+    fn kafka_sink_by_class(
+        self,
+        name: &str,
+        cfg: KafkaSinkConfig,
+        routes: ClassRoutes,
+        encode: Encoder<T>,
+        stats: Arc<KafkaSinkStats>,
+    ) -> SinkHandle
+    where
+        T: Prioritized,
+    {
+        let class_of: ClassOf<T> = Arc::new(|r: &T| r.priority());
+        self.sink(name, move |_| {
+            KafkaSinkOrError(
+                KafkaSink::new(cfg.clone(), encode.clone(), None, stats.clone())
+                    .map(|s| s.with_routes(class_of.clone(), &routes)),
+            )
+        })
+    }
 }
 
 struct KafkaSinkOrError<T>(Result<KafkaSink<T>, String>);
@@ -109,6 +146,16 @@ impl<T: Send + 'static> sluice_engine::Sink<T> for KafkaSinkOrError<T> {
     fn write(&mut self, records: Vec<T>) -> Result<(), sluice_engine::SinkError> {
         match &mut self.0 {
             Ok(s) => s.write(records),
+            Err(e) => Err(sluice_engine::SinkError::new(e.clone())),
+        }
+    }
+    fn write_with_acks(
+        &mut self,
+        records: Vec<T>,
+        acks: &mut Vec<sluice_engine::Ack>,
+    ) -> Result<(), sluice_engine::SinkError> {
+        match &mut self.0 {
+            Ok(s) => s.write_with_acks(records, acks),
             Err(e) => Err(sluice_engine::SinkError::new(e.clone())),
         }
     }

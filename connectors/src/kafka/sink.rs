@@ -22,7 +22,7 @@ use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::Message;
 use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
 use rdkafka::ClientContext;
-use sluice_engine::{Ack, Sink, SinkError};
+use sluice_engine::{Ack, Priority, Sink, SinkError, CLASSES};
 
 use super::config::KafkaConfig;
 
@@ -82,6 +82,54 @@ impl KafkaSinkConfig {
     }
 }
 
+/// Which topic each priority class goes to: records of a class at or above a threshold go to
+/// that threshold's topic (the highest that applies), the rest to the sink's own topic. Use
+/// it to send alerts to one topic and bulk to another, or to *park* low-value records in a
+/// topic that a separate consumer group works through when there is capacity to spare
+/// (Kafka as the deferred queue).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ClassRoutes {
+    routes: Vec<(Priority, String)>,
+}
+
+impl ClassRoutes {
+    /// No routes: every record to the sink's topic.
+    pub fn new() -> Self {
+        ClassRoutes::default()
+    }
+
+    /// Records of class `class` and above go to `topic` (unless a higher threshold applies).
+    pub fn at_or_above(mut self, class: Priority, topic: &str) -> Self {
+        self.routes.retain(|(c, _)| *c != class);
+        self.routes.push((class, topic.to_string()));
+        self
+    }
+
+    /// The topics and, per class, the index of its topic (0: `default`).
+    fn table(&self, default: &str) -> (Vec<String>, [usize; CLASSES]) {
+        let mut topics = vec![default.to_string()];
+        let mut sorted = self.routes.clone();
+        sorted.sort();
+        let mut table = [0usize; CLASSES];
+        for (class, topic) in sorted {
+            let i = match topics.iter().position(|t| *t == topic) {
+                Some(i) => i,
+                None => {
+                    topics.push(topic);
+                    topics.len() - 1
+                }
+            };
+            for slot in table.iter_mut().skip(class.index()) {
+                *slot = i;
+            }
+        }
+        (topics, table)
+    }
+}
+
+/// Classifies a record for [`ClassRoutes`].
+pub type ClassOf<T> = Arc<dyn Fn(&T) -> Priority + Send + Sync>;
+
 /// Live counters of a Kafka sink.
 #[derive(Debug, Default)]
 pub struct KafkaSinkStats {
@@ -103,6 +151,8 @@ pub struct KafkaSinkStats {
     /// The longest a batch waited from produce to its last delivery report, in milliseconds
     /// (retries inside librdkafka, a broker away, a slow network all show here).
     pub max_ack_ms: AtomicU64,
+    /// Messages produced per topic (with [`ClassRoutes`]; counted per batch).
+    pub routed: Mutex<std::collections::BTreeMap<String, u64>>,
 }
 
 struct Ctx {
@@ -156,6 +206,12 @@ pub struct KafkaSink<T> {
     encode: Encoder<T>,
     dead: Option<DeadLetterFn>,
     dead_count: u64,
+    /// Topics: the sink's own first, then the routes'.
+    topics: Vec<String>,
+    /// The class of a record and each class's topic index, when routing.
+    route: Option<(ClassOf<T>, [usize; CLASSES])>,
+    /// Messages produced per topic in this batch.
+    per_topic: Vec<u64>,
     /// Acknowledgements of batches in flight, by batch id, and when each was produced.
     held: HashMap<u64, (Vec<Ack>, Instant)>,
     next_batch: u64,
@@ -202,6 +258,9 @@ impl<T> KafkaSink<T> {
             .map_err(|e| format!("cannot create the Kafka producer: {e}"))?;
         Ok(KafkaSink {
             producer,
+            topics: vec![cfg.topic.clone()],
+            route: None,
+            per_topic: vec![0],
             cfg,
             encode,
             dead,
@@ -213,14 +272,42 @@ impl<T> KafkaSink<T> {
 }
 
 impl<T> KafkaSink<T> {
+    /// Routes records by class: `class_of` classes each record, `routes` picks its topic.
+    pub fn with_routes(mut self, class_of: ClassOf<T>, routes: &ClassRoutes) -> Self {
+        let (topics, table) = routes.table(&self.cfg.topic);
+        self.per_topic = vec![0; topics.len()];
+        self.topics = topics;
+        self.route = Some((class_of, table));
+        self
+    }
+
     /// Produces `records` as batch `id`.
     fn produce(&mut self, records: &[T], id: u64) -> Result<(), SinkError> {
+        let result = self.produce_inner(records, id);
+        if self.route.is_some() {
+            let mut routed = self.producer.context().stats.routed.lock();
+            for (i, n) in self.per_topic.iter_mut().enumerate() {
+                if *n > 0 {
+                    *routed.entry(self.topics[i].clone()).or_default() += *n;
+                    *n = 0;
+                }
+            }
+        }
+        result
+    }
+
+    fn produce_inner(&mut self, records: &[T], id: u64) -> Result<(), SinkError> {
         let ctx = self.producer.context();
         for r in records {
             let (key, payload) = (self.encode)(r);
-            let mut rec =
-                BaseRecord::<Vec<u8>, Vec<u8>, usize>::with_opaque_to(&self.cfg.topic, id as usize)
-                    .payload(&payload);
+            let t = match &self.route {
+                Some((class_of, table)) => table[class_of(r).index()],
+                None => 0,
+            };
+            self.per_topic[t] += 1;
+            let topic = &self.topics[t];
+            let mut rec = BaseRecord::<Vec<u8>, Vec<u8>, usize>::with_opaque_to(topic, id as usize)
+                .payload(&payload);
             if let Some(k) = &key {
                 rec = rec.key(k);
             }
@@ -239,10 +326,7 @@ impl<T> KafkaSink<T> {
                         if let Some(n) = ctx.pending.lock().get_mut(&id) {
                             *n = n.saturating_sub(1);
                         }
-                        return Err(SinkError::new(format!(
-                            "cannot produce to {}: {e}",
-                            self.cfg.topic
-                        )));
+                        return Err(SinkError::new(format!("cannot produce to {topic}: {e}")));
                     }
                 }
             }

@@ -50,8 +50,8 @@ use sluice_engine::{Ack, AckOutcome, AckToken, Source, SourceStatus};
 
 use super::config::KafkaConfig;
 
-/// Turns a message payload into a record, or says why it cannot.
-pub type Decoder<T> = Arc<dyn Fn(&[u8]) -> Result<T, String> + Send + Sync>;
+pub use super::codec::Decoder;
+use super::codec::Incoming;
 
 /// How a Kafka source consumes.
 #[derive(Clone)]
@@ -628,7 +628,7 @@ fn poller<T: Send + 'static>(
                 idle_since = None;
                 stats.polled.fetch_add(1, Ordering::Relaxed);
                 let (topic, partition, offset) = (m.topic().to_string(), m.partition(), m.offset());
-                match decode(m.payload().unwrap_or_default()) {
+                match decode(&Incoming::from_message(&m)) {
                     Ok(r) => {
                         current.records.push(r);
                         emitted += 1;
