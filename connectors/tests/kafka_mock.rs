@@ -243,3 +243,117 @@ fn malformed_messages_go_to_the_dead_letter_topic_with_the_reason() {
         && h.iter()
             .any(|(k, r)| k == "sluice-error" && r.contains("not a u64"))));
 }
+
+#[derive(Debug, serde::Deserialize)]
+struct Log {
+    level: Option<String>,
+    msg: String,
+}
+
+/// JSON logs classed by their `level` field; malformed ones (bad JSON, an unknown level)
+/// dead-lettered with the reason; warn and above routed to `alerts`, the rest parked in
+/// `parked`, which a second job works through later. Every message ends in exactly one place.
+#[test]
+fn json_logs_are_routed_by_class_and_parked_work_is_done_later() {
+    use sluice_connectors::kafka::codec::{json_with_priority, Classed, PriorityFrom};
+    use sluice_connectors::kafka::ClassRoutes;
+    use sluice_engine::Priority;
+
+    let kafka = EmbeddedKafka::start(1).unwrap();
+    let brokers = kafka.brokers();
+    for t in ["logs", "alerts", "parked", "logs-dlq"] {
+        kafka.create_topic(t, 2).unwrap();
+    }
+    let levels = ["debug", "info", "WARNING", "error"];
+    // 2,000 logs, 1 in 50 without a level (info by default), plus 20 that are not JSON and
+    // 10 with an unknown level.
+    let n = 2_030u64;
+    produce(&brokers, "logs", n, |i| {
+        if i >= 2_020 {
+            format!(r#"{{"level":"loud","msg":"m{i}"}}"#).into_bytes()
+        } else if i >= 2_000 {
+            format!("{{oops {i}").into_bytes()
+        } else if i % 50 == 7 {
+            format!(r#"{{"msg":"m{i}"}}"#).into_bytes()
+        } else {
+            format!(r#"{{"level":"{}","msg":"m{i}"}}"#, levels[(i % 4) as usize]).into_bytes()
+        }
+    });
+    let expect_alerts = (0..2_000u64).filter(|i| i % 50 != 7 && i % 4 >= 2).count() as u64;
+
+    let stats = Arc::new(KafkaSourceStats::default());
+    let sink_stats = Arc::new(KafkaSinkStats::default());
+    let mut cfg = source_cfg(&brokers, "logs-group", "logs");
+    cfg.dead_letter_topic = Some("logs-dlq".into());
+    let p = Pipeline::new("kafka-route");
+    p.kafka_source(
+        "logs",
+        1,
+        cfg,
+        json_with_priority::<Log>(PriorityFrom::Field("level".into()), Priority::INFO),
+        stats.clone(),
+    )
+    .kafka_sink_by_class(
+        "by-class",
+        KafkaSinkConfig::new(KafkaConfig::new(&brokers, "").unwrap(), "parked"),
+        ClassRoutes::new().at_or_above(Priority::WARN, "alerts"),
+        Arc::new(|r: &Classed<Log>| (None, format!("{}:{}", r.priority, r.value.msg).into_bytes())),
+        sink_stats.clone(),
+    );
+    let report = p.run().unwrap().wait().unwrap();
+    assert!(report.ledger.balanced);
+    assert_eq!(report.ledger.delivered, 2_000);
+    assert_eq!(stats.dead_lettered.load(Ordering::Relaxed), 30);
+    let routed = sink_stats.routed.lock().clone();
+    assert_eq!(routed.get("alerts"), Some(&expect_alerts), "{routed:?}");
+    assert_eq!(routed.get("parked"), Some(&(2_000 - expect_alerts)));
+
+    let alerts = read_all(&brokers, "alerts", expect_alerts as usize);
+    assert_eq!(alerts.len() as u64, expect_alerts);
+    assert!(alerts.iter().all(|(_, v, _)| {
+        let v = String::from_utf8_lossy(v);
+        v.starts_with("warn:") || v.starts_with("error:")
+    }));
+    let dlq = read_all(&brokers, "logs-dlq", 30);
+    assert_eq!(dlq.len(), 30);
+    let reason = |(_, _, h): &(String, Vec<u8>, Vec<(String, String)>)| {
+        h.iter()
+            .find(|(k, _)| k == "sluice-error")
+            .map(|(_, r)| r.clone())
+            .unwrap_or_default()
+    };
+    assert_eq!(
+        dlq.iter()
+            .filter(|m| reason(m).contains("invalid JSON"))
+            .count(),
+        20
+    );
+    assert_eq!(
+        dlq.iter()
+            .filter(|m| reason(m).contains("\"loud\" is not a priority class"))
+            .count(),
+        10
+    );
+
+    // Later, when there is capacity: a second job works through the parked topic.
+    let later = Pipeline::new("kafka-parked");
+    let done = later
+        .kafka_source(
+            "parked",
+            1,
+            source_cfg(&brokers, "parked-group", "parked"),
+            codec::utf8(),
+            Arc::new(KafkaSourceStats::default()),
+        )
+        .filter("low", |s: &String| {
+            s.starts_with("debug:") || s.starts_with("info:")
+        })
+        .count("processed");
+    let r2 = later.run().unwrap().wait().unwrap();
+    assert!(r2.ledger.balanced);
+    assert_eq!(
+        done.get(),
+        2_000 - expect_alerts,
+        "every parked log processed"
+    );
+}

@@ -223,7 +223,7 @@ mod tests {
 
     #[derive(Debug, serde::Deserialize, PartialEq)]
     struct Log {
-        level: Option<String>,
+        level: Option<serde_json::Value>,
         msg: String,
     }
 
