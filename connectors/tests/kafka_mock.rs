@@ -244,9 +244,9 @@ fn malformed_messages_go_to_the_dead_letter_topic_with_the_reason() {
             .any(|(k, r)| k == "sluice-error" && r.contains("not a u64"))));
 }
 
+/// A log record (its `level` is read by the decoder for the class).
 #[derive(Debug, serde::Deserialize)]
 struct Log {
-    level: Option<String>,
     msg: String,
 }
 
