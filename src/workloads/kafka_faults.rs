@@ -330,8 +330,25 @@ pub fn run(cfg: &FaultConfig) -> Result<FaultOutcome, BoxError> {
             done_at = Some(now.as_secs_f64());
             break;
         }
-        if now >= give_up + flowing.unwrap_or(now) || job.is_finished() {
+        if now >= give_up || job.is_finished() {
+            if std::env::var_os("SLUICE_FAULTS_DEBUG").is_some() {
+                eprintln!(
+                    "gave up: flowing {flowing:?} acked {} in flight {}\n{}",
+                    sink_stats.acked.load(Ordering::Relaxed),
+                    sink_stats.in_flight.load(Ordering::Relaxed),
+                    job.report()
+                );
+            }
             break;
+        }
+        if std::env::var_os("SLUICE_FAULTS_DEBUG").is_some() && series.len() % 20 == 1 {
+            eprintln!(
+                "t={:.1} acked {} in flight {} polled {} flowing {flowing:?}",
+                now.as_secs_f64(),
+                sink_stats.acked.load(Ordering::Relaxed),
+                sink_stats.in_flight.load(Ordering::Relaxed),
+                src_stats.polled.load(Ordering::Relaxed)
+            );
         }
         std::thread::sleep(Duration::from_millis(20));
     }
@@ -340,6 +357,18 @@ pub fn run(cfg: &FaultConfig) -> Result<FaultOutcome, BoxError> {
     }
     job.request_stop();
     let report = job.wait()?;
+    if fault_at.is_none() {
+        return Err(format!(
+            "output never started within {:.0} s: the source polled {}, was assigned {} \
+             partitions, the sink acknowledged {} (consumer error: {:?})",
+            give_up.as_secs_f64(),
+            src_stats.polled.load(Ordering::Relaxed),
+            src_stats.assigned.load(Ordering::Relaxed),
+            sink_stats.acked.load(Ordering::Relaxed),
+            src_stats.error.lock()
+        )
+        .into());
+    }
     let job_s = done_at.unwrap_or_else(|| t0.elapsed().as_secs_f64());
 
     let seen = read_back(
