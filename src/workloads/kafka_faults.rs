@@ -331,24 +331,7 @@ pub fn run(cfg: &FaultConfig) -> Result<FaultOutcome, BoxError> {
             break;
         }
         if now >= give_up || job.is_finished() {
-            if std::env::var_os("SLUICE_FAULTS_DEBUG").is_some() {
-                eprintln!(
-                    "gave up: flowing {flowing:?} acked {} in flight {}\n{}",
-                    sink_stats.acked.load(Ordering::Relaxed),
-                    sink_stats.in_flight.load(Ordering::Relaxed),
-                    job.report()
-                );
-            }
             break;
-        }
-        if std::env::var_os("SLUICE_FAULTS_DEBUG").is_some() && series.len() % 20 == 1 {
-            eprintln!(
-                "t={:.1} acked {} in flight {} polled {} flowing {flowing:?}",
-                now.as_secs_f64(),
-                sink_stats.acked.load(Ordering::Relaxed),
-                sink_stats.in_flight.load(Ordering::Relaxed),
-                src_stats.polled.load(Ordering::Relaxed)
-            );
         }
         std::thread::sleep(Duration::from_millis(20));
     }
