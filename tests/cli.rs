@@ -352,6 +352,7 @@ fn kafka_faults_arguments_are_checked() {
         (&["--messages", "0"][..], "--messages"),
         (&["--messages", "500k"][..], "--messages"),
         (&["--rate", "0"][..], "--rate"),
+        (&["--max-in-flight", "0"][..], "--max-in-flight"),
     ] {
         let mut a = vec!["run", "kafka-faults"];
         a.extend_from_slice(args);

@@ -98,6 +98,10 @@ struct KafkaFaultsArgs {
     /// The job's pace in records per second, so the fault lands mid-stream (e.g. 10k).
     #[arg(long, default_value = "10k", value_parser = parse::count)]
     rate: u64,
+    /// The sink's in-flight window in messages (default: the sink's, 16k): what a lost
+    /// assignment can replay.
+    #[arg(long, value_parser = parse::count)]
+    max_in_flight: Option<u64>,
     /// Write the outcomes as JSON to this file.
     #[arg(long)]
     json: Option<PathBuf>,
@@ -554,6 +558,10 @@ fn run_kafka_faults(a: &KafkaFaultsArgs) -> ExitCode {
         eprintln!("error: --rate must be at least 1 record per second");
         return ExitCode::from(2);
     }
+    if a.max_in_flight == Some(0) {
+        eprintln!("error: --max-in-flight must be at least 1 message");
+        return ExitCode::from(2);
+    }
     let faults: Vec<Fault> = match Fault::parse(&a.fault) {
         Some(f) => vec![f],
         None => Fault::ALL.to_vec(),
@@ -564,6 +572,7 @@ fn run_kafka_faults(a: &KafkaFaultsArgs) -> ExitCode {
         let mut cfg = FaultConfig::new(f);
         cfg.messages = a.messages;
         cfg.rate = a.rate as f64;
+        cfg.max_in_flight = a.max_in_flight.map(|w| w as usize);
         eprintln!(
             "kafka-faults: {} ({} messages at {} msg/s, fault at {:.1} s{})",
             f.name(),

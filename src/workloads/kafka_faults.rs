@@ -99,6 +99,8 @@ pub struct FaultConfig {
     pub hold: Option<Duration>,
     /// Partitions of the topics.
     pub partitions: i32,
+    /// The sink's in-flight window (none: the sink's default; `tiny-queue` sets its own).
+    pub max_in_flight: Option<usize>,
 }
 
 impl FaultConfig {
@@ -112,6 +114,7 @@ impl FaultConfig {
             at: Duration::from_millis(1500),
             hold: fault.default_hold(),
             partitions: 4,
+            max_in_flight: None,
         }
     }
 }
@@ -251,6 +254,9 @@ pub fn run(cfg: &FaultConfig) -> Result<FaultOutcome, BoxError> {
         KafkaConfig::new(&brokers, "")?.set("statistics.interval.ms", "200")?,
         &tout,
     );
+    if let Some(w) = cfg.max_in_flight {
+        sink_cfg.max_in_flight = w;
+    }
     if cfg.fault == Fault::TinyQueue {
         sink_cfg.max_in_flight = TINY_QUEUE;
     }
