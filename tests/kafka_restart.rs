@@ -56,6 +56,36 @@ fn produce(brokers: &str, t: &str, n: u64) {
     p.flush(Duration::from_secs(60)).unwrap();
 }
 
+/// A `sluice run kafka-copy` member copying `tin` to `tout` in `group`, with `delay_us` of
+/// work per record, ending once idle for `idle`; output discarded.
+fn kafka_copy(
+    brokers: &str,
+    (tin, tout, group): (&str, &str, &str),
+    delay_us: &str,
+    idle: &str,
+) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_sluice"));
+    c.args([
+        "run",
+        "kafka-copy",
+        "--brokers",
+        brokers,
+        "--input",
+        tin,
+        "--output",
+        tout,
+        "--group",
+        group,
+        "--delay-us",
+        delay_us,
+        "--end-when-idle",
+        idle,
+    ])
+    .stdout(Stdio::null())
+    .stderr(Stdio::null());
+    c
+}
+
 /// Counts each payload in a topic (from the start), reading until `expect` distinct ones
 /// were seen or the topic stays idle.
 fn count(brokers: &str, t: &str, expect: usize, max_wait: Duration) -> HashMap<Vec<u8>, u32> {
@@ -108,25 +138,7 @@ fn kill_9_mid_stream_then_restart_loses_nothing() {
     produce(&brokers, &tin, n);
 
     let job = |delay: &str| {
-        Command::new(env!("CARGO_BIN_EXE_sluice"))
-            .args([
-                "run",
-                "kafka-copy",
-                "--brokers",
-                &brokers,
-                "--input",
-                &tin,
-                "--output",
-                &tout,
-                "--group",
-                &group,
-                "--delay-us",
-                delay,
-                "--end-when-idle",
-                "4s",
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
+        kafka_copy(&brokers, (&tin, &tout, &group), delay, "4s")
             .spawn()
             .unwrap()
     };
@@ -229,24 +241,8 @@ fn split_and_hand_over(brokers: &str, create: &dyn Fn(&str, i32), max_dups: u32)
 
     // A member: slow (about 1k records/s), its "assigned N partitions" lines collected.
     let member = |name: &'static str, log: Arc<Mutex<Vec<(Instant, String, u64)>>>| {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_sluice"))
-            .args([
-                "run",
-                "kafka-copy",
-                "--brokers",
-                &brokers,
-                "--input",
-                &tin,
-                "--output",
-                &tout,
-                "--group",
-                &group,
-                "--delay-us",
-                "1000",
-                // Long enough that b, done with its own partitions, waits for a's.
-                "--end-when-idle",
-                "15s",
-            ])
+        // Idle for 15 s: long enough that b, done with its own partitions, waits for a's.
+        let mut child = kafka_copy(&brokers, (&tin, &tout, &group), "1000", "15s")
             // The rebalance timeout: a member killed without leaving holds up the next
             // rebalance this long on Tansu (60 s by default, longer than the test waits).
             .args(["--set", "max.poll.interval.ms=20000"])
@@ -259,7 +255,6 @@ fn split_and_hand_over(brokers: &str, create: &dyn Fn(&str, i32), max_dups: u32)
                     .map(|kv| vec!["--set".to_string(), kv])
                     .unwrap_or_default(),
             )
-            .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();

@@ -15,9 +15,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rdkafka::mocking::MockCluster;
-use rdkafka::producer::{BaseProducer, BaseRecord, DefaultProducerContext, Producer};
+use rdkafka::producer::DefaultProducerContext;
 use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
-use rdkafka::ClientConfig;
 use serde::{Deserialize, Serialize};
 use sluice_connectors::kafka::{
     EmbeddedKafka, KafkaConfig, KafkaPipelineExt, KafkaSinkConfig, KafkaSinkStats,
@@ -27,7 +26,7 @@ use sluice_engine::Pipeline;
 use sluice_operators::resilience::{Admission, RateLimit, ResilienceExt, SystemClock};
 use sluice_operators::StreamExt;
 
-use super::kafka_util::{read_back, send};
+use super::kafka_util::{produce_tagged, read_back, run_id};
 
 /// A fault to inject.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -208,14 +207,7 @@ fn err(e: impl std::fmt::Display) -> BoxError {
 pub fn run(cfg: &FaultConfig) -> Result<FaultOutcome, BoxError> {
     let kafka = EmbeddedKafka::start(1).map_err(err)?;
     let brokers = kafka.brokers();
-    let run_id = format!(
-        "{}-{}",
-        std::process::id(),
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or(0)
-    );
+    let run_id = run_id();
     let (tin, tout) = (
         format!("faults-in-{run_id}"),
         format!("faults-out-{run_id}"),
@@ -224,22 +216,7 @@ pub fn run(cfg: &FaultConfig) -> Result<FaultOutcome, BoxError> {
     kafka.create_topic(&tout, cfg.partitions).map_err(err)?;
 
     // The input, produced before the job (and before any fault).
-    let producer: BaseProducer = ClientConfig::new()
-        .set("bootstrap.servers", &brokers)
-        .set("linger.ms", "5")
-        .create()
-        .map_err(err)?;
-    for i in 0..cfg.messages {
-        let v = format!("{run_id}-{i}");
-        send(
-            &producer,
-            BaseRecord::to(&tin).key(&v).payload(&v),
-            Duration::from_secs(60),
-        )
-        .map_err(err)?;
-        producer.poll(Duration::ZERO);
-    }
-    producer.flush(Duration::from_secs(60)).map_err(err)?;
+    produce_tagged(&brokers, &tin, &run_id, cfg.messages).map_err(err)?;
 
     let src_stats = Arc::new(KafkaSourceStats::default());
     let sink_stats = Arc::new(KafkaSinkStats::default());

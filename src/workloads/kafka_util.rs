@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Message, ToBytes};
-use rdkafka::producer::{BaseProducer, BaseRecord};
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::ClientConfig;
 
 /// Sends `rec`, treating a full local queue as backpressure: serve delivery reports and try
@@ -34,6 +34,43 @@ where
             Err((e, _)) => return Err(e),
         }
     }
+}
+
+/// An id unique to this run (process and wall clock), to tag its messages and groups so a
+/// shared topic's earlier contents are told apart.
+pub(crate) fn run_id() -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    format!("{}-{nanos}", std::process::id())
+}
+
+/// Produces `{run_id}-0` .. `{run_id}-{n-1}` (key = payload) to `topic` and waits until the
+/// broker acknowledged them all.
+///
+/// # Errors
+/// When the producer cannot be created, a send fails or the flush times out.
+pub(crate) fn produce_tagged(
+    brokers: &str,
+    topic: &str,
+    run_id: &str,
+    n: u64,
+) -> Result<(), KafkaError> {
+    let producer: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("linger.ms", "5")
+        .create()?;
+    for i in 0..n {
+        let v = format!("{run_id}-{i}");
+        send(
+            &producer,
+            BaseRecord::to(topic).key(&v).payload(&v),
+            Duration::from_secs(60),
+        )?;
+        producer.poll(Duration::ZERO);
+    }
+    producer.flush(Duration::from_secs(60))
 }
 
 /// Reads `topic` from the beginning with a fresh group and counts each payload that starts

@@ -5,8 +5,6 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
-use rdkafka::ClientConfig;
 use serde::{Deserialize, Serialize};
 use sluice_connectors::kafka::{
     EmbeddedKafka, KafkaConfig, KafkaPipelineExt, KafkaSinkConfig, KafkaSinkStats,
@@ -15,7 +13,7 @@ use sluice_connectors::kafka::{
 use sluice_engine::{JobReport, Pipeline};
 use sluice_operators::StreamExt;
 
-use super::kafka_util::{read_back, send};
+use super::kafka_util::{produce_tagged, read_back, run_id};
 
 /// Parameters.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -93,23 +91,8 @@ pub fn run(
         (None, None) => return Err("no brokers".into()),
     };
     // Unique ids per run, so reading back a shared topic counts only this run's messages.
-    let run_id = format!(
-        "{}-{}",
-        std::process::id(),
-        Instant::now().elapsed().as_nanos()
-    );
-    let producer: BaseProducer = ClientConfig::new()
-        .set("bootstrap.servers", &brokers)
-        .set("linger.ms", "5")
-        .create()
-        .map_err(io_err)?;
-    for i in 0..cfg.messages {
-        let key = format!("{run_id}-{i}");
-        let rec = BaseRecord::to(&cfg.input).key(&key).payload(&key);
-        send(&producer, rec, Duration::from_secs(60)).map_err(io_err)?;
-        producer.poll(Duration::ZERO);
-    }
-    producer.flush(Duration::from_secs(60)).map_err(io_err)?;
+    let run_id = run_id();
+    produce_tagged(&brokers, &cfg.input, &run_id, cfg.messages).map_err(io_err)?;
 
     let stats = Arc::new(KafkaSourceStats::default());
     let mut scfg = KafkaSourceConfig::new(
