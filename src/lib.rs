@@ -4,8 +4,17 @@
 //! than its consumer, Sluice makes the choice between **control** (slow the producer),
 //! **buffer** and **drop** explicit, per edge, and accounts for every record.
 //!
-//! This facade re-exports the engine, the operators and the connectors; most programs need
-//! only the prelude:
+//! This crate is the facade: it re-exports the three library crates and holds the
+//! [`prelude`]. It depends on nothing else, so a program that builds pipelines compiles
+//! neither the CLI nor the benchmarks.
+//!
+//! | module | crate | what |
+//! | --- | --- | --- |
+//! | [`engine`] | `sluice-engine` | pipelines, edges, policies, the runtime, reports, the ledger |
+//! | [`operators`] | `sluice-operators` | map, filter, keyed state, sinks, resilience operators |
+//! | [`connectors`] | `sluice-connectors` | generators, iterators, Kafka (feature `kafka`) |
+//!
+//! Most programs need only the prelude:
 //!
 //! ```
 //! use sluice::prelude::*;
@@ -21,6 +30,10 @@
 //! assert!(report.ledger.balanced);
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
+//!
+//! The examples (`examples/` in the repository, indexed in its `README.md`) are complete
+//! pipelines to copy: `hello`, `telemetry_kafka`, `payments`, `indexing_defer`, `herd` and
+//! `custom_io`.
 
 #![warn(missing_docs)]
 
@@ -28,14 +41,30 @@ pub use sluice_connectors as connectors;
 pub use sluice_engine as engine;
 pub use sluice_operators as operators;
 
-pub mod workloads;
-
-/// The types and traits most pipelines use.
+/// The types and traits a pipeline names: `use sluice::prelude::*;`.
+///
+/// Extension traits bring the builder methods into scope (`generator`, `map`, `key_by`,
+/// `count`, `rate_limit`, `kafka_source`, ...); the types are the ones a pipeline's code
+/// writes down (policies, classes, sink handles, reports, errors).
 pub mod prelude {
     pub use sluice_connectors::{GeneratorConfig, PipelineExt};
     pub use sluice_engine::{
-        Batch, BuildError, EdgePolicy, InstanceInfo, Job, JobError, JobReport, Operator, Pipeline,
-        Sink, SinkError, Source, SourceStatus, Stream,
+        Batch, BuildError, DeferConfig, DropReason, EdgePolicy, InstanceInfo, Job, JobError,
+        JobHandle, JobReport, JobStatus, JsonCodec, Ledger, Operator, Pipeline, Prioritized,
+        Priority, SampleConfig, Sink, SinkError, SinkHandle, Source, SourceStatus, Stream,
+        Watermarks, WhenLogFull,
     };
-    pub use sluice_operators::{SinkExt, StreamExt};
+    pub use sluice_operators::resilience::{
+        Admission, AdmissionExt, Backoff, BreakerConfig, CallError, DeadLetter, RateLimit,
+        ResilienceExt, RetryConfig, WhenLimited,
+    };
+    pub use sluice_operators::{
+        Collected, Counted, FoldSinkHandle, KeyedStream, SinkExt, StreamExt,
+    };
+
+    #[cfg(feature = "kafka")]
+    pub use sluice_connectors::kafka::{
+        codec::Classed, EmbeddedKafka, KafkaConfig, KafkaPipelineExt, KafkaSinkConfig,
+        KafkaSinkStats, KafkaSourceConfig, KafkaSourceStats, KafkaStreamExt,
+    };
 }

@@ -282,25 +282,3 @@ fn level_controller_switches_to_shedding_under_pressure() {
     assert_eq!(report.dropped_of_class(Priority::ERROR), 0);
     assert!(report.ledger.balanced);
 }
-
-#[test]
-fn herd_job_reports_every_outcome_and_respects_the_limit() {
-    let cfg = sluice::workloads::herd::HerdConfig {
-        duration: Duration::from_millis(1500),
-        brownout: Some((Duration::from_millis(300), Duration::from_millis(900))),
-        ..Default::default()
-    };
-    let (o, report) = sluice::workloads::herd::run(&cfg).unwrap();
-    assert!(report.ledger.balanced);
-    assert_eq!(
-        o.served + o.rejected_429 + o.fallback + o.failed + o.expired,
-        o.offered
-    );
-    assert!(o.served > 0 && o.rejected_429 > 0);
-    assert!(
-        o.db_max_concurrent <= o.max_concurrency,
-        "{} > {}",
-        o.db_max_concurrent,
-        o.max_concurrency
-    );
-}

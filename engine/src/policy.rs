@@ -155,8 +155,10 @@ pub enum WhenLogFull {
 #[serde(rename_all = "snake_case")]
 pub enum DropReason {
     /// Refused at a full edge under `DropNewest`.
+    #[serde(rename = "drop_newest")]
     Newest,
     /// Evicted from the queue under `DropOldest`.
+    #[serde(rename = "drop_oldest")]
     Oldest,
     /// Refused (incoming) under `ShedByPriority`: its class was above its watermark.
     ShedRefused,
@@ -210,7 +212,7 @@ impl DropReason {
 
 impl fmt::Display for DropReason {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
+        f.pad(self.name())
     }
 }
 

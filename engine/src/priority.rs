@@ -14,9 +14,40 @@ use serde::{Deserialize, Serialize};
 pub const CLASSES: usize = 8;
 
 /// An ordered priority class: `Debug < Info < Warn < Error < Critical`, or a numeric rank.
-#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(transparent)]
+///
+/// Serialized by [name](Priority::name) (`"debug"`, `"p6"`), so a per-class map in a report
+/// reads as names and, in a `BTreeMap`, in rank order; deserialized from a name or a rank.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Priority(u8);
+
+impl Serialize for Priority {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.name())
+    }
+}
+
+impl<'de> Deserialize<'de> for Priority {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visit;
+        impl serde::de::Visitor<'_> for Visit {
+            type Value = Priority;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                write!(f, "a class name (debug, info, warn, error, critical) or a rank below {CLASSES}")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Priority, E> {
+                Priority::parse(v).ok_or_else(|| E::invalid_value(serde::de::Unexpected::Str(v), &self))
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Priority, E> {
+                u8::try_from(v)
+                    .ok()
+                    .filter(|r| (*r as usize) < CLASSES)
+                    .map(Priority)
+                    .ok_or_else(|| E::invalid_value(serde::de::Unexpected::Unsigned(v), &self))
+            }
+        }
+        d.deserialize_any(Visit)
+    }
+}
 
 impl Priority {
     /// Debug telemetry: the first to be shed.
@@ -81,13 +112,13 @@ impl Priority {
 
 impl fmt::Debug for Priority {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
+        f.pad(self.name())
     }
 }
 
 impl fmt::Display for Priority {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
+        f.pad(self.name())
     }
 }
 
@@ -112,4 +143,25 @@ where
         out.clear();
         out.extend(records.iter().map(&f));
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn serializes_by_name_and_reads_names_or_ranks() {
+        assert_eq!(serde_json::to_string(&Priority::WARN).ok().as_deref(), Some("\"warn\""));
+        assert_eq!(serde_json::from_str::<Priority>("\"error\"").ok(), Some(Priority::ERROR));
+        assert_eq!(serde_json::from_str::<Priority>("6").ok(), Some(Priority::rank(6)));
+        assert!(serde_json::from_str::<Priority>("8").is_err());
+        assert!(serde_json::from_str::<Priority>("\"loud\"").is_err());
+        let mut m = std::collections::BTreeMap::new();
+        m.insert(Priority::ERROR, 1);
+        m.insert(Priority::DEBUG, 2);
+        assert_eq!(
+            serde_json::to_string(&m).ok().as_deref(),
+            Some(r#"{"debug":2,"error":1}"#)
+        );
+    }
 }

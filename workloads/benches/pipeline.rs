@@ -12,7 +12,8 @@
 use std::time::Duration;
 
 use criterion::{Criterion, Throughput};
-use sluice::workloads::w1;
+use sluice_workloads::stats::median;
+use sluice_workloads::w1;
 
 const RECORDS: u64 = 4_000_000;
 
@@ -47,11 +48,6 @@ fn bench_w1(c: &mut Criterion) {
     g.finish();
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
-}
-
 fn ratio() {
     for cfg in configs() {
         let (mut s, mut b) = (Vec::new(), Vec::new());
@@ -65,7 +61,7 @@ fn ratio() {
             println!("w1 p{}: sluice failed to run", cfg.parallelism);
             continue;
         }
-        let (ms, mb) = (median(s), median(b));
+        let (ms, mb) = (median(&s), median(&b));
         println!(
             "w1 p{}: sluice {:.1} M rec/s, crossbeam {:.1} M rec/s, ratio {:.3}",
             cfg.parallelism,

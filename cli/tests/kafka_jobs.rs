@@ -18,7 +18,7 @@ fn brokers() -> Option<String> {
 }
 
 fn topic(name: &str, partitions: u32) {
-    let st = Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/broker"))
+    let st = Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/broker"))
         .args(["topic", name, &partitions.to_string()])
         .status()
         .unwrap();

@@ -2,7 +2,7 @@
 //! balances.
 #![allow(clippy::unwrap_used, missing_docs)]
 
-use sluice::workloads::w1;
+use sluice_workloads::w1;
 
 fn check(records: u64, parallelism: usize, capacity: usize) {
     let cfg = w1::Config {

@@ -4,18 +4,20 @@
 
 use std::io::{BufRead, BufReader, Read};
 use std::path::PathBuf;
-use std::process::{Command, ExitCode, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use clap::Args;
 use sluice::engine::{Priority, CLASSES};
-use sluice::workloads::overload::{
+use sluice_workloads::overload::{
     self, KafkaFeed, PolicyChoice, Profile, Scenario, ScenarioResult,
 };
 
-use super::parse;
-use super::plot;
-use super::progress::{human, Progress, ProgressMode};
+use crate::error::CliError;
+use crate::output::write_json;
+use crate::parse;
+use crate::plot;
+use crate::progress::{human, Progress, ProgressMode};
 
 /// Where results go besides the table.
 #[derive(Args, Debug, Clone)]
@@ -41,7 +43,7 @@ pub struct OverloadArgs {
     policy: PolicyList,
     /// Load profile: steady (0.8x capacity), step (0.5x then N x), burst (0.5x with N x from
     /// 20% to 40% of the run; measures recovery), sustained (N x throughout).
-    #[arg(long, default_value = "sustained", value_parser = profile)]
+    #[arg(long, value_enum, default_value_t = Profile::Sustained)]
     profile: Profile,
     /// How long the producer offers load (e.g. 10s, 500ms).
     #[arg(long, default_value = "5s", value_parser = parse::duration)]
@@ -117,13 +119,6 @@ fn policies(s: &str) -> Result<PolicyList, String> {
         .map(PolicyList)
 }
 
-fn profile(s: &str) -> Result<Profile, String> {
-    Profile::parse(s).ok_or_else(|| {
-        let names: Vec<&str> = Profile::ALL.iter().map(|p| p.name()).collect();
-        format!("unknown profile `{s}`: use {}", names.join(", "))
-    })
-}
-
 /// Share of each class, by rank.
 #[derive(Debug, Clone)]
 pub struct Mix([f64; CLASSES], String);
@@ -172,17 +167,17 @@ fn scenario(a: &OverloadArgs, policy: PolicyChoice) -> Scenario {
 /// Prefix of the progress lines a child prints on stderr.
 const SAMPLE: &str = "sluice-sample ";
 
-pub fn run(a: &OverloadArgs) -> ExitCode {
+/// `sluice bench overload`: each policy in a child process, side by side.
+pub fn bench(a: &OverloadArgs) -> Result<(), CliError> {
     if a.child {
         return run_child(a);
     }
-    let exe = match std::env::current_exe() {
-        Ok(e) => e,
-        Err(e) => {
-            eprintln!("error: cannot find the sluice executable to run scenarios: {e}");
-            return ExitCode::from(1);
-        }
-    };
+    let exe = std::env::current_exe().map_err(|e| {
+        CliError::job(
+            "overload",
+            format!("cannot find the sluice executable to run scenarios: {e}"),
+        )
+    })?;
     outln!(
         "overload: {} profile, producer at up to {}x a sink of {} rec/s for {:.1}s, edge capacity {}, class mix {}",
         a.profile.name(),
@@ -194,16 +189,10 @@ pub fn run(a: &OverloadArgs) -> ExitCode {
     );
     let mut results = Vec::new();
     for &policy in &a.policy.0 {
-        match run_in_child(&exe, a, policy) {
-            Ok(r) => {
-                print_row(&r, results.is_empty());
-                results.push(r);
-            }
-            Err(e) => {
-                eprintln!("error: scenario {} failed: {e}", policy.name());
-                return ExitCode::from(1);
-            }
-        }
+        let r = run_in_child(&exe, a, policy)
+            .map_err(|e| CliError::job(format!("overload ({})", policy.name()), e))?;
+        print_row(&r, results.is_empty());
+        results.push(r);
     }
     if a.profile == Profile::Burst {
         outln!();
@@ -219,32 +208,19 @@ pub fn run(a: &OverloadArgs) -> ExitCode {
     save(&a.out, &results, true)
 }
 
-fn run_child(a: &OverloadArgs) -> ExitCode {
+fn run_child(a: &OverloadArgs) -> Result<(), CliError> {
     let Some(&policy) = a.policy.0.first() else {
-        eprintln!("error: --child needs one --policy");
-        return ExitCode::from(2);
+        return Err(CliError::Usage("--child needs one --policy".into()));
     };
     let mut progress = |s: &overload::Sample| {
         if let Ok(j) = serde_json::to_string(s) {
             eprintln!("{SAMPLE}{j}");
         }
     };
-    match overload::run(&scenario(a, policy), &mut progress) {
-        Ok(r) => match serde_json::to_string(&r) {
-            Ok(j) => {
-                outln!("{j}");
-                ExitCode::SUCCESS
-            }
-            Err(e) => {
-                eprintln!("error: {e}");
-                ExitCode::from(1)
-            }
-        },
-        Err(e) => {
-            eprintln!("error: scenario {} failed: {e}", policy.name());
-            ExitCode::from(1)
-        }
-    }
+    let r = overload::run(&scenario(a, policy), &mut progress)
+        .map_err(|e| CliError::job(format!("overload ({})", policy.name()), e))?;
+    outln!("{}", serde_json::to_string(&r)?);
+    Ok(())
 }
 
 /// Runs one policy in a child process, relaying its samples to the progress display.
@@ -409,11 +385,16 @@ impl ScenarioJob {
     }
 
     fn story(self, r: &ScenarioResult) -> Vec<String> {
-        let c = |name: &str| r.classes.get(name).cloned().unwrap_or_default();
+        let c = |class: Priority| r.classes.get(&class).cloned().unwrap_or_default();
         let pct = |a: u64, b: u64| 100.0 * a as f64 / b.max(1) as f64;
         match self {
             ScenarioJob::Telemetry => {
-                let (d, i, w, e) = (c("debug"), c("info"), c("warn"), c("error"));
+                let (d, i, w, e) = (
+                    c(Priority::DEBUG),
+                    c(Priority::INFO),
+                    c(Priority::WARN),
+                    c(Priority::ERROR),
+                );
                 vec![format!(
                     "shed under pressure: debug {:.1}%, info {:.1}%, warn {:.1}%, error {:.1}% ({} of {} errors delivered, p99 {:.1} ms)",
                     pct(d.dropped, d.offered),
@@ -426,7 +407,7 @@ impl ScenarioJob {
                 )]
             }
             ScenarioJob::Orders => {
-                let o = c("critical");
+                let o = c(Priority::CRITICAL);
                 vec![
                     format!(
                         "payments: dropped {}, dead-lettered {}, {} transient failures retried with backoff",
@@ -443,8 +424,8 @@ impl ScenarioJob {
             }
             ScenarioJob::Indexing => {
                 let peak = r.series.iter().map(|s| s.deferred).max().unwrap_or(0);
-                let hi = c("error");
-                let lo = c("debug");
+                let hi = c(Priority::ERROR);
+                let lo = c(Priority::DEBUG);
                 vec![
                     format!(
                         "high rank (error) p99 {:.1} ms; low rank (debug) p50 {:.0} ms, p99 {:.0} ms: deferred, then indexed",
@@ -464,7 +445,7 @@ impl ScenarioJob {
                     .iter()
                     .map(|s| (s.t_s, s.buffered))
                     .fold((0.0, 0), |a, b| if b.1 > a.1 { b } else { a });
-                let info = c("info");
+                let info = c(Priority::INFO);
                 vec![format!(
                     "buffered in Kafka at the peak: {peak} records at {peak_t:.1}s; drained {}; produced {}, processed {}, lost {}",
                     r.recovery_s
@@ -479,7 +460,7 @@ impl ScenarioJob {
 }
 
 /// Runs a scenario job in this process.
-pub fn run_job(job: ScenarioJob, a: &ScenarioJobArgs) -> ExitCode {
+pub fn run_job(job: ScenarioJob, a: &ScenarioJobArgs) -> Result<(), CliError> {
     let mut s = job.preset();
     if let Some(d) = a.duration {
         s.duration = d;
@@ -510,8 +491,9 @@ pub fn run_job(job: ScenarioJob, a: &ScenarioJobArgs) -> ExitCode {
                 .unwrap_or(1),
         });
     } else if a.topic.is_some() || a.workers.is_some() {
-        eprintln!("error: --topic and --workers feed the job through Kafka: give --brokers too");
-        return ExitCode::from(2);
+        return Err(CliError::Usage(
+            "--topic and --workers feed the job through Kafka: give --brokers too".into(),
+        ));
     }
     outln!(
         "{}: {} policy, {} profile, up to {}x a sink of {} rec/s for {:.1}s, edge capacity {}{}",
@@ -537,13 +519,7 @@ pub fn run_job(job: ScenarioJob, a: &ScenarioJobArgs) -> ExitCode {
     );
     let result = overload::run(&s, &mut |x| progress.update(x));
     progress.finish();
-    let r = match result {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("error: job {} failed: {e}", s.job);
-            return ExitCode::from(1);
-        }
-    };
+    let r = result.map_err(|e| CliError::job(s.job.clone(), e))?;
     print_detail(&r);
     for line in job.story(&r) {
         outln!("{line}");
@@ -552,36 +528,16 @@ pub fn run_job(job: ScenarioJob, a: &ScenarioJobArgs) -> ExitCode {
 }
 
 /// Writes the JSON report and the plot, if asked.
-fn save(out: &OutputArgs, results: &[ScenarioResult], list: bool) -> ExitCode {
-    if let Some(path) = &out.json {
-        let json = if list {
-            serde_json::to_string_pretty(results)
-        } else {
-            match results.first() {
-                Some(r) => serde_json::to_string_pretty(r),
-                None => Ok("null".into()),
-            }
-        };
-        let json = match json {
-            Ok(j) => j,
-            Err(e) => {
-                eprintln!("error: {e}");
-                return ExitCode::from(1);
-            }
-        };
-        if let Err(e) = std::fs::write(path, json) {
-            eprintln!("error: cannot write {}: {e}", path.display());
-            return ExitCode::from(2);
-        }
+fn save(out: &OutputArgs, results: &[ScenarioResult], list: bool) -> Result<(), CliError> {
+    match (list, results) {
+        (false, [one]) => write_json(out.json.as_deref(), one)?,
+        _ => write_json(out.json.as_deref(), results)?,
     }
     if let Some(path) = &out.plot {
-        if let Err(e) = plot::write(path, results) {
-            eprintln!("error: {e}");
-            return ExitCode::from(1);
-        }
+        plot::write(path, results).map_err(CliError::Plot)?;
         outln!("plot written to {}", path.display());
     }
-    ExitCode::SUCCESS
+    Ok(())
 }
 
 /// Renders saved scenario results (`sluice report`).
@@ -618,7 +574,7 @@ fn print_detail(r: &ScenarioResult) {
         "p99 ms",
         "p99.9 ms"
     );
-    for (name, c) in overload::ranked(&r.classes) {
+    for (name, c) in &r.classes {
         let ms = |v: f64| {
             if c.delivered == 0 {
                 "-".to_string()
@@ -664,7 +620,7 @@ fn print_detail(r: &ScenarioResult) {
 }
 
 fn print_row(r: &ScenarioResult, header: bool) {
-    let classes = ["debug", "info", "warn", "error"];
+    let classes = [Priority::DEBUG, Priority::INFO, Priority::WARN, Priority::ERROR];
     if header {
         outln!();
         outln!(
@@ -681,7 +637,7 @@ fn print_row(r: &ScenarioResult, header: bool) {
     let dropped: Vec<String> = classes
         .iter()
         .map(|c| {
-            r.classes.get(*c).map_or("-".into(), |x| {
+            r.classes.get(c).map_or("-".into(), |x| {
                 format!("{:.0}", 100.0 * x.dropped as f64 / x.offered.max(1) as f64)
             })
         })
@@ -689,7 +645,7 @@ fn print_row(r: &ScenarioResult, header: bool) {
     let p99: Vec<String> = classes
         .iter()
         .map(|c| {
-            r.classes.get(*c).map_or("-".into(), |x| {
+            r.classes.get(c).map_or("-".into(), |x| {
                 if x.delivered == 0 {
                     "-".into()
                 } else {

@@ -31,7 +31,7 @@ fn run_w1_prints_result_and_writes_json() {
         String::from_utf8_lossy(&out.stderr)
     );
     let stdout = String::from_utf8_lossy(&out.stdout);
-    let (n, x) = sluice::workloads::w1::reference(200_000);
+    let (n, x) = sluice_workloads::w1::reference(200_000);
     assert!(
         stdout.contains(&format!("records_out={n} checksum={x:016x}")),
         "{stdout}"

@@ -5,7 +5,7 @@
 #![cfg(feature = "kafka")]
 #![allow(clippy::unwrap_used, missing_docs)]
 
-use sluice::workloads::kafka_faults::{run, Fault, FaultConfig, FaultOutcome};
+use sluice_workloads::kafka_faults::{run, Fault, FaultConfig, FaultOutcome};
 
 fn run_fault(f: Fault) -> FaultOutcome {
     let cfg = FaultConfig::new(f);

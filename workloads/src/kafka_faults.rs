@@ -29,7 +29,8 @@ use sluice_operators::StreamExt;
 use super::kafka_util::{produce_tagged, read_back, run_id};
 
 /// A fault to inject.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
 pub enum Fault {
     /// The cluster's only broker goes down, then comes back.
     BrokerDown,

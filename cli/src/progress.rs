@@ -4,7 +4,8 @@
 use std::io::{IsTerminal, Write};
 
 use clap::ValueEnum;
-use sluice::workloads::overload::Sample;
+use sluice::engine::Priority;
+use sluice_workloads::overload::Sample;
 
 /// How progress is shown.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -79,9 +80,10 @@ impl Progress {
         } else {
             0.0
         };
-        let drops: Vec<String> = sluice::workloads::overload::ranked(&s.dropped)
-            .into_iter()
-            .map(|(c, n)| format!("{} {}", short(c), human(*n as f64)))
+        let drops: Vec<String> = s
+            .dropped
+            .iter()
+            .map(|(c, n)| format!("{} {}", short(*c), human(*n as f64)))
             .collect();
         let mut line = format!(
             "[{}] {phase}  offered {}/s  delivered {}/s  queue {} ({:.0}%)  dropped {}",
@@ -113,14 +115,14 @@ impl Progress {
     }
 }
 
-fn short(class: &str) -> &str {
+fn short(class: Priority) -> &'static str {
     match class {
-        "debug" => "dbg",
-        "info" => "inf",
-        "warn" => "wrn",
-        "error" => "err",
-        "critical" => "crit",
-        c => c,
+        Priority::DEBUG => "dbg",
+        Priority::INFO => "inf",
+        Priority::WARN => "wrn",
+        Priority::ERROR => "err",
+        Priority::CRITICAL => "crit",
+        c => c.name(),
     }
 }
 

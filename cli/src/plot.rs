@@ -7,7 +7,8 @@ use std::path::Path;
 use plotters::coord::types::RangedCoordf64;
 use plotters::coord::Shift;
 use plotters::prelude::*;
-use sluice::workloads::overload::{Sample, ScenarioResult};
+use sluice::engine::Priority;
+use sluice_workloads::overload::{ClassResult, Sample, ScenarioResult};
 
 const PANEL_W: u32 = 560;
 const PANEL_H: u32 = 300;
@@ -59,13 +60,13 @@ pub fn write(path: &Path, runs: &[ScenarioResult]) -> Result<(), String> {
     }
 }
 
-fn class_color(class: &str) -> RGBColor {
+fn class_color(class: Priority) -> RGBColor {
     match class {
-        "debug" => RGBColor(140, 140, 140),
-        "info" => RGBColor(31, 119, 180),
-        "warn" => RGBColor(255, 127, 14),
-        "error" => RGBColor(214, 39, 40),
-        "critical" => RGBColor(148, 103, 189),
+        Priority::DEBUG => RGBColor(140, 140, 140),
+        Priority::INFO => RGBColor(31, 119, 180),
+        Priority::WARN => RGBColor(255, 127, 14),
+        Priority::ERROR => RGBColor(214, 39, 40),
+        Priority::CRITICAL => RGBColor(148, 103, 189),
         _ => RGBColor(44, 160, 44),
     }
 }
@@ -254,16 +255,13 @@ fn queue_panel(area: &Area<'_>, run: &ScenarioResult) -> Result<(), String> {
 }
 
 fn drops_panel(area: &Area<'_>, run: &ScenarioResult) -> Result<(), String> {
-    let classes: Vec<&String> = sluice::workloads::overload::ranked(&run.classes)
-        .into_iter()
-        .map(|(k, _)| k)
-        .collect();
-    let per_class: Vec<(String, Vec<(f64, f64)>)> = classes
-        .iter()
-        .map(|c| {
+    let per_class: Vec<(Priority, Vec<(f64, f64)>)> = run
+        .classes
+        .keys()
+        .map(|&c| {
             (
-                (*c).clone(),
-                rates(&run.series, |s| s.dropped.get(*c).copied().unwrap_or(0)),
+                c,
+                rates(&run.series, |s| s.dropped.get(&c).copied().unwrap_or(0)),
             )
         })
         .collect();
@@ -278,18 +276,19 @@ fn drops_panel(area: &Area<'_>, run: &ScenarioResult) -> Result<(), String> {
         y_max,
     )?;
     for (class, points) in per_class {
-        let color = class_color(&class);
+        let color = class_color(class);
         chart
             .draw_series(LineSeries::new(points, color.stroke_width(2)))
             .map_err(err)?
-            .label(class)
+            .label(class.name())
             .legend(move |(x, y)| PathElement::new([(x, y), (x + 16, y)], color));
     }
     legend(&mut chart)
 }
 
 fn latency_panel(area: &Area<'_>, run: &ScenarioResult) -> Result<(), String> {
-    let classes = sluice::workloads::overload::ranked(&run.classes);
+    let classes: Vec<(Priority, &ClassResult)> =
+        run.classes.iter().map(|(c, r)| (*c, r)).collect();
     let top = classes
         .iter()
         .map(|(_, c)| c.latency_ms.p999)
@@ -306,7 +305,7 @@ fn latency_panel(area: &Area<'_>, run: &ScenarioResult) -> Result<(), String> {
         .y_label_area_size(64)
         .build_cartesian_2d(0.0..n as f64, (0.01..top).log_scale())
         .map_err(err)?;
-    let names: Vec<String> = classes.iter().map(|(c, _)| (*c).clone()).collect();
+    let names: Vec<String> = classes.iter().map(|(c, _)| c.name().to_string()).collect();
     chart
         .configure_mesh()
         .disable_x_mesh()
@@ -339,7 +338,7 @@ fn latency_panel(area: &Area<'_>, run: &ScenarioResult) -> Result<(), String> {
                 let x0 = i as f64 + 0.15 + q as f64 * 0.23;
                 Rectangle::new(
                     [(x0, 0.01), (x0 + 0.21, v)],
-                    class_color(name).mix(alpha).filled(),
+                    class_color(*name).mix(alpha).filled(),
                 )
             })
             .collect();

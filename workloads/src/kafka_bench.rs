@@ -19,7 +19,8 @@ use sluice_connectors::kafka::{
 use sluice_engine::Pipeline;
 use sluice_operators::StreamExt;
 
-use super::kafka_util::send;
+use crate::kafka_util::send;
+use crate::stats::median;
 
 /// Parameters.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -75,12 +76,6 @@ pub struct KafkaBenchResult {
 
 fn err(e: impl std::fmt::Display) -> Box<dyn std::error::Error> {
     e.to_string().into()
-}
-
-fn median(v: &[f64]) -> f64 {
-    let mut s = v.to_vec();
-    s.sort_by(f64::total_cmp);
-    s.get(s.len() / 2).copied().unwrap_or(0.0)
 }
 
 /// The producer settings both contenders use (Sluice's sink defaults).

@@ -26,7 +26,7 @@ fn brokers() -> Option<String> {
 }
 
 fn topic(name: &str, partitions: u32) {
-    let st = Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/broker"))
+    let st = Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/broker"))
         .args(["topic", name, &partitions.to_string()])
         .status()
         .unwrap();
@@ -151,7 +151,7 @@ fn kill_9_mid_stream_then_restart_loses_nothing() {
         .create()
         .unwrap();
     let committed = || -> u64 {
-        sluice_connectors::kafka::committed_offsets(&probe, &[&tin])
+        sluice::connectors::kafka::committed_offsets(&probe, &[&tin])
             .iter()
             .map(|(_, _, o)| (*o).max(0) as u64)
             .sum()
@@ -200,7 +200,7 @@ fn two_processes_split_the_partitions_and_hand_over_on_kill_mock() {
         eprintln!("skipped: the _broker variant runs against SLUICE_KAFKA_BROKERS");
         return;
     }
-    let kafka = sluice_connectors::kafka::EmbeddedKafka::start(1).unwrap();
+    let kafka = sluice::connectors::kafka::EmbeddedKafka::start(1).unwrap();
     // The mock cluster refuses every OffsetCommit while a rebalance is pending (from b's
     // JoinGroup until a's next heartbeat, ~3 s: "Group rebalance in progress" in a's
     // `debug=cgrp` log), so b starts a's old partitions from a's last commit before b joined:

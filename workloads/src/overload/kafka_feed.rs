@@ -21,8 +21,9 @@ use sluice_connectors::kafka::{
 use sluice_engine::{Pipeline, Priority, Stream, CLASSES};
 use sluice_operators::StreamExt;
 
-use super::kafka_util::send;
-use super::overload::{class_of, Event, KafkaFeed, Schedule};
+use super::scenario::KafkaFeed;
+use super::schedule::{class_of, Event, Schedule};
+use crate::kafka_util::send;
 
 fn err(e: impl std::fmt::Display) -> Box<dyn std::error::Error> {
     e.to_string().into()
@@ -65,14 +66,14 @@ fn decode(b: &[u8]) -> Result<(u64, Event), String> {
 }
 
 /// The cluster a feed talks to: the embedded one (kept alive here) or the given brokers.
-pub(crate) struct Cluster {
+pub(super) struct Cluster {
     _embedded: Option<EmbeddedKafka>,
     /// `host:port,...`.
     pub brokers: String,
 }
 
 /// Connects to the feed's brokers, or starts an embedded cluster with the topic.
-pub(crate) fn connect(feed: &KafkaFeed) -> Result<Cluster, Box<dyn std::error::Error>> {
+pub(super) fn connect(feed: &KafkaFeed) -> Result<Cluster, Box<dyn std::error::Error>> {
     match &feed.brokers {
         Some(b) => Ok(Cluster {
             _embedded: None,
@@ -90,7 +91,7 @@ pub(crate) fn connect(feed: &KafkaFeed) -> Result<Cluster, Box<dyn std::error::E
 }
 
 /// The job's source: a consumer group of `feed.workers` members reading this run's events.
-pub(crate) fn source(
+pub(super) fn source(
     p: &Pipeline,
     feed: &KafkaFeed,
     brokers: &str,
@@ -115,7 +116,7 @@ pub(crate) fn source(
 }
 
 /// Waits until the group holds every partition (a first join takes seconds on a real broker).
-pub(crate) fn wait_assigned(
+pub(super) fn wait_assigned(
     stats: &KafkaSourceStats,
     feed: &KafkaFeed,
     timeout: Duration,
@@ -147,7 +148,7 @@ pub(crate) fn wait_assigned(
 }
 
 /// The open-loop producer writing the schedule to the topic.
-pub(crate) struct Producing {
+pub(super) struct Producing {
     /// Messages handed to the producer so far.
     pub produced: Arc<AtomicU64>,
     /// Set when the producer could not write (the run fails).
@@ -168,7 +169,7 @@ impl Producing {
 
 /// Starts producing `schedule` to `topic` from now; record `k` carries
 /// `offset_ns + time_of(k)` as its intended time.
-pub(crate) fn produce(
+pub(super) fn produce(
     brokers: &str,
     topic: &str,
     schedule: Arc<Schedule>,

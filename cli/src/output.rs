@@ -1,0 +1,28 @@
+//! Writing to stdout and to files.
+
+use std::path::Path;
+
+use serde::Serialize;
+
+use crate::error::CliError;
+
+/// Like `println!`, but a closed stdout (`sluice ... | head`) ends output quietly instead of
+/// panicking.
+macro_rules! outln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout().lock(), $($arg)*);
+    }};
+}
+
+/// Writes `value` as pretty JSON to `path`, if one was given.
+pub fn write_json<T: Serialize + ?Sized>(path: Option<&Path>, value: &T) -> Result<(), CliError> {
+    let Some(path) = path else {
+        return Ok(());
+    };
+    let json = serde_json::to_string_pretty(value)?;
+    std::fs::write(path, json).map_err(|source| CliError::Write {
+        path: path.to_path_buf(),
+        source,
+    })
+}

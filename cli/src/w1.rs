@@ -1,0 +1,132 @@
+//! `sluice run w1` and `sluice bench pipeline`: the engine-throughput workload, alone or
+//! against its hand-written baseline in the same run.
+
+use std::path::PathBuf;
+
+use clap::Args;
+use sluice_workloads::stats::median;
+use sluice_workloads::w1;
+
+use crate::error::CliError;
+use crate::output::write_json;
+
+/// W1's size and shape.
+#[derive(Args, Debug, Clone)]
+pub struct W1Args {
+    /// Records to generate.
+    #[arg(long, default_value_t = 20_000_000, value_parser = clap::value_parser!(u64).range(1..))]
+    records: u64,
+    /// Instances of every stage.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=64))]
+    parallelism: u64,
+    /// Records each edge buffers, per downstream instance.
+    #[arg(long, default_value_t = 8192, value_parser = clap::value_parser!(u64).range(1..=1_000_000_000))]
+    capacity: u64,
+    /// Write the job report as JSON to this file.
+    #[arg(long)]
+    json: Option<PathBuf>,
+}
+
+/// `sluice bench pipeline`.
+#[derive(Args, Debug, Clone)]
+pub struct BenchArgs {
+    #[command(flatten)]
+    w1: W1Args,
+    /// Rounds of each (alternating); the median is reported.
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=100))]
+    rounds: u64,
+    /// Also run W1 with ShedByPriority on its edges (nothing shed: every record is an
+    /// error) and report its cost against Block.
+    #[arg(long)]
+    shed: bool,
+}
+
+impl W1Args {
+    fn config(&self) -> w1::Config {
+        w1::Config {
+            records: self.records,
+            parallelism: self.parallelism as usize,
+            capacity: self.capacity as usize,
+            ..w1::Config::default()
+        }
+    }
+}
+
+/// `sluice run w1`.
+pub fn run(a: &W1Args) -> Result<(), CliError> {
+    let cfg = a.config();
+    let (out, report) = w1::run_sluice(&cfg).map_err(|e| CliError::job("w1", e))?;
+    outln!("{report}");
+    outln!(
+        "records_out={} checksum={:016x} seconds={:.3} rate={:.1}M/s",
+        out.records_out,
+        out.checksum,
+        out.elapsed.as_secs_f64(),
+        out.rate(cfg.records) / 1e6
+    );
+    write_json(a.json.as_deref(), &report)
+}
+
+/// `sluice bench pipeline`.
+pub fn bench(a: &BenchArgs) -> Result<(), CliError> {
+    let cfg = a.w1.config();
+    let shed_cfg = w1::Config {
+        shed_policy: true,
+        ..cfg
+    };
+    let (mut s, mut b, mut sh) = (Vec::new(), Vec::new(), Vec::new());
+    for round in 0..a.rounds {
+        let (out, _) = w1::run_sluice(&cfg).map_err(|e| CliError::job("w1", e))?;
+        let base = w1::run_baseline(&cfg);
+        if (out.records_out, out.checksum) != (base.records_out, base.checksum) {
+            return Err(CliError::Check(
+                "sluice and the baseline disagree on W1's result".into(),
+            ));
+        }
+        let shed_rate = if a.shed {
+            let (o, r) = w1::run_sluice(&shed_cfg).map_err(|e| CliError::job("w1 (shed)", e))?;
+            if (o.records_out, o.checksum) != (out.records_out, out.checksum)
+                || r.ledger.dropped != 0
+            {
+                return Err(CliError::Check(
+                    "W1 with the shed policy changed the result".into(),
+                ));
+            }
+            Some(o.rate(cfg.records))
+        } else {
+            None
+        };
+        outln!(
+            "round {}: sluice {:>6.1} M rec/s   crossbeam {:>6.1} M rec/s{}",
+            round + 1,
+            out.rate(cfg.records) / 1e6,
+            base.rate(cfg.records) / 1e6,
+            shed_rate.map_or(String::new(), |r| format!(
+                "   sluice+shed {:>6.1} M rec/s",
+                r / 1e6
+            ))
+        );
+        s.push(out.rate(cfg.records));
+        b.push(base.rate(cfg.records));
+        sh.extend(shed_rate);
+    }
+    let (ms, mb) = (median(&s), median(&b));
+    outln!(
+        "median: sluice {:.1} M rec/s, crossbeam {:.1} M rec/s, ratio {:.3} (p={}, capacity={}, records={})",
+        ms / 1e6,
+        mb / 1e6,
+        ms / mb,
+        cfg.parallelism,
+        cfg.capacity,
+        cfg.records
+    );
+    if a.shed {
+        let msh = median(&sh);
+        outln!(
+            "median: sluice with ShedByPriority (nothing shed) {:.1} M rec/s, {:+.1}% against Block",
+            msh / 1e6,
+            100.0 * (msh / ms - 1.0)
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,371 @@
+//! One scenario in this process: build the pipeline, sample it every 100 ms, assemble the
+//! result.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+use sluice_engine::{
+    DeferConfig, EdgePolicy, JobStatus, JsonCodec, Pipeline, Priority, SampleConfig, WhenLogFull,
+    CLASSES,
+};
+use sluice_operators::resilience::Backoff;
+
+use super::open_loop::OpenLoop;
+use super::paced_sink::{histograms, ClassCounters, PacedSink};
+use super::result::{
+    peak_rss_bytes, recovery, ClassResult, DropRow, Percentiles, Sample, ScenarioResult,
+};
+use super::scenario::{PolicyChoice, Scenario};
+use super::schedule::{class_of, Event, Schedule};
+
+fn by_class(
+    values: impl Iterator<Item = (Priority, u64)>,
+    mix: &[f64; CLASSES],
+) -> BTreeMap<Priority, u64> {
+    values
+        .filter(|(c, _)| mix.get(c.index()).is_some_and(|m| *m > 0.0))
+        .collect()
+}
+
+/// Runs one scenario in this process, calling `progress` with every sample (every 100 ms).
+///
+/// # Errors
+/// When the job cannot be built or fails (including a ledger that does not balance).
+pub fn run(
+    s: &Scenario,
+    progress: &mut dyn FnMut(&Sample),
+) -> Result<ScenarioResult, Box<dyn std::error::Error>> {
+    let schedule = Arc::new(Schedule::new(
+        s.profile,
+        s.duration,
+        s.sink_capacity,
+        s.overload,
+    ));
+    let total = schedule.total();
+    let mut cumulative = [0.0; CLASSES];
+    let sum: f64 = s.mix.iter().sum::<f64>().max(1e-12);
+    let mut acc = 0.0;
+    for (c, m) in cumulative.iter_mut().zip(s.mix) {
+        acc += m / sum;
+        *c = acc;
+    }
+    let defer_dir = tempfile::tempdir()?;
+    let p = Pipeline::new(format!("{}-{}", s.job, s.policy.name())).batch_size(256);
+    // Latency is measured from `base`. The in-process producer's schedule starts there; a
+    // Kafka feed's starts once the consumer group holds its partitions (`epoch`).
+    let base = Instant::now();
+    let (capacity, policy) = match s.policy {
+        PolicyChoice::Unbounded => (usize::MAX / 4, EdgePolicy::Block),
+        PolicyChoice::Block => (s.capacity, EdgePolicy::Block),
+        PolicyChoice::DropNewest => (s.capacity, EdgePolicy::DropNewest),
+        PolicyChoice::DropOldest => (s.capacity, EdgePolicy::DropOldest),
+        PolicyChoice::Shed => (s.capacity, EdgePolicy::shed_by_priority()),
+        PolicyChoice::Sample => (
+            s.capacity,
+            EdgePolicy::Sample(SampleConfig {
+                keep_one_in: 10,
+                below: Priority::WARN,
+            }),
+        ),
+        // Records that waited more than half the time a full queue takes to drain.
+        PolicyChoice::Deadline => (
+            s.capacity,
+            EdgePolicy::Deadline(Duration::from_secs_f64(
+                s.capacity as f64 / s.sink_capacity.max(1.0) / 2.0,
+            )),
+        ),
+        PolicyChoice::Defer => (
+            s.capacity,
+            EdgePolicy::Defer(DeferConfig {
+                below: Priority::WARN,
+                when_full: WhenLogFull::Drop,
+            }),
+        ),
+    };
+    let hists = Arc::new(Mutex::new(histograms()));
+    let h2 = hists.clone();
+    let delivered: ClassCounters = Arc::new(std::array::from_fn(|_| AtomicU64::new(0)));
+    let d2 = delivered.clone();
+    let retries = Arc::new(AtomicU64::new(0));
+    let r2 = retries.clone();
+    let workers = s.kafka.as_ref().map_or(1, |k| k.workers.max(1));
+    let per_record = Duration::from_secs_f64(workers as f64 / s.sink_capacity.max(1.0));
+    let failure_rate = s.sink_failure_rate;
+    let nonce = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
+        ^ u64::from(std::process::id());
+    #[cfg(feature = "kafka")]
+    let kafka_stats = Arc::new(sluice_connectors::kafka::KafkaSourceStats::default());
+    #[cfg(feature = "kafka")]
+    let cluster = match &s.kafka {
+        Some(feed) => Some(super::kafka_feed::connect(feed)?),
+        None => None,
+    };
+    let stream = match &s.kafka {
+        None => {
+            let sched = schedule.clone();
+            let end = base + s.duration;
+            p.source("producer", 1, move |_| OpenLoop {
+                epoch: base,
+                end,
+                schedule: sched.clone(),
+                produced: 0,
+                cumulative,
+            })
+        }
+        #[cfg(feature = "kafka")]
+        Some(feed) => {
+            let brokers = cluster
+                .as_ref()
+                .map(|c| c.brokers.clone())
+                .unwrap_or_default();
+            super::kafka_feed::source(&p, feed, &brokers, nonce, kafka_stats.clone())?
+        }
+        #[cfg(not(feature = "kafka"))]
+        Some(_) => return Err("this build has no Kafka support (feature `kafka`)".into()),
+    };
+    stream
+        .edge_capacity(capacity)
+        .edge_policy(policy)
+        .classify(|e: &Event| e.class)
+        .defer_to(defer_dir.path(), 256 << 20, JsonCodec::<Event>::new())
+        .new_chain()
+        .sink("sink", move |_| PacedSink {
+            epoch: base,
+            per_record,
+            next: None,
+            hists: histograms(),
+            out: h2.clone(),
+            delivered: d2.clone(),
+            failure_rate,
+            backoff: Backoff::new(
+                Duration::from_millis(1),
+                Duration::from_millis(50),
+                20,
+                Duration::from_secs(10),
+                7,
+            ),
+            retries: r2.clone(),
+            calls: 0,
+            dead: 0,
+        });
+    let mut job = Some(p.run()?);
+    // A Kafka feed: once the group holds its partitions, the producer starts the schedule.
+    #[cfg(feature = "kafka")]
+    let mut producing = None;
+    #[cfg(feature = "kafka")]
+    if let (Some(feed), Some(cluster)) = (&s.kafka, &cluster) {
+        if let Err(e) =
+            super::kafka_feed::wait_assigned(&kafka_stats, feed, Duration::from_secs(60))
+        {
+            if let Some(j) = job.take() {
+                let _ = j.stop(Duration::from_secs(5));
+            }
+            return Err(e);
+        }
+        producing = Some(super::kafka_feed::produce(
+            &cluster.brokers,
+            &feed.topic,
+            schedule.clone(),
+            cumulative,
+            base.elapsed().as_nanos() as u64,
+            nonce,
+        )?);
+    }
+    let epoch = Instant::now()
+        - if s.kafka.is_some() {
+            Duration::ZERO
+        } else {
+            base.elapsed()
+        };
+    let mut stopping = false;
+    let mut stop_at: Option<Instant> = None;
+    let mut series = Vec::new();
+    let mut delivered_in_window = None;
+    let mut aborted = None;
+    let window = s.duration.as_secs_f64();
+    while let Some(j) = job.as_ref() {
+        let finished = j.is_finished();
+        let t = epoch.elapsed();
+        let r = j.report();
+        #[cfg(feature = "kafka")]
+        let produced = producing
+            .as_ref()
+            .map(|p| p.produced.load(Ordering::Relaxed));
+        #[cfg(not(feature = "kafka"))]
+        let produced: Option<u64> = None;
+        let offered = match produced {
+            Some(n) => n,
+            None => (schedule.due_by(t.as_secs_f64().min(window)) as u64).min(total),
+        };
+        let sample = Sample {
+            t_s: t.as_secs_f64(),
+            offered,
+            emitted: produced.unwrap_or(r.source_emitted),
+            delivered: by_class(
+                Priority::all().map(|c| {
+                    (
+                        c,
+                        delivered
+                            .get(c.index())
+                            .map_or(0, |d| d.load(Ordering::Relaxed)),
+                    )
+                }),
+                &s.mix,
+            ),
+            dropped: by_class(Priority::all().map(|c| (c, r.dropped_of_class(c))), &s.mix),
+            queued: r.edges.iter().map(|e| e.queued).sum(),
+            deferred: r.ledger.deferred_pending,
+            buffered: produced.map_or(0, |n| n.saturating_sub(r.source_emitted)),
+        };
+        let ended = sample.delivered_total() + sample.dropped_total() + r.ledger.dead_lettered;
+        progress(&sample);
+        series.push(sample);
+        if finished {
+            break;
+        }
+        // A job asked to stop gets 10 s to drain; then it is stopped (aborted if it must).
+        if stop_at.is_some_and(|at| at.elapsed() > Duration::from_secs(10)) {
+            break;
+        }
+        #[cfg(feature = "kafka")]
+        if let Some(p) = &producing {
+            // A Kafka feed never ends by itself: stop once every produced record ended (or
+            // the drain took too long).
+            let done = p.done.load(Ordering::Relaxed);
+            let made = p.produced.load(Ordering::Relaxed);
+            if !stopping && done && (ended >= made || t > s.duration + Duration::from_secs(120)) {
+                j.request_stop();
+                stopping = true;
+                stop_at = Some(Instant::now());
+            }
+        }
+        if delivered_in_window.is_none() && t >= s.duration {
+            delivered_in_window = Some(r.ledger.delivered);
+            // The producer ends with the window and the edge drains (a deferring edge replays
+            // its log). Draining an unbounded backlog would take `overload` times the window:
+            // that run is aborted, and its report counts what was still queued as in flight.
+            if s.policy == PolicyChoice::Unbounded && s.kafka.is_none() {
+                if let Some(j) = job.take() {
+                    aborted = Some(j.stop(Duration::ZERO)?);
+                }
+                break;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let report = match (aborted, job) {
+        (Some(r), _) => r,
+        (None, Some(j)) if stopping => j.stop(Duration::from_secs(10))?,
+        (None, Some(j)) => j.wait()?,
+        (None, None) => return Err("the job disappeared".into()),
+    };
+    #[cfg(feature = "kafka")]
+    let total = match producing.as_mut() {
+        Some(p) => {
+            p.join();
+            if p.failed.load(Ordering::Relaxed) {
+                return Err("the producer could not write the records to Kafka".into());
+            }
+            p.produced.load(Ordering::Relaxed)
+        }
+        None => total,
+    };
+    let total_s = epoch.elapsed().as_secs_f64();
+    let delivered_window = delivered_in_window.unwrap_or(report.ledger.delivered);
+    let hists = hists.lock();
+    let mut offered = [0u64; CLASSES];
+    for k in 0..total {
+        if let Some(o) = offered.get_mut(class_of(k, &cumulative).index()) {
+            *o += 1;
+        }
+    }
+    let mut classes = BTreeMap::new();
+    for c in Priority::all() {
+        let offered = offered.get(c.index()).copied().unwrap_or(0);
+        if offered == 0 {
+            continue;
+        }
+        let Some(h) = hists.get(c.index()) else {
+            continue;
+        };
+        let ms = |q: f64| {
+            if h.is_empty() {
+                0.0
+            } else {
+                h.value_at_quantile(q) as f64 / 1000.0
+            }
+        };
+        let dropped = report.dropped_of_class(c);
+        classes.insert(
+            c,
+            ClassResult {
+                offered,
+                delivered: h.len(),
+                dropped,
+                deferred: if s.policy == PolicyChoice::Defer {
+                    offered.saturating_sub(h.len() + dropped)
+                } else {
+                    0
+                },
+                latency_ms: Percentiles {
+                    p50: ms(0.5),
+                    p99: ms(0.99),
+                    p999: ms(0.999),
+                },
+            },
+        );
+    }
+    if report.status == JobStatus::Failed {
+        return Err(format!("scenario ended {:?}", report.status).into());
+    }
+    // Recovery: from the end of the burst to the first sample whose backlog is back under a
+    // tenth of the edge (or 64 records), draining after the window included. Records held
+    // back at the producer when the window closed never enter, so a producer still behind
+    // its schedule at the end has not recovered.
+    // Within a tenth of the edge, or (fed through Kafka, whose consumer prefetches) 50 ms
+    // of the sink's work.
+    let threshold = if s.kafka.is_some() {
+        (s.capacity as u64 / 10).max((s.sink_capacity / 20.0) as u64)
+    } else {
+        (s.capacity as u64 / 10).max(64)
+    };
+    let recovery_s = s
+        .profile
+        .burst_end(window)
+        .and_then(|b| recovery(&series, b, threshold));
+    Ok(ScenarioResult {
+        job: s.job.clone(),
+        policy: s.policy,
+        profile: s.profile,
+        duration_s: window,
+        total_s,
+        offered_rate: total as f64 / window,
+        emitted: report.source_emitted,
+        delivered_rate: delivered_window as f64 / window,
+        sink_capacity: s.sink_capacity,
+        goodput_ratio: delivered_window as f64 / window / s.sink_capacity,
+        overload: s.overload,
+        edge_capacity: s.capacity,
+        peak_rss_bytes: peak_rss_bytes(),
+        recovery_s,
+        sink_retries: retries.load(Ordering::Relaxed),
+        classes,
+        drops: report
+            .drops
+            .iter()
+            .map(|d| DropRow {
+                edge: d.edge.clone(),
+                class: d.class,
+                reason: d.reason,
+                count: d.count,
+            })
+            .collect(),
+        ledger: report.ledger,
+        series,
+    })
+}

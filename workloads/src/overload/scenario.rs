@@ -1,0 +1,131 @@
+//! What one run is asked to do.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use sluice_engine::{Priority, CLASSES};
+
+use super::schedule::Profile;
+
+/// The policy a scenario puts on its edge.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum PolicyChoice {
+    /// A queue without a bound (the edge's capacity is effectively infinite): the baseline
+    /// that shows why bounds exist.
+    Unbounded,
+    /// Block: the producer slows down.
+    Block,
+    /// Drop the newest records.
+    DropNewest,
+    /// Drop the oldest records.
+    DropOldest,
+    /// Shed by priority with the default watermarks.
+    Shed,
+    /// Keep one in ten Debug and Info records under pressure.
+    Sample,
+    /// Drop records that waited longer than half a full queue's drain time, at dequeue.
+    Deadline,
+    /// Defer Debug and Info to an on-disk log.
+    Defer,
+}
+
+impl PolicyChoice {
+    /// Every choice, in the order reports list them.
+    pub const ALL: [PolicyChoice; 8] = [
+        PolicyChoice::Unbounded,
+        PolicyChoice::Block,
+        PolicyChoice::DropNewest,
+        PolicyChoice::DropOldest,
+        PolicyChoice::Shed,
+        PolicyChoice::Sample,
+        PolicyChoice::Deadline,
+        PolicyChoice::Defer,
+    ];
+
+    /// The name used on the command line and in reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            PolicyChoice::Unbounded => "unbounded",
+            PolicyChoice::Block => "block",
+            PolicyChoice::DropNewest => "drop-newest",
+            PolicyChoice::DropOldest => "drop-oldest",
+            PolicyChoice::Shed => "shed",
+            PolicyChoice::Sample => "sample",
+            PolicyChoice::Deadline => "deadline",
+            PolicyChoice::Defer => "defer",
+        }
+    }
+
+    /// Parses a name.
+    pub fn parse(s: &str) -> Option<PolicyChoice> {
+        PolicyChoice::ALL.into_iter().find(|p| p.name() == s)
+    }
+}
+
+/// Feed a scenario through a Kafka topic instead of an in-process producer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KafkaFeed {
+    /// Brokers (`host:port,...`); none: an embedded mock cluster.
+    pub brokers: Option<String>,
+    /// The topic (on a real broker it must exist with `partitions` partitions).
+    pub topic: String,
+    /// Partitions of the topic; the job starts offering load once its group holds them all.
+    pub partitions: i32,
+    /// Consumer group members (and sink instances, each with its share of the capacity).
+    pub workers: usize,
+}
+
+/// Parameters of one run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Scenario {
+    /// The job's name in reports (`overload` for the benchmark, or an example job's name).
+    pub job: String,
+    /// The edge policy.
+    pub policy: PolicyChoice,
+    /// The shape of the offered load.
+    pub profile: Profile,
+    /// How long the producer offers load.
+    pub duration: Duration,
+    /// Records per second the sink can process.
+    pub sink_capacity: f64,
+    /// Offered rate as a multiple of the sink capacity (in the overloaded part of the profile).
+    pub overload: f64,
+    /// Edge capacity in records.
+    pub capacity: usize,
+    /// Share of each class in the offered load, by rank.
+    pub mix: [f64; CLASSES],
+    /// Share of sink calls that fail transiently and are retried with backoff inside the sink
+    /// (a payment gateway that times out now and then); 0 for a sink that never fails.
+    pub sink_failure_rate: f64,
+    /// Feed the records through Kafka (none: an in-process open-loop producer).
+    pub kafka: Option<KafkaFeed>,
+}
+
+impl Default for Scenario {
+    fn default() -> Self {
+        let mut mix = [0.0; CLASSES];
+        mix[Priority::DEBUG.index()] = 0.70;
+        mix[Priority::INFO.index()] = 0.20;
+        mix[Priority::WARN.index()] = 0.08;
+        mix[Priority::ERROR.index()] = 0.02;
+        Scenario {
+            job: "overload".into(),
+            policy: PolicyChoice::Shed,
+            profile: Profile::Sustained,
+            duration: Duration::from_secs(5),
+            sink_capacity: 100_000.0,
+            overload: 10.0,
+            capacity: 512,
+            mix,
+            sink_failure_rate: 0.0,
+            kafka: None,
+        }
+    }
+}
+
+impl std::fmt::Display for PolicyChoice {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.pad(self.name())
+    }
+}
