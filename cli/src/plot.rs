@@ -287,8 +287,7 @@ fn drops_panel(area: &Area<'_>, run: &ScenarioResult) -> Result<(), String> {
 }
 
 fn latency_panel(area: &Area<'_>, run: &ScenarioResult) -> Result<(), String> {
-    let classes: Vec<(Priority, &ClassResult)> =
-        run.classes.iter().map(|(c, r)| (*c, r)).collect();
+    let classes: Vec<(Priority, &ClassResult)> = run.classes.iter().map(|(c, r)| (*c, r)).collect();
     let top = classes
         .iter()
         .map(|(_, c)| c.latency_ms.p999)

@@ -620,7 +620,12 @@ fn print_detail(r: &ScenarioResult) {
 }
 
 fn print_row(r: &ScenarioResult, header: bool) {
-    let classes = [Priority::DEBUG, Priority::INFO, Priority::WARN, Priority::ERROR];
+    let classes = [
+        Priority::DEBUG,
+        Priority::INFO,
+        Priority::WARN,
+        Priority::ERROR,
+    ];
     if header {
         outln!();
         outln!(

@@ -10,7 +10,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use sluice_engine::{Source, SourceStatus};
+use sluice_engine::{Source, SourceError, SourceStatus};
 
 /// How many records a generator produces and how fast.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
@@ -110,12 +110,12 @@ where
     T: Send + 'static,
     F: Fn(u64) -> T + Send + Sync + 'static,
 {
-    fn poll_batch(&mut self, out: &mut Vec<T>, max: usize) -> SourceStatus {
+    fn poll_batch(&mut self, out: &mut Vec<T>, max: usize) -> Result<SourceStatus, SourceError> {
         if self.remaining == 0 {
-            return SourceStatus::Done;
+            return Ok(SourceStatus::Done);
         }
         let Some(due) = self.due() else {
-            return SourceStatus::Idle;
+            return Ok(SourceStatus::Idle);
         };
         let n = (max as u64).min(self.remaining).min(due);
         let f = &*self.f;
@@ -127,9 +127,9 @@ where
             self.remaining -= n;
         }
         if self.remaining == 0 {
-            SourceStatus::Done
+            Ok(SourceStatus::Done)
         } else {
-            SourceStatus::More
+            Ok(SourceStatus::More)
         }
     }
 }

@@ -1,6 +1,6 @@
 //! A source that drains an iterator.
 
-use sluice_engine::{Source, SourceStatus};
+use sluice_engine::{Source, SourceError, SourceStatus};
 
 /// Produces the items of an iterator, a batch at a time.
 #[derive(Debug)]
@@ -20,12 +20,12 @@ where
     T: Send + 'static,
     I: Iterator<Item = T> + Send + 'static,
 {
-    fn poll_batch(&mut self, out: &mut Vec<T>, max: usize) -> SourceStatus {
+    fn poll_batch(&mut self, out: &mut Vec<T>, max: usize) -> Result<SourceStatus, SourceError> {
         out.extend(self.iter.by_ref().take(max));
         if out.len() < max {
-            SourceStatus::Done
+            Ok(SourceStatus::Done)
         } else {
-            SourceStatus::More
+            Ok(SourceStatus::More)
         }
     }
 }

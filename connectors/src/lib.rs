@@ -6,11 +6,13 @@
 
 #![warn(missing_docs)]
 
+mod error;
 mod generator;
 mod iter;
 #[cfg(feature = "kafka")]
 pub mod kafka;
 
+pub use error::ConnectorError;
 pub use generator::{Generator, GeneratorConfig};
 pub use iter::IterSource;
 

@@ -4,6 +4,7 @@
 
 #![allow(clippy::unwrap_used, missing_docs)]
 
+use sluice_engine::CodecError;
 use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -66,9 +67,9 @@ fn real_broker_round_trip_commits_what_was_processed() {
         cfg,
         codec::payload(|b: &[u8]| {
             std::str::from_utf8(b)
-                .map_err(|e| e.to_string())?
+                .map_err(|e| CodecError::format("UTF-8", e))?
                 .parse::<u64>()
-                .map_err(|e| e.to_string())
+                .map_err(|e| CodecError::format("number", e))
         }),
         stats.clone(),
     )

@@ -5,6 +5,7 @@
 
 #![allow(clippy::unwrap_used, missing_docs)]
 
+use sluice_engine::CodecError;
 use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -46,9 +47,9 @@ fn topic_to_topic_loses_nothing_and_duplicates_nothing() {
         source_cfg(&brokers, "roundtrip", "in"),
         codec::payload(|b: &[u8]| {
             std::str::from_utf8(b)
-                .map_err(|e| e.to_string())?
+                .map_err(|e| CodecError::format("UTF-8", e))?
                 .parse::<u64>()
-                .map_err(|e| e.to_string())
+                .map_err(|e| CodecError::format("number", e))
         }),
         stats.clone(),
     )
@@ -109,7 +110,7 @@ fn topic_to_topic_loses_nothing_and_duplicates_nothing() {
             "in",
             1,
             cfg,
-            codec::payload(|b: &[u8]| Ok::<_, String>(b.len())),
+            codec::payload(|b: &[u8]| Ok::<_, CodecError>(b.len())),
             stats2.clone(),
         )
         .count("count");
@@ -226,9 +227,9 @@ fn malformed_messages_go_to_the_dead_letter_topic_with_the_reason() {
             cfg,
             codec::payload(|b: &[u8]| {
                 std::str::from_utf8(b)
-                    .map_err(|e| e.to_string())?
+                    .map_err(|e| CodecError::format("UTF-8", e))?
                     .parse::<u64>()
-                    .map_err(|e| format!("not a u64: {e}"))
+                    .map_err(|e| CodecError::invalid(format!("not a u64: {e}")))
             }),
             stats.clone(),
         )

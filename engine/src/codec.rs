@@ -1,4 +1,7 @@
-//! Codecs: how records become bytes where they leave memory (the defer log, later Kafka).
+//! Codecs: how records become bytes where they leave memory. One concept for every place:
+//! the defer log stores records with a [`Codec`], and the Kafka connectors decode payloads
+//! and encode records with one too (`sluice_connectors::kafka::codec::from_codec`), so a
+//! record type has one wire format and one error type, [`CodecError`].
 
 use std::marker::PhantomData;
 
@@ -7,8 +10,37 @@ use serde::Serialize;
 
 /// A record could not be encoded or decoded.
 #[derive(Debug, thiserror::Error)]
-#[error("codec error: {0}")]
-pub struct CodecError(pub String);
+#[non_exhaustive]
+pub enum CodecError {
+    /// The bytes are not valid in the format (bad JSON, bad UTF-8, a truncated frame).
+    #[error("invalid {format}: {source}")]
+    Format {
+        /// The format (`JSON`, `UTF-8`, ...).
+        format: &'static str,
+        /// The parser's error.
+        #[source]
+        source: crate::operator::BoxError,
+    },
+    /// The bytes parse but the value is not acceptable (a class name that is not a class,
+    /// a missing field the record needs).
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl CodecError {
+    /// The bytes are not valid `format`.
+    pub fn format(format: &'static str, source: impl Into<crate::operator::BoxError>) -> Self {
+        CodecError::Format {
+            format,
+            source: source.into(),
+        }
+    }
+
+    /// The value is not acceptable, for the reason given.
+    pub fn invalid(reason: impl Into<String>) -> Self {
+        CodecError::Invalid(reason.into())
+    }
+}
 
 /// Encodes records to bytes and back.
 pub trait Codec<T>: Send + Sync {
@@ -49,10 +81,10 @@ impl<T> std::fmt::Debug for JsonCodec<T> {
 
 impl<T: Serialize + DeserializeOwned + 'static> Codec<T> for JsonCodec<T> {
     fn encode(&self, record: &T, out: &mut Vec<u8>) -> Result<(), CodecError> {
-        serde_json::to_writer(out, record).map_err(|e| CodecError(e.to_string()))
+        serde_json::to_writer(out, record).map_err(|e| CodecError::format("JSON", e))
     }
 
     fn decode(&self, bytes: &[u8]) -> Result<T, CodecError> {
-        serde_json::from_slice(bytes).map_err(|e| CodecError(e.to_string()))
+        serde_json::from_slice(bytes).map_err(|e| CodecError::format("JSON", e))
     }
 }

@@ -1,5 +1,6 @@
 //! Errors of the engine: one enum per phase.
 
+use crate::operator::{SinkError, SourceError};
 use crate::report::JobReport;
 
 /// The graph could not be built: a configuration or topology mistake, found before any
@@ -84,12 +85,24 @@ pub enum JobError {
         report: Box<JobReport>,
     },
     /// A sink returned an error.
-    #[error("sink `{operator}` failed: {message}")]
+    #[error("sink `{operator}` failed ({}): {error}", error.kind())]
     SinkFailed {
         /// The sink.
         operator: String,
         /// The sink's error.
-        message: String,
+        #[source]
+        error: SinkError,
+        /// What the job had done when it failed.
+        report: Box<JobReport>,
+    },
+    /// A source returned an error.
+    #[error("source `{operator}` failed ({}): {error}", error.kind())]
+    SourceFailed {
+        /// The source.
+        operator: String,
+        /// The source's error.
+        #[source]
+        error: SourceError,
         /// What the job had done when it failed.
         report: Box<JobReport>,
     },
@@ -110,6 +123,7 @@ impl JobError {
         match self {
             JobError::Panicked { report, .. }
             | JobError::SinkFailed { report, .. }
+            | JobError::SourceFailed { report, .. }
             | JobError::LedgerMismatch { report, .. } => report,
         }
     }

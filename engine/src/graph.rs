@@ -172,9 +172,9 @@ type ChainFn<T> = Box<dyn FnMut(&ChainCtx, Box<dyn Emit<T>>) -> Box<dyn Runner>>
 ///
 /// struct Count(u64);
 /// impl Source<u64> for Count {
-///     fn poll_batch(&mut self, out: &mut Vec<u64>, max: usize) -> SourceStatus {
+///     fn poll_batch(&mut self, out: &mut Vec<u64>, max: usize) -> Result<SourceStatus, SourceError> {
 ///         while out.len() < max && self.0 < 10 { out.push(self.0); self.0 += 1; }
-///         if self.0 == 10 { SourceStatus::Done } else { SourceStatus::More }
+///         Ok(if self.0 == 10 { SourceStatus::Done } else { SourceStatus::More })
 ///     }
 /// }
 /// struct Double;

@@ -39,7 +39,9 @@ pub use error::{BuildError, JobError};
 pub use graph::{Pipeline, SinkHandle, Stream, DEFAULT_BATCH_SIZE, DEFAULT_CAPACITY};
 pub use ledger::Ledger;
 pub use metrics::TaskState;
-pub use operator::{InstanceInfo, Operator, Sink, SinkError, Source, SourceStatus};
+pub use operator::{
+    BoxError, ErrorKind, InstanceInfo, Operator, Sink, SinkError, Source, SourceError, SourceStatus,
+};
 pub use policy::{
     DeferConfig, DropReason, EdgePolicy, SampleConfig, Watermarks, WhenLogFull, REASONS,
 };

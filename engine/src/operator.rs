@@ -29,6 +29,112 @@ pub enum SourceStatus {
     Done,
 }
 
+/// A boxed error from user code or an external system, kept as the source of a
+/// [`SourceError`] or [`SinkError`].
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// Whether trying the same call again may succeed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorKind {
+    /// Transient: a timeout, a broker that is down, a full queue. A retrying wrapper may try
+    /// again; reaching the runtime, it still fails the job.
+    Retryable,
+    /// Retrying cannot help: bad configuration, a record the far side refuses, corruption.
+    Permanent,
+}
+
+impl std::fmt::Display for ErrorKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.pad(match self {
+            ErrorKind::Retryable => "retryable",
+            ErrorKind::Permanent => "permanent",
+        })
+    }
+}
+
+macro_rules! user_error {
+    ($(#[$doc:meta])* $name:ident) => {
+        $(#[$doc])*
+        #[derive(Debug, thiserror::Error)]
+        #[error("{source}")]
+        pub struct $name {
+            kind: ErrorKind,
+            #[source]
+            source: BoxError,
+        }
+
+        impl $name {
+            /// An error of `kind` caused by `source` (any error, or a message).
+            pub fn new(kind: ErrorKind, source: impl Into<BoxError>) -> Self {
+                Self {
+                    kind,
+                    source: source.into(),
+                }
+            }
+
+            /// A transient error: trying again may succeed.
+            pub fn retryable(source: impl Into<BoxError>) -> Self {
+                Self::new(ErrorKind::Retryable, source)
+            }
+
+            /// A permanent error: trying again cannot help.
+            pub fn permanent(source: impl Into<BoxError>) -> Self {
+                Self::new(ErrorKind::Permanent, source)
+            }
+
+            /// Whether it is transient or permanent.
+            pub fn kind(&self) -> ErrorKind {
+                self.kind
+            }
+
+            /// Whether trying again may succeed.
+            pub fn is_retryable(&self) -> bool {
+                self.kind == ErrorKind::Retryable
+            }
+
+            /// The underlying error.
+            pub fn into_source(self) -> BoxError {
+                self.source
+            }
+        }
+
+        /// Any error as a permanent one.
+        impl From<BoxError> for $name {
+            fn from(source: BoxError) -> Self {
+                Self::permanent(source)
+            }
+        }
+    };
+}
+
+user_error! {
+    /// A failure reported by a [`Source`]: the job fails naming the source, its records so
+    /// far are accounted for as usual, and nothing panics.
+    ///
+    /// ```
+    /// use sluice_engine::SourceError;
+    ///
+    /// let e = SourceError::permanent(std::io::Error::other("file truncated"));
+    /// assert!(!e.is_retryable());
+    /// assert_eq!(e.to_string(), "file truncated");
+    /// ```
+    SourceError
+}
+
+user_error! {
+    /// A failure reported by a [`Sink`]: it fails the job with the sink named; the batch
+    /// being written counts as in flight, not delivered.
+    ///
+    /// ```
+    /// use sluice_engine::{ErrorKind, SinkError};
+    ///
+    /// let e = SinkError::retryable("gateway timed out");
+    /// assert_eq!(e.kind(), ErrorKind::Retryable);
+    /// ```
+    SinkError
+}
+
 /// A source of records: polled for batches on its own thread.
 ///
 /// # Backpressure
@@ -36,7 +142,11 @@ pub enum SourceStatus {
 /// a slow consumer slows the source: it is never asked for records the graph cannot hold.
 pub trait Source<T>: Send + 'static {
     /// Appends up to `max` records to `out` and says whether more may follow.
-    fn poll_batch(&mut self, out: &mut Vec<T>, max: usize) -> SourceStatus;
+    ///
+    /// # Errors
+    /// A [`SourceError`] fails the job with this source named ([`crate::JobError::SourceFailed`]).
+    /// Records appended to `out` before the error are still sent on.
+    fn poll_batch(&mut self, out: &mut Vec<T>, max: usize) -> Result<SourceStatus, SourceError>;
 
     /// The acknowledgement for the records of the last poll, if this source wants to know
     /// when they reached an end (see [`crate::ack`]). Called after every poll.
@@ -56,23 +166,6 @@ pub trait Operator<I, O>: Send + 'static {
     /// Called once at end of stream; returns records still held (windows, buffers).
     fn finish(&mut self) -> Vec<O> {
         Vec::new()
-    }
-}
-
-/// A failure reported by a sink; it fails the job with the sink named.
-#[derive(Debug, thiserror::Error)]
-#[error("{message}")]
-pub struct SinkError {
-    /// What went wrong, for the job error.
-    pub message: String,
-}
-
-impl SinkError {
-    /// A sink error with a message.
-    pub fn new(message: impl Into<String>) -> Self {
-        Self {
-            message: message.into(),
-        }
     }
 }
 

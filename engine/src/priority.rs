@@ -32,10 +32,14 @@ impl<'de> Deserialize<'de> for Priority {
         impl serde::de::Visitor<'_> for Visit {
             type Value = Priority;
             fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                write!(f, "a class name (debug, info, warn, error, critical) or a rank below {CLASSES}")
+                write!(
+                    f,
+                    "a class name (debug, info, warn, error, critical) or a rank below {CLASSES}"
+                )
             }
             fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Priority, E> {
-                Priority::parse(v).ok_or_else(|| E::invalid_value(serde::de::Unexpected::Str(v), &self))
+                Priority::parse(v)
+                    .ok_or_else(|| E::invalid_value(serde::de::Unexpected::Str(v), &self))
             }
             fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Priority, E> {
                 u8::try_from(v)
@@ -151,9 +155,18 @@ mod tests {
 
     #[test]
     fn serializes_by_name_and_reads_names_or_ranks() {
-        assert_eq!(serde_json::to_string(&Priority::WARN).ok().as_deref(), Some("\"warn\""));
-        assert_eq!(serde_json::from_str::<Priority>("\"error\"").ok(), Some(Priority::ERROR));
-        assert_eq!(serde_json::from_str::<Priority>("6").ok(), Some(Priority::rank(6)));
+        assert_eq!(
+            serde_json::to_string(&Priority::WARN).ok().as_deref(),
+            Some("\"warn\"")
+        );
+        assert_eq!(
+            serde_json::from_str::<Priority>("\"error\"").ok(),
+            Some(Priority::ERROR)
+        );
+        assert_eq!(
+            serde_json::from_str::<Priority>("6").ok(),
+            Some(Priority::rank(6))
+        );
         assert!(serde_json::from_str::<Priority>("8").is_err());
         assert!(serde_json::from_str::<Priority>("\"loud\"").is_err());
         let mut m = std::collections::BTreeMap::new();

@@ -10,7 +10,7 @@ use common::*;
 use parking_lot::Mutex;
 use sluice_engine::{
     Ack, AckOutcome, AckToken, EdgePolicy, InstanceInfo, JobError, Operator, Pipeline, Sink,
-    SinkError, Source, SourceStatus,
+    SinkError, Source, SourceError, SourceStatus,
 };
 
 type Log = Arc<Mutex<Vec<(u64, AckOutcome)>>>;
@@ -24,7 +24,7 @@ struct Acked {
 }
 
 impl Source<u64> for Acked {
-    fn poll_batch(&mut self, out: &mut Vec<u64>, max: usize) -> SourceStatus {
+    fn poll_batch(&mut self, out: &mut Vec<u64>, max: usize) -> Result<SourceStatus, SourceError> {
         let first = self.next;
         while out.len() < max && self.next < self.end {
             out.push(self.next);
@@ -35,9 +35,9 @@ impl Source<u64> for Acked {
             self.pending = Some(AckToken::new(move |o| log.lock().push((first, o))));
         }
         if self.next >= self.end {
-            SourceStatus::Done
+            Ok(SourceStatus::Done)
         } else {
-            SourceStatus::More
+            Ok(SourceStatus::More)
         }
     }
     fn take_ack(&mut self) -> Option<Ack> {
@@ -123,7 +123,7 @@ struct FailAt(u64);
 impl Sink<u64> for FailAt {
     fn write(&mut self, records: Vec<u64>) -> Result<(), SinkError> {
         if records.contains(&self.0) {
-            Err(SinkError::new("boom"))
+            Err(SinkError::permanent("boom"))
         } else {
             Ok(())
         }

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex};
-use sluice_engine::{Operator, Sink, SinkError, Source, SourceStatus};
+use sluice_engine::{Operator, Sink, SinkError, Source, SourceError, SourceStatus};
 
 /// Emits `0..n` (instance `s` of `p`: the values `i % p == s`).
 pub struct Range {
@@ -16,15 +16,15 @@ pub struct Range {
 }
 
 impl Source<u64> for Range {
-    fn poll_batch(&mut self, out: &mut Vec<u64>, max: usize) -> SourceStatus {
+    fn poll_batch(&mut self, out: &mut Vec<u64>, max: usize) -> Result<SourceStatus, SourceError> {
         while out.len() < max && self.next < self.end {
             out.push(self.next);
             self.next += self.step;
         }
         if self.next >= self.end {
-            SourceStatus::Done
+            Ok(SourceStatus::Done)
         } else {
-            SourceStatus::More
+            Ok(SourceStatus::More)
         }
     }
 }

@@ -11,7 +11,7 @@ use common::*;
 use parking_lot::Mutex;
 use sluice_engine::{
     BuildError, DeferConfig, DropReason, EdgePolicy, InstanceInfo, JobReport, JsonCodec, Pipeline,
-    Priority, SampleConfig, Sink, SinkError, Source, SourceStatus, WhenLogFull,
+    Priority, SampleConfig, Sink, SinkError, Source, SourceError, SourceStatus, WhenLogFull,
 };
 
 /// Emits `records` in batches; after the first batch it waits until `ready()` holds (the sink
@@ -27,7 +27,7 @@ struct Scripted<T> {
 }
 
 impl<T: Send + 'static> Source<T> for Scripted<T> {
-    fn poll_batch(&mut self, out: &mut Vec<T>, max: usize) -> SourceStatus {
+    fn poll_batch(&mut self, out: &mut Vec<T>, max: usize) -> Result<SourceStatus, SourceError> {
         if self.sent_first && !self.checked {
             assert!(
                 wait_until(Duration::from_secs(10), || (self.ready)()),
@@ -49,9 +49,9 @@ impl<T: Send + 'static> Source<T> for Scripted<T> {
         self.sent += out.len();
         self.sent_first = true;
         if self.records.len() == 0 {
-            SourceStatus::Done
+            Ok(SourceStatus::Done)
         } else {
-            SourceStatus::More
+            Ok(SourceStatus::More)
         }
     }
 }

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use common::*;
 use parking_lot::Mutex;
 use sluice_engine::{
-    JobError, JobStatus, Operator, Pipeline, Sink, SinkError, Source, SourceStatus,
+    JobError, JobStatus, Operator, Pipeline, Sink, SinkError, Source, SourceError, SourceStatus,
 };
 
 struct PanicAt(u64);
@@ -57,7 +57,11 @@ fn panic_in_operator_fails_job_naming_it() {
 fn panic_in_source_and_sink_are_named() {
     struct Boom;
     impl Source<u64> for Boom {
-        fn poll_batch(&mut self, _out: &mut Vec<u64>, _max: usize) -> SourceStatus {
+        fn poll_batch(
+            &mut self,
+            _out: &mut Vec<u64>,
+            _max: usize,
+        ) -> Result<SourceStatus, SourceError> {
             panic!("source broke")
         }
     }
@@ -72,31 +76,82 @@ fn panic_in_source_and_sink_are_named() {
     struct BadSink;
     impl Sink<u64> for BadSink {
         fn write(&mut self, _r: Vec<u64>) -> Result<(), SinkError> {
-            Err(SinkError::new("disk full"))
+            Err(SinkError::retryable("disk full"))
         }
     }
     let p = Pipeline::new("s");
     p.source("n", 1, range(10_000)).sink("writer", |_| BadSink);
     match p.run().expect("valid").wait() {
-        Err(JobError::SinkFailed {
-            operator, message, ..
-        }) => {
+        Err(e @ JobError::SinkFailed { .. }) => {
+            assert_eq!(e.to_string(), "sink `writer` failed (retryable): disk full");
+            let JobError::SinkFailed {
+                operator, error, ..
+            } = e
+            else {
+                unreachable!()
+            };
             assert_eq!(operator, "writer");
-            assert_eq!(message, "disk full");
+            assert!(error.is_retryable());
+            assert_eq!(error.to_string(), "disk full");
         }
         other => panic!("unexpected {other:?}"),
     }
 }
 
+#[test]
+fn a_failing_source_fails_the_job_naming_it_and_the_books_balance() {
+    /// Emits 3 batches of 100, then fails with an I/O error.
+    struct Flaky(u64);
+    impl Source<u64> for Flaky {
+        fn poll_batch(
+            &mut self,
+            out: &mut Vec<u64>,
+            _max: usize,
+        ) -> Result<SourceStatus, SourceError> {
+            if self.0 == 3 {
+                return Err(SourceError::permanent(std::io::Error::other(
+                    "input file truncated",
+                )));
+            }
+            self.0 += 1;
+            out.extend(0..100);
+            Ok(SourceStatus::More)
+        }
+    }
+    let p = Pipeline::new("s");
+    let got = Arc::new(Mutex::new(Vec::new()));
+    let g = got.clone();
+    p.source("file", 1, |_| Flaky(0))
+        .sink("c", move |_| Collect(g.clone()));
+    let err = p
+        .run()
+        .expect("valid")
+        .wait()
+        .expect_err("the source failed");
+    assert_eq!(
+        err.to_string(),
+        "source `file` failed (permanent): input file truncated"
+    );
+    let source = std::error::Error::source(&err).expect("the cause is kept");
+    assert_eq!(source.to_string(), "input file truncated");
+    let l = &err.report().ledger;
+    assert_eq!(
+        l.emitted, 300,
+        "the batches before the failure were emitted"
+    );
+    assert!(l.balanced, "{l:?}");
+    assert_eq!(l.delivered as usize, got.lock().len());
+}
+
 /// A source that never ends.
 struct Forever(u64);
 impl Source<u64> for Forever {
-    fn poll_batch(&mut self, out: &mut Vec<u64>, max: usize) -> SourceStatus {
+    fn poll_batch(&mut self, out: &mut Vec<u64>, max: usize) -> Result<SourceStatus, SourceError> {
         for _ in 0..max {
             out.push(self.0);
             self.0 += 1;
         }
-        SourceStatus::More
+        Ok(SourceStatus::More)
     }
 }
 

@@ -7,7 +7,7 @@
 //!
 //! ```
 //! use sluice_connectors::kafka::codec::{self, Incoming, PriorityFrom};
-//! use sluice_engine::{Prioritized, Priority};
+//! use sluice_engine::{Codec, CodecError, Prioritized, Priority};
 //!
 //! #[derive(serde::Deserialize)]
 //! struct Log { level: String, msg: String }
@@ -23,7 +23,7 @@ use std::sync::Arc;
 
 use rdkafka::message::{BorrowedHeaders, BorrowedMessage, Headers, Message};
 use serde::de::DeserializeOwned;
-use sluice_engine::{Prioritized, Priority};
+use sluice_engine::{Codec, CodecError, Prioritized, Priority};
 
 /// A message as a decoder sees it: payload, key, headers and where it came from.
 #[derive(Clone, Copy)]
@@ -103,14 +103,20 @@ impl<'a> Incoming<'a> {
 }
 
 /// Turns a message into a record, or says why it cannot.
-pub type Decoder<T> = Arc<dyn Fn(&Incoming<'_>) -> Result<T, String> + Send + Sync>;
+pub type Decoder<T> = Arc<dyn Fn(&Incoming<'_>) -> Result<T, CodecError> + Send + Sync>;
 
 /// A decoder from a function of the payload alone.
 pub fn payload<T, F>(f: F) -> Decoder<T>
 where
-    F: Fn(&[u8]) -> Result<T, String> + Send + Sync + 'static,
+    F: Fn(&[u8]) -> Result<T, CodecError> + Send + Sync + 'static,
 {
     Arc::new(move |m: &Incoming<'_>| f(m.payload))
+}
+
+/// A decoder from a [`Codec`]: the same format the defer log uses (for instance
+/// [`JsonCodec`](sluice_engine::JsonCodec)) read from message payloads.
+pub fn from_codec<T: 'static>(codec: impl Codec<T> + 'static) -> Decoder<T> {
+    payload(move |b| codec.decode(b))
 }
 
 /// The payload's bytes as they are.
@@ -120,12 +126,12 @@ pub fn raw() -> Decoder<Vec<u8>> {
 
 /// The payload as UTF-8 text; other bytes are malformed.
 pub fn utf8() -> Decoder<String> {
-    payload(|b| String::from_utf8(b.to_vec()).map_err(|e| format!("payload is not UTF-8: {e}")))
+    payload(|b| String::from_utf8(b.to_vec()).map_err(|e| CodecError::format("UTF-8", e)))
 }
 
 /// The payload as JSON deserialized into `T`.
 pub fn json<T: DeserializeOwned + 'static>() -> Decoder<T> {
-    payload(|b| serde_json::from_slice::<T>(b).map_err(|e| format!("invalid JSON: {e}")))
+    payload(|b| serde_json::from_slice::<T>(b).map_err(|e| CodecError::format("JSON", e)))
 }
 
 /// A record with the priority class it was decoded with.
@@ -155,19 +161,24 @@ pub enum PriorityFrom {
     Field(String),
 }
 
-fn parse_class(what: &str, v: &str) -> Result<Priority, String> {
+fn parse_class(what: &str, v: &str) -> Result<Priority, CodecError> {
     Priority::parse(v).ok_or_else(|| {
-        format!(
+        CodecError::invalid(format!(
             "{what} = {v:?} is not a priority class (debug, info, warn, error, critical or 0-7)"
-        )
+        ))
     })
 }
 
-fn class_from_header(m: &Incoming<'_>, name: &str, default: Priority) -> Result<Priority, String> {
+fn class_from_header(
+    m: &Incoming<'_>,
+    name: &str,
+    default: Priority,
+) -> Result<Priority, CodecError> {
     match m.header(name) {
         None => Ok(default),
         Some(v) => {
-            let v = std::str::from_utf8(v).map_err(|_| format!("header {name:?} is not UTF-8"))?;
+            let v = std::str::from_utf8(v)
+                .map_err(|_| CodecError::invalid(format!("header {name:?} is not UTF-8")))?;
             parse_class(&format!("header {name:?}"), v)
         }
     }
@@ -199,7 +210,7 @@ pub fn json_with_priority<T: DeserializeOwned + 'static>(
         PriorityFrom::Field(field) => Arc::new(move |m: &Incoming<'_>| {
             // One parse: to a JSON value, read the field, then into `T`.
             let v: serde_json::Value =
-                serde_json::from_slice(m.payload).map_err(|e| format!("invalid JSON: {e}"))?;
+                serde_json::from_slice(m.payload).map_err(|e| CodecError::format("JSON", e))?;
             let priority = match v.get(&field) {
                 None | Some(serde_json::Value::Null) => default,
                 Some(serde_json::Value::String(s)) => parse_class(&format!("field {field:?}"), s)?,
@@ -207,11 +218,13 @@ pub fn json_with_priority<T: DeserializeOwned + 'static>(
                     parse_class(&format!("field {field:?}"), &n.to_string())?
                 }
                 Some(other) => {
-                    return Err(format!("field {field:?} = {other} is not a priority class"))
+                    return Err(CodecError::invalid(format!(
+                        "field {field:?} = {other} is not a priority class"
+                    )))
                 }
             };
             let value =
-                serde_json::from_value::<T>(v).map_err(|e| format!("invalid record: {e}"))?;
+                serde_json::from_value::<T>(v).map_err(|e| CodecError::format("record", e))?;
             Ok(Classed { value, priority })
         }),
     }
@@ -240,11 +253,16 @@ mod tests {
             Priority::ERROR
         );
         assert_eq!(ok(br#"{"msg":"a"}"#).unwrap().priority, Priority::INFO);
-        let e = ok(br#"{"level":"loud","msg":"a"}"#).unwrap_err();
+        let e = ok(br#"{"level":"loud","msg":"a"}"#)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("\"loud\" is not a priority class"), "{e}");
-        let e = ok(br#"{"level":"info"}"#).unwrap_err();
+        let e = ok(br#"{"level":"info"}"#).unwrap_err().to_string();
         assert!(e.contains("invalid record"), "{e}");
-        assert!(ok(b"\xff").unwrap_err().contains("invalid JSON"));
+        assert!(ok(b"\xff")
+            .unwrap_err()
+            .to_string()
+            .contains("invalid JSON"));
     }
 
     #[test]

@@ -3,6 +3,7 @@
 //! commits, and keeps a bounded log per partition (about 100,000 messages or 5 MB; older
 //! ones are deleted silently), so demos that use it must not produce far ahead of consuming.
 
+use crate::ConnectorError;
 use rdkafka::mocking::MockCluster;
 use rdkafka::producer::DefaultProducerContext;
 
@@ -24,9 +25,9 @@ impl EmbeddedKafka {
     ///
     /// # Errors
     /// When librdkafka cannot start it.
-    pub fn start(brokers: i32) -> Result<Self, String> {
+    pub fn start(brokers: i32) -> Result<Self, ConnectorError> {
         let cluster = MockCluster::new(brokers)
-            .map_err(|e| format!("cannot start the embedded Kafka cluster: {e}"))?;
+            .map_err(|e| ConnectorError::kafka("cannot start the embedded Kafka cluster", e))?;
         Ok(EmbeddedKafka { cluster })
     }
 
@@ -39,10 +40,10 @@ impl EmbeddedKafka {
     ///
     /// # Errors
     /// When the cluster refuses.
-    pub fn create_topic(&self, topic: &str, partitions: i32) -> Result<(), String> {
+    pub fn create_topic(&self, topic: &str, partitions: i32) -> Result<(), ConnectorError> {
         self.cluster
             .create_topic(topic, partitions, 1)
-            .map_err(|e| format!("cannot create topic {topic}: {e}"))
+            .map_err(|e| ConnectorError::kafka(format!("cannot create topic {topic}"), e))
     }
 
     /// The underlying mock cluster, for fault injection in tests.

@@ -47,25 +47,26 @@ impl KafkaPipelineExt for Pipeline {
         stats: Arc<KafkaSourceStats>,
     ) -> Stream<T> {
         self.source(name, parallelism, move |_| {
-            KafkaSourceOrError(KafkaSource::start(
-                cfg.clone(),
-                decode.clone(),
-                stats.clone(),
-            ))
+            KafkaSourceOrError(
+                KafkaSource::start(cfg.clone(), decode.clone(), stats.clone()).map_err(Some),
+            )
         })
     }
 }
 
-/// A source that failed to start reports its error by panicking on its first poll, which
-/// fails the job with the source named (sources have no error channel of their own).
-struct KafkaSourceOrError<T>(Result<KafkaSource<T>, String>);
+/// A source that failed to start reports its error on its first poll, which fails the job
+/// with the source named and the [`ConnectorError`](crate::ConnectorError) as the cause.
+struct KafkaSourceOrError<T>(Result<KafkaSource<T>, Option<crate::ConnectorError>>);
 
 impl<T: Send + 'static> sluice_engine::Source<T> for KafkaSourceOrError<T> {
-    fn poll_batch(&mut self, out: &mut Vec<T>, max: usize) -> sluice_engine::SourceStatus {
+    fn poll_batch(
+        &mut self,
+        out: &mut Vec<T>,
+        max: usize,
+    ) -> Result<sluice_engine::SourceStatus, sluice_engine::SourceError> {
         match &mut self.0 {
             Ok(s) => s.poll_batch(out, max),
-            #[allow(clippy::panic)]
-            Err(e) => panic!("{e}"),
+            Err(e) => Err(start_failed(e.take())),
         }
     }
     fn take_ack(&mut self) -> Option<sluice_engine::Ack> {
@@ -110,12 +111,9 @@ impl<T: Send + 'static> KafkaStreamExt<T> for Stream<T> {
         stats: Arc<KafkaSinkStats>,
     ) -> SinkHandle {
         self.sink(name, move |_| {
-            KafkaSinkOrError(KafkaSink::new(
-                cfg.clone(),
-                encode.clone(),
-                None,
-                stats.clone(),
-            ))
+            KafkaSinkOrError(
+                KafkaSink::new(cfg.clone(), encode.clone(), None, stats.clone()).map_err(Some),
+            )
         })
     }
 
@@ -134,19 +132,29 @@ impl<T: Send + 'static> KafkaStreamExt<T> for Stream<T> {
         self.sink(name, move |_| {
             KafkaSinkOrError(
                 KafkaSink::new(cfg.clone(), encode.clone(), None, stats.clone())
-                    .map(|s| s.with_routes(class_of.clone(), &routes)),
+                    .map(|s| s.with_routes(class_of.clone(), &routes))
+                    .map_err(Some),
             )
         })
     }
 }
 
-struct KafkaSinkOrError<T>(Result<KafkaSink<T>, String>);
+/// The error of a client that could not start, once; later calls say so without it.
+fn start_failed<E: From<sluice_engine::BoxError>>(e: Option<crate::ConnectorError>) -> E {
+    match e {
+        Some(e) => E::from(Box::new(e)),
+        None => E::from("the Kafka client did not start".into()),
+    }
+}
+
+/// A sink that failed to start fails its first write (or its finish) with the cause.
+struct KafkaSinkOrError<T>(Result<KafkaSink<T>, Option<crate::ConnectorError>>);
 
 impl<T: Send + 'static> sluice_engine::Sink<T> for KafkaSinkOrError<T> {
     fn write(&mut self, records: Vec<T>) -> Result<(), sluice_engine::SinkError> {
         match &mut self.0 {
             Ok(s) => s.write(records),
-            Err(e) => Err(sluice_engine::SinkError::new(e.clone())),
+            Err(e) => Err(start_failed(e.take())),
         }
     }
     fn write_with_acks(
@@ -156,7 +164,7 @@ impl<T: Send + 'static> sluice_engine::Sink<T> for KafkaSinkOrError<T> {
     ) -> Result<(), sluice_engine::SinkError> {
         match &mut self.0 {
             Ok(s) => s.write_with_acks(records, acks),
-            Err(e) => Err(sluice_engine::SinkError::new(e.clone())),
+            Err(e) => Err(start_failed(e.take())),
         }
     }
     fn take_dead_lettered(&mut self) -> u64 {
@@ -168,7 +176,7 @@ impl<T: Send + 'static> sluice_engine::Sink<T> for KafkaSinkOrError<T> {
     fn finish(&mut self) -> Result<(), sluice_engine::SinkError> {
         match &mut self.0 {
             Ok(s) => s.finish(),
-            Err(e) => Err(sluice_engine::SinkError::new(e.clone())),
+            Err(e) => Err(start_failed(e.take())),
         }
     }
 }

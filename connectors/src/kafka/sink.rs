@@ -23,7 +23,9 @@ use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::Message;
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
 use rdkafka::ClientContext;
-use sluice_engine::{Ack, Priority, Sink, SinkError, CLASSES};
+use sluice_engine::{Ack, ErrorKind, Priority, Sink, SinkError, CLASSES};
+
+use crate::ConnectorError;
 
 use super::config::KafkaConfig;
 
@@ -287,7 +289,7 @@ impl<T> KafkaSink<T> {
         encode: Encoder<T>,
         dead: Option<DeadLetterFn>,
         stats: Arc<KafkaSinkStats>,
-    ) -> Result<Self, String> {
+    ) -> Result<Self, ConnectorError> {
         let timeout = cfg.message_timeout.as_millis().to_string();
         let in_flight = cfg.max_in_flight.max(1).to_string();
         let producer: ThreadedProducer<Ctx> = cfg
@@ -308,7 +310,7 @@ impl<T> KafkaSink<T> {
                 on_expired: cfg.on_expired,
                 stats,
             })
-            .map_err(|e| format!("cannot create the Kafka producer: {e}"))?;
+            .map_err(|e| ConnectorError::kafka("cannot create the Kafka producer", e))?;
         Ok(KafkaSink {
             producer,
             topics: vec![cfg.topic.clone()],
@@ -379,7 +381,10 @@ impl<T> KafkaSink<T> {
                         ctx.stats.in_flight.fetch_sub(1, Ordering::AcqRel);
                         // This message and the rest of the batch were never produced.
                         ctx.ended(id, (records.len() - i) as u64, true);
-                        return Err(SinkError::new(format!("cannot produce to {topic}: {e}")));
+                        return Err(SinkError::new(
+                            kind_of(&e),
+                            ConnectorError::kafka(format!("cannot produce to {topic}"), e),
+                        ));
                     }
                 }
             }
@@ -396,7 +401,7 @@ impl<T> KafkaSink<T> {
         match self.cfg.on_expired {
             OnExpired::FailJob => {
                 self.fail_held();
-                Err(SinkError::new(format!(
+                Err(SinkError::permanent(format!(
                     "{} messages to {} failed: {}",
                     errors.len(),
                     self.cfg.topic,
@@ -448,7 +453,7 @@ impl<T: Send + 'static> Sink<T> for KafkaSink<T> {
                 > 0
         {
             if Instant::now() >= deadline {
-                return Err(SinkError::new(format!(
+                return Err(SinkError::retryable(format!(
                     "{} messages to {} never got a delivery report",
                     self.producer
                         .context()
@@ -497,16 +502,36 @@ impl<T: Send + 'static> Sink<T> for KafkaSink<T> {
         self.reap()?;
         if let Err(e) = flushed {
             self.fail_held();
-            return Err(SinkError::new(format!("flushing {}: {e}", self.cfg.topic)));
+            return Err(SinkError::new(
+                kind_of(&e),
+                ConnectorError::kafka(format!("flushing {}", self.cfg.topic), e),
+            ));
         }
         let n = self.batches_in_flight();
         if n > 0 {
             self.fail_held();
-            return Err(SinkError::new(format!(
+            return Err(SinkError::retryable(format!(
                 "{n} batches to {} were never acknowledged",
                 self.cfg.topic
             )));
         }
         Ok(())
+    }
+}
+
+/// Whether a Kafka error may clear by itself (librdkafka's own classification).
+fn kind_of(e: &KafkaError) -> ErrorKind {
+    match e.rdkafka_error_code() {
+        Some(
+            RDKafkaErrorCode::QueueFull
+            | RDKafkaErrorCode::MessageTimedOut
+            | RDKafkaErrorCode::AllBrokersDown
+            | RDKafkaErrorCode::BrokerTransportFailure
+            | RDKafkaErrorCode::RequestTimedOut
+            | RDKafkaErrorCode::NotEnoughReplicas
+            | RDKafkaErrorCode::LeaderNotAvailable
+            | RDKafkaErrorCode::NotLeaderForPartition,
+        ) => ErrorKind::Retryable,
+        _ => ErrorKind::Permanent,
     }
 }

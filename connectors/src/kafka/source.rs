@@ -39,6 +39,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::ConnectorError;
 use crossbeam_channel::{bounded, Receiver, SendTimeoutError, Sender, TrySendError};
 use parking_lot::Mutex;
 use rdkafka::config::RDKafkaLogLevel;
@@ -46,7 +47,7 @@ use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Reb
 use rdkafka::message::{Header, Message, OwnedHeaders};
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
-use sluice_engine::{Ack, AckOutcome, AckToken, Source, SourceStatus};
+use sluice_engine::{Ack, AckOutcome, AckToken, Source, SourceError, SourceStatus};
 
 use super::config::KafkaConfig;
 
@@ -431,7 +432,7 @@ impl<T: Send + 'static> KafkaSource<T> {
         cfg: KafkaSourceConfig,
         decode: Decoder<T>,
         stats: Arc<KafkaSourceStats>,
-    ) -> Result<Self, String> {
+    ) -> Result<Self, ConnectorError> {
         let (tx, rx) = bounded::<Ready<T>>(cfg.prefetch_batches.max(1));
         let (ack_tx, ack_rx) = crossbeam_channel::unbounded::<AckMsg>();
         let tracker = Arc::new(Mutex::new(Tracker::default()));
@@ -462,17 +463,16 @@ impl<T: Send + 'static> KafkaSource<T> {
                 ("max.poll.interval.ms", "60000"),
             ])
             .create_with_context(ctx)
-            .map_err(|e| format!("cannot create the Kafka consumer: {e}"))?;
+            .map_err(|e| ConnectorError::kafka("cannot create the Kafka consumer", e))?;
         let topics: Vec<&str> = cfg.topics.iter().map(String::as_str).collect();
         consumer
             .subscribe(&topics)
-            .map_err(|e| format!("cannot subscribe to {topics:?}: {e}"))?;
+            .map_err(|e| ConnectorError::kafka(format!("cannot subscribe to {topics:?}"), e))?;
         let dlq: Option<(BaseProducer, String)> = match &cfg.dead_letter_topic {
             Some(t) => Some((
-                cfg.kafka
-                    .client_config(&[])
-                    .create()
-                    .map_err(|e| format!("cannot create the dead-letter producer: {e}"))?,
+                cfg.kafka.client_config(&[]).create().map_err(|e| {
+                    ConnectorError::kafka("cannot create the dead-letter producer", e)
+                })?,
                 t.clone(),
             )),
             None => None,
@@ -483,7 +483,7 @@ impl<T: Send + 'static> KafkaSource<T> {
         let thread = std::thread::Builder::new()
             .name("kafka-poller".into())
             .spawn(move || poller(consumer, cfg, decode, tx, ack_rx, tracker, s2, stop2, dlq))
-            .map_err(|e| format!("cannot start the Kafka poller thread: {e}"))?;
+            .map_err(|e| ConnectorError::io("cannot start the Kafka poller thread", e))?;
         Ok(KafkaSource {
             rx,
             ack_tx,
@@ -640,7 +640,7 @@ fn poller<T: Send + 'static>(
                         }
                     }
                     Err(reason) => {
-                        dead_letter(&dlq, &m, &reason);
+                        dead_letter(&dlq, &m, &reason.to_string());
                         stats.dead_lettered.fetch_add(1, Ordering::Relaxed);
                         // Nothing downstream will ack it: it ended here.
                         let mut t = tracker.lock();
@@ -779,7 +779,7 @@ fn dead_letter<M: Message>(dlq: &Option<(BaseProducer, String)>, m: &M, reason: 
 }
 
 impl<T: Send + 'static> Source<T> for KafkaSource<T> {
-    fn poll_batch(&mut self, out: &mut Vec<T>, _max: usize) -> SourceStatus {
+    fn poll_batch(&mut self, out: &mut Vec<T>, _max: usize) -> Result<SourceStatus, SourceError> {
         match self.rx.recv_timeout(Duration::from_millis(2)) {
             Ok(ready) => {
                 let records = ready.records.len() as u64;
@@ -793,10 +793,10 @@ impl<T: Send + 'static> Source<T> for KafkaSource<T> {
                         records,
                     });
                 }));
-                SourceStatus::More
+                Ok(SourceStatus::More)
             }
-            Err(crossbeam_channel::RecvTimeoutError::Timeout) => SourceStatus::Idle,
-            Err(crossbeam_channel::RecvTimeoutError::Disconnected) => SourceStatus::Done,
+            Err(crossbeam_channel::RecvTimeoutError::Timeout) => Ok(SourceStatus::Idle),
+            Err(crossbeam_channel::RecvTimeoutError::Disconnected) => Ok(SourceStatus::Done),
         }
     }
 

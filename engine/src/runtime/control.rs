@@ -7,12 +7,14 @@ use std::time::{Duration, Instant};
 use parking_lot::{Condvar, Mutex};
 
 use crate::edge::EdgeProbe;
+use crate::operator::{SinkError, SourceError};
 
 /// The first failure of a job.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub(crate) enum Failure {
     Panicked { op: usize, message: String },
-    SinkFailed { op: usize, message: String },
+    SinkFailed { op: usize, error: SinkError },
+    SourceFailed { op: usize, error: SourceError },
 }
 
 pub(crate) struct Control {
@@ -77,8 +79,13 @@ impl Control {
         self.abort();
     }
 
-    pub(crate) fn failure(&self) -> Option<Failure> {
-        self.failure.lock().clone()
+    pub(crate) fn failed(&self) -> bool {
+        self.failure.lock().is_some()
+    }
+
+    /// Takes the first failure, for the job's result.
+    pub(crate) fn take_failure(&self) -> Option<Failure> {
+        self.failure.lock().take()
     }
 
     pub(crate) fn task_done(&self) {

@@ -231,8 +231,11 @@ pub(crate) fn spawn(mut b: Builder, topology: Topology) -> Result<Job, BuildErro
                     let r = catch_unwind(AssertUnwindSafe(move || runner.run()));
                     match r {
                         Ok(Ok(())) | Ok(Err(Halt::Aborted)) => {}
-                        Ok(Err(Halt::SinkFailed { op, message })) => {
-                            ctl.fail(Failure::SinkFailed { op, message })
+                        Ok(Err(Halt::SinkFailed { op, error })) => {
+                            ctl.fail(Failure::SinkFailed { op, error })
+                        }
+                        Ok(Err(Halt::SourceFailed { op, error })) => {
+                            ctl.fail(Failure::SourceFailed { op, error })
                         }
                         Err(payload) => {
                             let op = current_op();
@@ -387,7 +390,7 @@ impl Job {
                 self.stuck.push(name);
             }
         }
-        let status = if self.control.failure().is_some() {
+        let status = if self.control.failed() {
             JobStatus::Failed
         } else if self.control.aborted() {
             JobStatus::Aborted
@@ -397,15 +400,20 @@ impl Job {
             JobStatus::Completed
         };
         let report = self.build_report(status);
-        match self.control.failure() {
+        match self.control.take_failure() {
             Some(Failure::Panicked { op, message }) => Err(JobError::Panicked {
                 operator: self.op_name(op),
                 message,
                 report: Box::new(report),
             }),
-            Some(Failure::SinkFailed { op, message }) => Err(JobError::SinkFailed {
+            Some(Failure::SinkFailed { op, error }) => Err(JobError::SinkFailed {
                 operator: self.op_name(op),
-                message,
+                error,
+                report: Box::new(report),
+            }),
+            Some(Failure::SourceFailed { op, error }) => Err(JobError::SourceFailed {
+                operator: self.op_name(op),
+                error,
                 report: Box::new(report),
             }),
             None if !report.ledger.balanced => Err(JobError::LedgerMismatch {

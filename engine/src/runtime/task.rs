@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use crate::batch::Batch;
 use crate::edge::{Receiver, RecvError, TryRecvError};
 use crate::metrics::{OpStats, TaskState, TaskStats};
-use crate::operator::{InstanceInfo, Operator, Sink, Source, SourceStatus};
+use crate::operator::{InstanceInfo, Operator, Sink, SinkError, Source, SourceError, SourceStatus};
 use crate::runtime::control::Control;
 use crate::runtime::sinkstats::{LatencyRecorder, SinkStats};
 
@@ -23,7 +23,9 @@ pub(crate) enum Halt {
     /// The job is aborting; unwind quietly.
     Aborted,
     /// A sink failed; the job fails with this error.
-    SinkFailed { op: usize, message: String },
+    SinkFailed { op: usize, error: SinkError },
+    /// A source failed; the job fails with this error.
+    SourceFailed { op: usize, error: SourceError },
 }
 
 thread_local! {
@@ -148,7 +150,7 @@ impl<T: Send, S: Sink<T>> Emit<T> for SinkLink<T, S> {
                 crate::ack::fail_acks(&acks);
                 Err(Halt::SinkFailed {
                     op: self.op_id,
-                    message: e.message,
+                    error: e,
                 })
             }
         }
@@ -163,7 +165,7 @@ impl<T: Send, S: Sink<T>> Emit<T> for SinkLink<T, S> {
         self.latency.publish(&self.stats);
         let r = self.sink.finish().map_err(|e| Halt::SinkFailed {
             op: self.op_id,
-            message: e.message,
+            error: e,
         });
         // Writes that failed for good while the sink flushed.
         let dead = self.sink.take_dead_lettered();
@@ -213,6 +215,17 @@ impl<T: Send, S: Source<T>> Runner for SourceRunner<T, S> {
                 batch.acks.extend(ack);
                 self.out.emit(batch)?;
             }
+            let status = match status {
+                Ok(s) => s,
+                Err(error) => {
+                    // Like a failed sink: the job aborts naming this source; what is still
+                    // queued downstream counts as in flight (an acknowledging source replays it).
+                    return Err(Halt::SourceFailed {
+                        op: self.op_id,
+                        error,
+                    });
+                }
+            };
             match status {
                 SourceStatus::More => {}
                 SourceStatus::Done => break,

@@ -18,7 +18,7 @@ use rdkafka::ClientConfig;
 use sluice_connectors::kafka::{
     EmbeddedKafka, KafkaConfig, KafkaPipelineExt, KafkaSourceConfig, KafkaSourceStats,
 };
-use sluice_engine::{Pipeline, Priority, Stream, CLASSES};
+use sluice_engine::{CodecError, Pipeline, Priority, Stream, CLASSES};
 use sluice_operators::StreamExt;
 
 use super::scenario::KafkaFeed;
@@ -40,9 +40,12 @@ fn encode(nonce: u64, e: &Event) -> [u8; 25] {
 }
 
 /// `(nonce, event)`; messages of another shape are malformed (counted, skipped).
-fn decode(b: &[u8]) -> Result<(u64, Event), String> {
+fn decode(b: &[u8]) -> Result<(u64, Event), CodecError> {
     if b.len() != 25 {
-        return Err(format!("expected 25 bytes, got {}", b.len()));
+        return Err(CodecError::invalid(format!(
+            "expected 25 bytes, got {}",
+            b.len()
+        )));
     }
     let word = |i: usize| {
         let mut w = [0u8; 8];
@@ -53,7 +56,9 @@ fn decode(b: &[u8]) -> Result<(u64, Event), String> {
     };
     let class = b.get(24).copied().unwrap_or(0);
     if class as usize >= CLASSES {
-        return Err(format!("class rank {class} out of range"));
+        return Err(CodecError::invalid(format!(
+            "class rank {class} out of range"
+        )));
     }
     Ok((
         word(0),

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use sluice_engine::{Source, SourceStatus, CLASSES};
+use sluice_engine::{Source, SourceError, SourceStatus, CLASSES};
 
 use super::schedule::{class_of, Event, Schedule};
 
@@ -19,11 +19,15 @@ pub(super) struct OpenLoop {
 }
 
 impl Source<Event> for OpenLoop {
-    fn poll_batch(&mut self, out: &mut Vec<Event>, max: usize) -> SourceStatus {
+    fn poll_batch(
+        &mut self,
+        out: &mut Vec<Event>,
+        max: usize,
+    ) -> Result<SourceStatus, SourceError> {
         let total = self.schedule.total();
         loop {
             if Instant::now() >= self.end || self.produced >= total {
-                return SourceStatus::Done;
+                return Ok(SourceStatus::Done);
             }
             let elapsed = self.epoch.elapsed().as_secs_f64();
             let due = (self.schedule.due_by(elapsed) as u64 + 1).min(total);
@@ -37,11 +41,11 @@ impl Source<Event> for OpenLoop {
                     });
                 }
                 self.produced += n;
-                return SourceStatus::More;
+                return Ok(SourceStatus::More);
             }
             let wait = self.schedule.time_of(self.produced) - elapsed;
             if wait > 0.002 {
-                return SourceStatus::Idle;
+                return Ok(SourceStatus::Idle);
             }
             std::thread::yield_now();
         }

@@ -167,4 +167,3 @@ pub fn recovery(series: &[Sample], burst_end: f64, threshold: u64) -> Option<f64
         .find(|x| x.backlog() <= threshold)
         .map(|x| x.t_s - burst_end)
 }
-
