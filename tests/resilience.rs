@@ -242,7 +242,8 @@ fn breaker_opens_fails_fast_to_the_fallback_and_limits_concurrency() {
 #[test]
 fn level_controller_switches_to_shedding_under_pressure() {
     let p = Pipeline::new("levels").batch_size(50);
-    p.generator("telemetry", 1, GeneratorConfig::count(50_000), |i| i)
+    let telemetry = p
+        .generator("telemetry", 1, GeneratorConfig::count(50_000), |i| i)
         .classify(|r: &u64| {
             if r % 10 == 0 {
                 Priority::ERROR
@@ -250,23 +251,27 @@ fn level_controller_switches_to_shedding_under_pressure() {
                 Priority::DEBUG
             }
         })
-        .edge_capacity(500)
-        .new_chain()
-        .for_each("slow sink", |_| {
-            std::thread::sleep(Duration::from_micros(20))
-        });
+        .edge_capacity(500);
+    let edge = telemetry.edge_id();
+    telemetry.new_chain().for_each("slow sink", |_| {
+        std::thread::sleep(Duration::from_micros(20))
+    });
     let job = p.run().unwrap();
-    let edge = job.handle().edges()[0].clone();
+    assert_eq!(
+        job.handle().edge_name(edge).unwrap(),
+        "telemetry -> slow sink"
+    );
     let ctl = LevelController::spawn(
         job.handle(),
-        edge.clone(),
+        edge,
         OverloadLevels::standard(),
         vec![(
             edge,
             vec![EdgePolicy::Block, EdgePolicy::shed_by_priority()],
         )],
         Duration::from_millis(5),
-    );
+    )
+    .unwrap();
     let report = job.wait().unwrap();
     let levels = ctl.join().unwrap();
     assert!(!levels.changes.is_empty(), "pressure raised the level");

@@ -21,60 +21,35 @@ use std::rc::Rc;
 use std::sync::Arc;
 
 use crate::codec::Codec;
-use crate::edge::{
-    DropTapFn, Dropped, EdgeProbe, PortConfig, Receiver, Sender, SpillLog, SpillSpec,
-};
+use crate::edge::{DropTapFn, Dropped, PortConfig, Receiver, Sender, SpillLog, SpillSpec};
 use crate::error::BuildError;
 use crate::metrics::{OpStats, TaskStats};
 use crate::operator::{InstanceInfo, Operator, Sink, Source};
+use crate::plan::{EdgeId, Plan, PlanEdge, PlanOp, PlanStage};
 use crate::policy::EdgePolicy;
 use crate::priority::{Classifier, Prioritized, Priority};
 use crate::runtime::exchange::{Broadcast, Forward, Hash, RoundRobin, Split, Tee};
 use crate::runtime::sinkstats::{LatencyRecorder, SinkStats};
 use crate::runtime::task::{Emit, InboxRunner, OpLink, Runner, SinkLink, SourceRunner};
-use crate::runtime::{control::Control, Job};
-use crate::topology::{ExchangeKind, OpKind, Topology, TopologyEdge, TopologyStage};
+use crate::runtime::Job;
+use crate::topology::{ExchangeKind, OpKind, Topology};
 
 /// Records per batch when a pipeline does not say otherwise.
 pub const DEFAULT_BATCH_SIZE: usize = 1024;
 /// Edge capacity in records when neither the pipeline nor the stream says otherwise.
 pub const DEFAULT_CAPACITY: usize = 8192;
 
-pub(crate) struct OpMeta {
-    pub name: String,
-    pub kind: OpKind,
-    pub stats: Arc<OpStats>,
-    pub sink: Option<Arc<SinkStats>>,
-}
-
-pub(crate) struct StageMeta {
-    pub parallelism: usize,
-    pub ops: Vec<usize>,
-    pub tasks: Vec<Arc<TaskStats>>,
-    pub runners: Vec<Option<Box<dyn Runner>>>,
-}
-
-pub(crate) struct EdgeMeta {
-    pub from_stage: usize,
-    pub from_op: usize,
-    pub to_stage: usize,
-    pub exchange: ExchangeKind,
-    pub capacity: usize,
-    pub policy: EdgePolicy,
-    pub ports: Vec<(Arc<dyn EdgeProbe>, usize)>,
-}
-
 pub(crate) struct Builder {
-    pub name: String,
+    pub plan: Plan,
     pub batch_size: usize,
     pub default_capacity: usize,
-    pub ops: Vec<OpMeta>,
-    pub stages: Vec<StageMeta>,
-    pub edges: Vec<EdgeMeta>,
     open: BTreeMap<u64, usize>,
     errors: Vec<BuildError>,
     next_stream: u64,
-    pub control: Arc<Control>,
+    /// Streams whose next edge has an [`EdgeId`]: stream id -> id.
+    reserved: BTreeMap<u64, usize>,
+    /// Per [`EdgeId`], the edge it became, once it exists.
+    bound: Vec<Option<usize>>,
 }
 
 impl Builder {
@@ -84,24 +59,25 @@ impl Builder {
 
     fn new_stage(&mut self, parallelism: usize) -> usize {
         let p = parallelism.max(1);
-        self.stages.push(StageMeta {
+        self.plan.runners.push((0..p).map(|_| None).collect());
+        self.plan.stages.push(PlanStage {
+            name: String::new(),
             parallelism: p,
             ops: Vec::new(),
             tasks: (0..p).map(|_| Arc::new(TaskStats::default())).collect(),
-            runners: (0..p).map(|_| None).collect(),
         });
-        self.stages.len() - 1
+        self.plan.stages.len() - 1
     }
 
     fn new_op(&mut self, name: &str, kind: OpKind, stage: usize) -> usize {
-        let id = self.ops.len();
-        self.ops.push(OpMeta {
+        let id = self.plan.ops.len();
+        self.plan.ops.push(PlanOp {
             name: name.to_string(),
             kind,
             stats: Arc::new(OpStats::default()),
             sink: None,
         });
-        self.stages[stage].ops.push(id);
+        self.plan.stages[stage].ops.push(id);
         id
     }
 
@@ -110,47 +86,6 @@ impl Builder {
         self.next_stream += 1;
         self.open.insert(id, last_op);
         id
-    }
-
-    pub(crate) fn stage_name(&self, stage: usize) -> String {
-        let ops = &self.stages[stage].ops;
-        if ops.is_empty() {
-            return format!("relay{stage}");
-        }
-        ops.iter()
-            .map(|&o| self.ops[o].name.as_str())
-            .collect::<Vec<_>>()
-            .join("+")
-    }
-
-    pub(crate) fn topology(&self) -> Topology {
-        Topology {
-            stages: (0..self.stages.len())
-                .map(|s| TopologyStage {
-                    name: self.stage_name(s),
-                    parallelism: self.stages[s].parallelism,
-                    operators: self.stages[s]
-                        .ops
-                        .iter()
-                        .map(|&o| self.ops[o].name.clone())
-                        .collect(),
-                    is_source: self.stages[s]
-                        .ops
-                        .first()
-                        .is_some_and(|&o| self.ops[o].kind == OpKind::Source),
-                })
-                .collect(),
-            edges: self
-                .edges
-                .iter()
-                .map(|e| TopologyEdge {
-                    from: e.from_stage,
-                    to: e.to_stage,
-                    exchange: e.exchange,
-                    capacity: e.capacity,
-                })
-                .collect(),
-        }
     }
 }
 
@@ -168,7 +103,7 @@ type ChainFn<T> = Box<dyn FnMut(&ChainCtx, Box<dyn Emit<T>>) -> Box<dyn Runner>>
 ///
 /// # Examples
 /// ```
-/// use sluice_engine::{Pipeline, Sink, SinkError, Source, SourceStatus, Operator};
+/// use sluice_engine::{Operator, Pipeline, Sink, SinkError, Source, SourceError, SourceStatus};
 ///
 /// struct Count(u64);
 /// impl Source<u64> for Count {
@@ -201,7 +136,7 @@ pub struct Pipeline {
 impl std::fmt::Debug for Pipeline {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Pipeline")
-            .field("name", &self.b.borrow().name)
+            .field("name", &self.b.borrow().plan.name)
             .finish_non_exhaustive()
     }
 }
@@ -211,16 +146,14 @@ impl Pipeline {
     pub fn new(name: impl Into<String>) -> Self {
         Pipeline {
             b: Rc::new(RefCell::new(Builder {
-                name: name.into(),
+                plan: Plan::new(name.into()),
                 batch_size: DEFAULT_BATCH_SIZE,
                 default_capacity: DEFAULT_CAPACITY,
-                ops: Vec::new(),
-                stages: Vec::new(),
-                edges: Vec::new(),
                 open: BTreeMap::new(),
                 errors: Vec::new(),
                 next_stream: 0,
-                control: Arc::new(Control::new()),
+                reserved: BTreeMap::new(),
+                bound: Vec::new(),
             })),
         }
     }
@@ -263,8 +196,8 @@ impl Pipeline {
         let stage = b.new_stage(parallelism);
         let op = b.new_op(name, OpKind::Source, stage);
         let id = b.open_stream(op);
-        let stats = b.ops[op].stats.clone();
-        let control = b.control.clone();
+        let stats = b.plan.ops[op].stats.clone();
+        let control = b.plan.control.clone();
         let name = name.to_string();
         let chain: ChainFn<T> = Box::new(move |ctx, out| {
             let info = InstanceInfo {
@@ -299,7 +232,7 @@ impl Pipeline {
 
     /// The graph as built so far.
     pub fn topology(&self) -> Topology {
-        self.b.borrow().topology()
+        self.b.borrow().plan.topology()
     }
 
     /// Validates the graph and starts one thread per operator-chain instance.
@@ -316,7 +249,7 @@ impl Pipeline {
                     b.open
                         .values()
                         .next()
-                        .map(|&o| b.ops[o].name.clone())
+                        .map(|&o| b.plan.ops[o].name.clone())
                         .unwrap_or_else(|| "a stream".to_string())
                 },
             })?
@@ -326,12 +259,24 @@ impl Pipeline {
         }
         if let Some(&op) = b.open.values().next() {
             return Err(BuildError::UnconnectedOutput {
-                operator: b.ops[op].name.clone(),
+                operator: b.plan.ops[op].name.clone(),
             });
         }
-        let topo = b.topology();
+        let mut plan = b.plan;
+        for (id, edge) in b.bound.iter().enumerate() {
+            match edge {
+                Some(e) => plan.edge_ids.push(*e),
+                None => {
+                    return Err(BuildError::EdgeIdUnused {
+                        edge: EdgeId(id).to_string(),
+                    })
+                }
+            }
+        }
+        plan.seal();
+        let topo = plan.topology();
         topo.validate()?;
-        crate::runtime::spawn(b, topo)
+        crate::runtime::spawn(plan, topo)
     }
 }
 
@@ -364,12 +309,30 @@ impl<T> std::fmt::Debug for Stream<T> {
 impl<T: Send + 'static> Stream<T> {
     /// Number of parallel instances of the chain this stream ends.
     pub fn parallelism_of(&self) -> usize {
-        self.b.borrow().stages[self.stage].parallelism
+        self.b.borrow().plan.stages[self.stage].parallelism
     }
 
     /// The pipeline's batch size.
     pub fn batch_size(&self) -> usize {
         self.b.borrow().batch_size
+    }
+
+    /// A typed handle to the next edge out of this stream (the edge that the next
+    /// [`Stream::new_chain`], exchange, union or parallelism change creates), for a
+    /// [`JobHandle`](crate::JobHandle) to read its fill and switch its policy while the job
+    /// runs. Asking twice gives the same id.
+    ///
+    /// [`Pipeline::run`] fails with [`BuildError::EdgeIdUnused`] when no edge follows (the
+    /// next operator was chained into this thread instead).
+    pub fn edge_id(&self) -> EdgeId {
+        let mut bm = self.b.borrow_mut();
+        if let Some(&id) = bm.reserved.get(&self.id) {
+            return EdgeId(id);
+        }
+        let id = bm.bound.len();
+        bm.bound.push(None);
+        bm.reserved.insert(self.id, id);
+        EdgeId(id)
     }
 
     /// Sets the capacity, in records, of the next edge out of this stream.
@@ -460,7 +423,7 @@ impl<T: Send + 'static> Stream<T> {
             bm.open.remove(&id);
             let op = bm.new_op(name, OpKind::Operator, stage);
             let new_id = bm.open_stream(op);
-            (op, new_id, bm.ops[op].stats.clone())
+            (op, new_id, bm.plan.ops[op].stats.clone())
         };
         let name = name.to_string();
         let next: ChainFn<O> = Box::new(move |ctx, out: Box<dyn Emit<O>>| {
@@ -504,7 +467,7 @@ impl<T: Send + 'static> Stream<T> {
             let mut bm = self.b.borrow_mut();
             let op = bm.new_op(name, OpKind::Sink, self.stage);
             let stats = Arc::new(SinkStats::default());
-            bm.ops[op].sink = Some(stats.clone());
+            bm.plan.ops[op].sink = Some(stats.clone());
             (op, stats)
         };
         let name = name.to_string();
@@ -648,7 +611,7 @@ impl<T: Send + 'static> Stream<T> {
     fn check_parallelism(&self, p: usize) {
         if p == 0 {
             let mut bm = self.b.borrow_mut();
-            let name = bm.ops[self.last_op].name.clone();
+            let name = bm.plan.ops[self.last_op].name.clone();
             bm.error(BuildError::ZeroParallelism { operator: name });
         }
     }
@@ -664,24 +627,29 @@ impl<T: Send + 'static> Stream<T> {
         capacity: usize,
     ) -> Vec<Vec<Sender<T>>> {
         let mut bm = self.b.borrow_mut();
-        let p_up = bm.stages[self.stage].parallelism;
+        let p_up = bm.plan.stages[self.stage].parallelism;
         let p_down = rxs.len();
         let mut cap = capacity;
         if cap == 0 {
-            let edge = format!("{} -> #{to_stage}", bm.ops[from_op].name);
+            let edge = format!("{} -> #{to_stage}", bm.plan.ops[from_op].name);
             bm.error(BuildError::ZeroCapacity { edge });
             cap = 1;
         }
         if self.policy.uses_classes() && self.classifier.is_none() {
-            let edge = format!("{} -> #{to_stage}", bm.ops[from_op].name);
+            let edge = format!("{} -> #{to_stage}", bm.plan.ops[from_op].name);
             bm.error(BuildError::PolicyNeedsClassifier {
                 edge,
                 policy: self.policy.to_string(),
             });
         }
-        let edge_index = bm.edges.len();
+        let edge_index = bm.plan.edges.len();
+        if let Some(id) = bm.reserved.remove(&self.id) {
+            if let Some(slot) = bm.bound.get_mut(id) {
+                *slot = Some(edge_index);
+            }
+        }
         if matches!(self.policy, EdgePolicy::Defer(_)) && self.spill.is_none() {
-            let edge = format!("{} -> #{to_stage}", bm.ops[from_op].name);
+            let edge = format!("{} -> #{to_stage}", bm.plan.ops[from_op].name);
             bm.error(BuildError::DeferNeedsLog { edge });
         }
         let mut probes = Vec::with_capacity(p_down);
@@ -689,11 +657,11 @@ impl<T: Send + 'static> Stream<T> {
         for (instance, rx) in rxs.iter().enumerate() {
             let spill = match &self.spill {
                 Some(spec) => {
-                    let name = format!("{}-edge{edge_index}-{instance}", file_safe(&bm.name));
+                    let name = format!("{}-edge{edge_index}-{instance}", file_safe(&bm.plan.name));
                     match SpillLog::open(spec, &name) {
                         Ok(log) => Some(log),
                         Err(e) => {
-                            let edge = format!("{} -> #{to_stage}", bm.ops[from_op].name);
+                            let edge = format!("{} -> #{to_stage}", bm.plan.ops[from_op].name);
                             bm.error(BuildError::DeferLog {
                                 edge,
                                 message: e.to_string(),
@@ -713,7 +681,8 @@ impl<T: Send + 'static> Stream<T> {
             }));
             probes.push((rx.probe(), rx.ports() - 1));
         }
-        bm.edges.push(EdgeMeta {
+        bm.plan.edges.push(PlanEdge {
+            name: String::new(),
             from_stage: self.stage,
             from_op,
             to_stage,
@@ -768,6 +737,7 @@ impl<T: Send + 'static> Stream<T> {
             // A stream that starts at an exchange has no operator yet; name it after the
             // operator that fed the edge, so a dangling one is reported usefully.
             let last_op = bm
+                .plan
                 .edges
                 .iter()
                 .rev()
@@ -816,7 +786,7 @@ impl<T: Send + 'static> Stream<T> {
         let (p, batch_size, tasks) = {
             let mut bm = b.borrow_mut();
             bm.open.remove(&id);
-            let st = &bm.stages[stage];
+            let st = &bm.plan.stages[stage];
             (st.parallelism, bm.batch_size, st.tasks.clone())
         };
         let mut runners = Vec::with_capacity(p);
@@ -831,7 +801,7 @@ impl<T: Send + 'static> Stream<T> {
             runners.push(chain(&ctx, tail));
         }
         let mut bm = b.borrow_mut();
-        for (slot, r) in bm.stages[stage].runners.iter_mut().zip(runners) {
+        for (slot, r) in bm.plan.runners[stage].iter_mut().zip(runners) {
             *slot = Some(r);
         }
     }
@@ -845,7 +815,7 @@ impl<T: Clone + Send + 'static> Stream<T> {
         let (op, stats, stages, rxs, cap) = {
             let mut bm = self.b.borrow_mut();
             let op = bm.new_op(name, OpKind::Fork, self.stage);
-            let stats = bm.ops[op].stats.clone();
+            let stats = bm.plan.ops[op].stats.clone();
             let stages: Vec<usize> = (0..n).map(|_| bm.new_stage(p)).collect();
             let rxs: Vec<Vec<Receiver<T>>> = (0..n)
                 .map(|_| (0..p).map(|_| new_receiver(bm.batch_size)).collect())
@@ -882,7 +852,7 @@ impl<T: Clone + Send + 'static> Stream<T> {
         let stats = {
             let mut bm = self.b.borrow_mut();
             let op = bm.new_op("broadcast", OpKind::Fork, self.stage);
-            bm.ops[op].stats.clone()
+            bm.plan.ops[op].stats.clone()
         };
         self.exchange_into_new(p, ExchangeKind::Broadcast, move |_, txs, task| {
             Box::new(Broadcast {

@@ -25,6 +25,7 @@ pub mod graph;
 mod ledger;
 pub mod metrics;
 mod operator;
+mod plan;
 mod policy;
 mod priority;
 mod report;
@@ -42,6 +43,7 @@ pub use metrics::TaskState;
 pub use operator::{
     BoxError, ErrorKind, InstanceInfo, Operator, Sink, SinkError, Source, SourceError, SourceStatus,
 };
+pub use plan::EdgeId;
 pub use policy::{
     DeferConfig, DropReason, EdgePolicy, SampleConfig, Watermarks, WhenLogFull, REASONS,
 };
@@ -50,5 +52,5 @@ pub use report::{
     DropCount, EdgeReport, JobEvent, JobReport, JobStatus, LatencySummary, OperatorReport,
     SinkReport, StageReport,
 };
-pub use runtime::{partition_of, Job, JobHandle};
+pub use runtime::{partition_of, Job, JobHandle, UnknownEdge};
 pub use topology::{ExchangeKind, OpKind, Topology, TopologyEdge, TopologyStage};

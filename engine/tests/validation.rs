@@ -134,3 +134,60 @@ fn built_pipelines_describe_their_topology() {
     let r = job.wait().expect("completes");
     assert_eq!(r.ledger.delivered, 10);
 }
+
+#[test]
+fn an_edge_id_must_name_an_edge_and_addresses_it_in_a_running_job() {
+    // Taken from a stream whose next operator chains into the same thread: no edge.
+    let p = Pipeline::new("e");
+    let s = p.source("src", 1, range(10));
+    let _ = s.edge_id();
+    s.sink("sink", |_| SlowSink(std::time::Duration::ZERO));
+    match p.run() {
+        Err(e @ BuildError::EdgeIdUnused { .. }) => {
+            assert!(e.to_string().contains("new_chain"), "{e}")
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+
+    // One id per stream; it names the edge the next `new_chain` creates.
+    let p = Pipeline::new("e").batch_size(5);
+    let s = p.source("src", 1, range(1000)).edge_capacity(10);
+    let (a, b) = (s.edge_id(), s.edge_id());
+    assert_eq!(a, b);
+    s.new_chain()
+        .sink("sink", |_| SlowSink(std::time::Duration::from_micros(10)));
+    let job = p.run().unwrap();
+    let h = job.handle();
+    assert_eq!(h.edge_name(a).unwrap(), "src -> sink");
+    let fill = h.edge_fill(a).unwrap();
+    assert!((0.0..=1.0).contains(&fill), "{fill}");
+    h.set_edge_policy(a, sluice_engine::EdgePolicy::DropNewest)
+        .unwrap();
+    let report = job.wait().unwrap();
+    assert!(report
+        .events
+        .iter()
+        .any(|e| e.kind == "policy" && e.detail.starts_with("src -> sink")));
+    assert!(report.ledger.balanced);
+
+    // An id from another pipeline is refused, not applied to whatever edge has its number.
+    let other = Pipeline::new("other");
+    let o = other.source("x", 1, range(1));
+    let foreign = o.edge_id();
+    let _ = o.edge_id();
+    let o2 = other.source("y", 1, range(1));
+    let foreign2 = o2.edge_id();
+    o.new_chain()
+        .sink("s1", |_| SlowSink(std::time::Duration::ZERO));
+    o2.new_chain()
+        .sink("s2", |_| SlowSink(std::time::Duration::ZERO));
+    other.run().unwrap().wait().unwrap();
+    let _ = foreign;
+    let p = Pipeline::new("e");
+    p.source("src", 1, range(10))
+        .new_chain()
+        .sink("sink", |_| SlowSink(std::time::Duration::ZERO));
+    let job = p.run().unwrap();
+    assert!(job.handle().edge_fill(foreign2).is_err());
+    job.wait().unwrap();
+}

@@ -25,49 +25,29 @@ use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 
-use crate::edge::EdgeProbe;
 use crate::error::{BuildError, JobError};
-use crate::graph::Builder;
 use crate::ledger::Ledger;
-use crate::metrics::{OpStats, TaskState, TaskStats};
+use crate::metrics::TaskState;
+use crate::plan::{EdgeId, Plan, PlanEdge, PlanOp, PlanStage};
 use crate::policy::{DropReason, EdgePolicy, REASONS};
 use crate::priority::{Priority, CLASSES};
 use crate::report::{
     DropCount, EdgeReport, JobEvent, JobReport, JobStatus, LatencySummary, OperatorReport,
     SinkReport, StageReport,
 };
-use crate::topology::{ExchangeKind, OpKind, Topology};
+use crate::topology::{OpKind, Topology};
 use control::{Control, Failure};
-use sinkstats::SinkStats;
 use task::{current_op, Halt};
 
 pub use exchange::partition_of;
 
+/// An [`EdgeId`] that does not name an edge of this job (it came from another pipeline).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("{0} is not an edge of this job")]
+pub struct UnknownEdge(pub EdgeId);
+
 /// How long a failed or aborted job waits for tasks stuck in user code before detaching them.
 const ABORT_GRACE: Duration = Duration::from_secs(5);
-
-struct OpInfo {
-    name: String,
-    kind: OpKind,
-    stats: Arc<OpStats>,
-    sink: Option<Arc<SinkStats>>,
-}
-
-struct StageInfo {
-    name: String,
-    ops: Vec<usize>,
-    tasks: Vec<Arc<TaskStats>>,
-}
-
-struct EdgeInfo {
-    name: String,
-    from: usize,
-    to: usize,
-    exchange: ExchangeKind,
-    capacity: usize,
-    policy: EdgePolicy,
-    ports: Vec<(Arc<dyn EdgeProbe>, usize)>,
-}
 
 /// A running job.
 ///
@@ -76,9 +56,10 @@ pub struct Job {
     name: String,
     control: Arc<Control>,
     threads: Vec<(String, JoinHandle<()>)>,
-    ops: Vec<OpInfo>,
-    stages: Vec<StageInfo>,
-    edges: Arc<Vec<EdgeInfo>>,
+    ops: Vec<PlanOp>,
+    stages: Vec<PlanStage>,
+    edges: Arc<Vec<PlanEdge>>,
+    edge_ids: Arc<Vec<usize>>,
     topology: Topology,
     started: Instant,
     stuck: Vec<String>,
@@ -91,7 +72,8 @@ pub struct Job {
 #[derive(Clone)]
 pub struct JobHandle {
     control: Arc<Control>,
-    edges: Arc<Vec<EdgeInfo>>,
+    edges: Arc<Vec<PlanEdge>>,
+    edge_ids: Arc<Vec<usize>>,
     events: Arc<Mutex<Vec<JobEvent>>>,
     started: Instant,
     tasks: usize,
@@ -109,34 +91,56 @@ impl JobHandle {
         self.control.tasks_done() >= self.tasks
     }
 
-    /// The job's edges, by name (`upstream op -> downstream op`).
+    /// The job's edges, by name (`upstream op -> downstream op`), for display.
     pub fn edges(&self) -> Vec<String> {
         self.edges.iter().map(|e| e.name.clone()).collect()
     }
 
-    /// How full an edge is, 0..1: records queued over capacity, summed over its ports.
-    pub fn edge_fill(&self, edge: &str) -> Option<f64> {
-        let e = self.edges.iter().find(|e| e.name == edge)?;
+    /// The name of the edge an id names, for display.
+    ///
+    /// # Errors
+    /// [`UnknownEdge`] for an id from another pipeline.
+    pub fn edge_name(&self, edge: EdgeId) -> Result<&str, UnknownEdge> {
+        self.edge(edge).map(|e| e.name.as_str())
+    }
+
+    /// The edge an [`EdgeId`] of this job's pipeline names.
+    fn edge(&self, id: EdgeId) -> Result<&PlanEdge, UnknownEdge> {
+        self.edge_ids
+            .get(id.0)
+            .and_then(|&e| self.edges.get(e))
+            .ok_or(UnknownEdge(id))
+    }
+
+    /// How full an edge is: records queued over capacity, summed over its ports; 0..1, above
+    /// 1 only while one batch larger than the edge is queued (such a batch is admitted whole
+    /// so it cannot deadlock the edge).
+    ///
+    /// # Errors
+    /// [`UnknownEdge`] for an id from another pipeline.
+    pub fn edge_fill(&self, edge: EdgeId) -> Result<f64, UnknownEdge> {
+        let e = self.edge(edge)?;
         let queued: usize = e
             .ports
             .iter()
             .map(|(p, i)| p.port_snapshot(*i).queued_records)
             .sum();
-        Some(queued as f64 / (e.capacity * e.ports.len().max(1)) as f64)
+        Ok(queued as f64 / (e.capacity * e.ports.len().max(1)) as f64)
     }
 
-    /// Switches an edge's overload policy on all its ports. Returns false for an unknown
-    /// edge. A policy that acts on classes uses the edge's classifier (set one when building
+    /// Switches an edge's overload policy on all its ports and records the change as an
+    /// event. A policy that acts on classes uses the edge's classifier (set one when building
     /// the edge, or every record counts as `Priority::DEFAULT`).
-    pub fn set_edge_policy(&self, edge: &str, policy: EdgePolicy) -> bool {
-        let Some(e) = self.edges.iter().find(|e| e.name == edge) else {
-            return false;
-        };
+    ///
+    /// # Errors
+    /// [`UnknownEdge`] for an id from another pipeline.
+    pub fn set_edge_policy(&self, edge: EdgeId, policy: EdgePolicy) -> Result<(), UnknownEdge> {
+        let e = self.edge(edge)?;
         for (p, i) in &e.ports {
             p.set_policy(*i, policy);
         }
-        self.record_event("policy", format!("{edge}: {policy}"));
-        true
+        self.record_event("policy", format!("{}: {policy}", e.name));
+        Ok(())
     }
 
     /// Records an event in the job's report.
@@ -158,72 +162,42 @@ impl std::fmt::Debug for Job {
     }
 }
 
-pub(crate) fn spawn(mut b: Builder, topology: Topology) -> Result<Job, BuildError> {
-    let control = b.control.clone();
-    for e in &b.edges {
+pub(crate) fn spawn(plan: Plan, topology: Topology) -> Result<Job, BuildError> {
+    let Plan {
+        name,
+        ops,
+        stages,
+        edges,
+        runners,
+        edge_ids,
+        control,
+    } = plan;
+    for e in &edges {
         for (probe, _) in &e.ports {
             control.add_probe(probe.clone());
         }
     }
-    let stage_names: Vec<String> = (0..b.stages.len()).map(|s| b.stage_name(s)).collect();
+    let tasks = runners.iter().map(Vec::len).sum();
     let mut job = Job {
-        name: b.name.clone(),
+        name,
         control: control.clone(),
         threads: Vec::new(),
-        ops: b
-            .ops
-            .iter()
-            .map(|o| OpInfo {
-                name: o.name.clone(),
-                kind: o.kind,
-                stats: o.stats.clone(),
-                sink: o.sink.clone(),
-            })
-            .collect(),
-        stages: b
-            .stages
-            .iter()
-            .enumerate()
-            .map(|(i, s)| StageInfo {
-                name: stage_names[i].clone(),
-                ops: s.ops.clone(),
-                tasks: s.tasks.clone(),
-            })
-            .collect(),
-        edges: Arc::new(
-            b.edges
-                .iter()
-                .map(|e| EdgeInfo {
-                    name: format!(
-                        "{} -> {}",
-                        b.ops[e.from_op].name,
-                        b.stages[e.to_stage]
-                            .ops
-                            .first()
-                            .map(|&o| b.ops[o].name.as_str())
-                            .unwrap_or(stage_names[e.to_stage].as_str())
-                    ),
-                    from: e.from_stage,
-                    to: e.to_stage,
-                    exchange: e.exchange,
-                    capacity: e.capacity,
-                    policy: e.policy,
-                    ports: e.ports.clone(),
-                })
-                .collect(),
-        ),
+        ops,
+        stages,
+        edges: Arc::new(edges),
+        edge_ids: Arc::new(edge_ids),
         topology,
         started: Instant::now(),
         stuck: Vec::new(),
         events: Arc::new(Mutex::new(Vec::new())),
-        tasks: b.stages.iter().map(|s| s.runners.len()).sum(),
+        tasks,
     };
-    for (s, stage) in b.stages.iter_mut().enumerate() {
-        for (i, slot) in stage.runners.iter_mut().enumerate() {
-            let Some(runner) = slot.take() else { continue };
-            let task = stage.tasks[i].clone();
+    for (s, stage_runners) in runners.into_iter().enumerate() {
+        for (i, slot) in stage_runners.into_iter().enumerate() {
+            let Some(runner) = slot else { continue };
+            let task = job.stages[s].tasks[i].clone();
             let ctl = control.clone();
-            let tname = format!("{}#{i}", stage_names[s]);
+            let tname = format!("{}#{i}", job.stages[s].name);
             let spawned = std::thread::Builder::new()
                 .name(tname.clone())
                 .spawn(move || {
@@ -279,6 +253,7 @@ impl Job {
         JobHandle {
             control: self.control.clone(),
             edges: self.edges.clone(),
+            edge_ids: self.edge_ids.clone(),
             events: self.events.clone(),
             started: self.started,
             tasks: self.tasks,
@@ -458,8 +433,8 @@ impl Job {
                 let mut drop_matrix = [[0u64; CLASSES]; REASONS];
                 let mut r = EdgeReport {
                     name: e.name.clone(),
-                    from: self.stages[e.from].name.clone(),
-                    to: self.stages[e.to].name.clone(),
+                    from: self.stages[e.from_stage].name.clone(),
+                    to: self.stages[e.to_stage].name.clone(),
                     exchange: e.exchange,
                     policy: e.policy,
                     capacity: e.capacity,

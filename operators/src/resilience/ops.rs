@@ -7,7 +7,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use parking_lot::Mutex;
-use sluice_engine::{EdgePolicy, JobHandle, Operator, Sink, SinkError, SinkHandle, Stream};
+use sluice_engine::{
+    EdgeId, EdgePolicy, JobHandle, Operator, Sink, SinkError, SinkHandle, Stream, UnknownEdge,
+};
 
 use super::aimd::ConcurrencyLimit;
 use super::backoff::{Backoff, RetryDecision};
@@ -585,18 +587,28 @@ pub struct LevelController {
 
 impl LevelController {
     /// Starts the controller; it ends by itself when the job finishes.
+    ///
+    /// # Errors
+    /// [`UnknownEdge`] when an edge id is not one of this job's (checked before it starts).
     pub fn spawn(
         job: JobHandle,
-        signal_edge: String,
+        signal_edge: EdgeId,
         mut levels: OverloadLevels,
-        policies: Vec<(String, Vec<EdgePolicy>)>,
+        policies: Vec<(EdgeId, Vec<EdgePolicy>)>,
         interval: Duration,
-    ) -> Self {
+    ) -> Result<Self, UnknownEdge> {
+        job.edge_fill(signal_edge)?;
+        for (edge, _) in &policies {
+            job.edge_fill(*edge)?;
+        }
         let thread = std::thread::Builder::new()
             .name("sluice-levels".into())
             .spawn(move || {
                 while !job.is_finished() {
-                    let fill = job.edge_fill(&signal_edge).unwrap_or(0.0);
+                    // The ids were checked above; a job's edges never change.
+                    let Ok(fill) = job.edge_fill(signal_edge) else {
+                        break;
+                    };
                     if let Some(c) = levels.update(fill) {
                         job.record_event(
                             "level",
@@ -604,7 +616,7 @@ impl LevelController {
                         );
                         for (edge, per_level) in &policies {
                             if let Some(p) = per_level.get(c.to).or(per_level.last()) {
-                                job.set_edge_policy(edge, *p);
+                                let _ = job.set_edge_policy(*edge, *p);
                             }
                         }
                     }
@@ -613,7 +625,7 @@ impl LevelController {
                 levels
             })
             .ok();
-        LevelController { thread }
+        Ok(LevelController { thread })
     }
 
     /// Waits for the controller to end (after the job) and returns its level history.

@@ -1,7 +1,4 @@
-//! Errors of the engine: one enum per phase.
-
-use crate::operator::{SinkError, SourceError};
-use crate::report::JobReport;
+//! Errors found while building a graph, before any thread starts.
 
 /// The graph could not be built: a configuration or topology mistake, found before any
 /// thread starts.
@@ -57,6 +54,12 @@ pub enum BuildError {
         /// The stages on the cycle.
         path: String,
     },
+    /// An [`EdgeId`](crate::EdgeId) was taken from a stream that no edge follows.
+    #[error("{edge} was taken from a stream that no edge follows (the next operator was chained into the same thread): call `.new_chain()` after `.edge_id()`")]
+    EdgeIdUnused {
+        /// The id.
+        edge: String,
+    },
     /// The graph has no source.
     #[error("the pipeline has no source")]
     NoSource,
@@ -68,63 +71,4 @@ pub enum BuildError {
         /// The OS error.
         message: String,
     },
-}
-
-/// A job failed while running.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum JobError {
-    /// User code panicked in an operator.
-    #[error("operator `{operator}` panicked: {message}")]
-    Panicked {
-        /// The operator whose code panicked.
-        operator: String,
-        /// The panic message.
-        message: String,
-        /// What the job had done when it failed.
-        report: Box<JobReport>,
-    },
-    /// A sink returned an error.
-    #[error("sink `{operator}` failed ({}): {error}", error.kind())]
-    SinkFailed {
-        /// The sink.
-        operator: String,
-        /// The sink's error.
-        #[source]
-        error: SinkError,
-        /// What the job had done when it failed.
-        report: Box<JobReport>,
-    },
-    /// A source returned an error.
-    #[error("source `{operator}` failed ({}): {error}", error.kind())]
-    SourceFailed {
-        /// The source.
-        operator: String,
-        /// The source's error.
-        #[source]
-        error: SourceError,
-        /// What the job had done when it failed.
-        report: Box<JobReport>,
-    },
-    /// The ledger identity did not hold at the end of the run: a record is unaccounted for.
-    /// This is a bug in Sluice.
-    #[error("ledger does not balance: {detail}")]
-    LedgerMismatch {
-        /// The terms of the identity.
-        detail: String,
-        /// The report.
-        report: Box<JobReport>,
-    },
-}
-
-impl JobError {
-    /// The report of the failed run.
-    pub fn report(&self) -> &JobReport {
-        match self {
-            JobError::Panicked { report, .. }
-            | JobError::SinkFailed { report, .. }
-            | JobError::SourceFailed { report, .. }
-            | JobError::LedgerMismatch { report, .. } => report,
-        }
-    }
 }
