@@ -67,6 +67,23 @@ fn delaying_limit_admits_everything_at_the_rate() {
 }
 
 #[test]
+fn throttle_delays_to_the_rate_and_keeps_the_records_as_they_are() {
+    // The same schedule as above, through `throttle`: a plain `Stream<u64>` comes out.
+    let clock = Arc::new(ManualClock::new());
+    let c2: Arc<dyn Clock> = clock.clone();
+    let p = Pipeline::new("throttle");
+    let out = p
+        .generator("requests", 1, GeneratorConfig::count(1_000), |i| i)
+        .throttle("global", 100.0, 10.0, c2)
+        .map("same type", |x: u64| x)
+        .collect("out");
+    p.run().unwrap().wait().unwrap();
+    assert_eq!(out.take(), (0..1_000).collect::<Vec<u64>>());
+    let t = clock.now().as_secs_f64();
+    assert!((t - 9.9).abs() < 1e-6, "clock at {t}");
+}
+
+#[test]
 fn retries_then_dead_letters_permanent_failures() {
     // Records fail twice with a retryable error, then succeed; multiples of 7 fail for good.
     let clock = Arc::new(ManualClock::new());

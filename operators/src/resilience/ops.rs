@@ -205,6 +205,29 @@ fn admit<T>(
     }
 }
 
+/// A token bucket that only delays: the records pass through unchanged, in place.
+struct Throttle {
+    bucket: Option<TokenBucket>,
+    rate: f64,
+    burst: f64,
+    clock: Arc<dyn Clock>,
+}
+
+impl<T: Send + 'static> Operator<T, T> for Throttle {
+    fn process(&mut self, input: Vec<T>) -> Vec<T> {
+        let (rate, burst, clock) = (self.rate, self.burst, &*self.clock);
+        let bucket = self
+            .bucket
+            .get_or_insert_with(|| TokenBucket::new(rate, burst, clock.now()));
+        for _ in 0..input.len() {
+            while let Err(wait) = bucket.try_acquire(clock.now()) {
+                clock.sleep(wait);
+            }
+        }
+        input
+    }
+}
+
 struct KeyedLimit<K, KF> {
     limiter: KeyedLimiter<K>,
     key: Arc<KF>,
@@ -401,6 +424,16 @@ pub trait ResilienceExt<T: Send + 'static>: Sized {
     /// [`Admission::Rejected`] at once.
     fn rate_limit(self, name: &str, cfg: RateLimit, clock: Arc<dyn Clock>) -> Stream<Admission<T>>;
 
+    /// A global token bucket (per operator instance) that only delays: over the limit the
+    /// operator waits for a token, and the records pass on unchanged as a `Stream<T>`.
+    ///
+    /// # Backpressure
+    /// Waiting for tokens slows everything upstream, down to the source.
+    ///
+    /// `rate` must be positive and finite; one that is not is raised to 1 record per second
+    /// (a zero rate would never admit a record and hang the job), and `burst` to at least 1.
+    fn throttle(self, name: &str, rate: f64, burst: f64, clock: Arc<dyn Clock>) -> Stream<T>;
+
     /// A token bucket per key (per client, per IP), with bounded memory (idle keys expire).
     /// Put it after a `key_by` on the same key when it runs with several instances, so each
     /// key is limited in one place.
@@ -456,6 +489,17 @@ pub trait ResilienceExt<T: Send + 'static>: Sized {
 }
 
 impl<T: Send + 'static> ResilienceExt<T> for Stream<T> {
+    fn throttle(self, name: &str, rate: f64, burst: f64, clock: Arc<dyn Clock>) -> Stream<T> {
+        let rate = if rate.is_finite() && rate > 0.0 { rate } else { 1.0 };
+        let burst = if burst.is_finite() && burst >= 1.0 { burst } else { 1.0 };
+        self.operator(name, move |_| Throttle {
+            bucket: None,
+            rate,
+            burst,
+            clock: clock.clone(),
+        })
+    }
+
     fn rate_limit(self, name: &str, cfg: RateLimit, clock: Arc<dyn Clock>) -> Stream<Admission<T>> {
         self.operator(name, move |_| GlobalLimit {
             bucket: None,
