@@ -547,9 +547,11 @@ impl<T> Receiver<T> {
                 port.expire(Instant::now(), &mut expired);
                 tapped.extend(expired.drain(..).map(|d| (idx, d)));
             }
-            // Deferred records go first while the port has spare credit (at most half full):
-            // they are older than anything queued in memory.
-            if replay && port.available * 2 >= port.capacity && port.deferred_pending() > 0 {
+            // Deferred records are replayed with capacity nothing else wants: only when the
+            // port's queue is empty. Replaying whenever the port had spare credit put
+            // replayed low classes ahead of the higher-class records queued behind them (in
+            // a burst of pages, high-rank p99 5.3 s instead of tens of ms).
+            if replay && port.queue.is_empty() && port.deferred_pending() > 0 {
                 if let Some(batch) = port.replay(port.capacity.min(REPLAY_BATCH)) {
                     st.cursor = (idx + 1) % n;
                     return Ok(batch);
