@@ -21,13 +21,19 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     let p = Pipeline::new("hello");
     let out = p
-        .generator("events", 2, GeneratorConfig::count(records), |i| (i % 1024, i))
+        .generator("events", 2, GeneratorConfig::count(records), |i| {
+            (i % 1024, i)
+        })
         .filter("sampled", |(_, v)| v % 10 < 7) // chained into the source thread
         .key_by(|(k, _)| *k) // a hash exchange: one key, one instance
-        .fold("per-key sum", || 0u64, |sum, (k, v)| {
-            *sum += v;
-            (k, *sum)
-        })
+        .fold(
+            "per-key sum",
+            || 0u64,
+            |sum, (k, v)| {
+                *sum += v;
+                (k, *sum)
+            },
+        )
         .count("sink");
 
     // `run` validates the graph and starts one thread per chain instance; `wait` returns the

@@ -109,7 +109,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 fn ms(v: &mut [u64], q: f64) -> String {
     v.sort_unstable();
     let i = ((v.len() as f64 * q) as usize).min(v.len().saturating_sub(1));
-    v.get(i).map_or("-".into(), |us| format!("{:.0} ms", *us as f64 / 1000.0))
+    v.get(i)
+        .map_or("-".into(), |us| format!("{:.0} ms", *us as f64 / 1000.0))
 }
 
 /// The value after `name` on the command line.

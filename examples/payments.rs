@@ -105,13 +105,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let l = &report.ledger;
     let cents: u64 = dead.iter().map(|d| d.record.cents).sum();
     println!(
-        "payments: {} offered, {} charged, {} dead-lettered ({}, ${:.2}), {} dropped, {} calls retried; \
+        "payments: {} offered, {} charged, {} dead-lettered ({}, ${:.2}, first #{}), {} dropped, {} calls retried; \
          the generator asked for 8000/s and backpressure held it to {:.0}/s",
         l.emitted,
         l.delivered,
         l.dead_lettered,
         dead.first().map_or("none", |d| d.reason.as_str()),
         cents as f64 / 100.0,
+        dead.first().map_or(0, |d| d.record.id),
         l.dropped,
         gateway.calls.load(Ordering::Relaxed) - l.emitted,
         l.emitted as f64 / took,

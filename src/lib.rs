@@ -49,14 +49,14 @@ pub use sluice_operators as operators;
 pub mod prelude {
     pub use sluice_connectors::{GeneratorConfig, PipelineExt};
     pub use sluice_engine::{
-        Batch, BuildError, DeferConfig, DropReason, EdgePolicy, InstanceInfo, Job, JobError,
-        JobHandle, JobReport, JobStatus, JsonCodec, Ledger, Operator, Pipeline, Prioritized,
-        Priority, SampleConfig, Sink, SinkError, SinkHandle, Source, SourceStatus, Stream,
-        Watermarks, WhenLogFull,
+        Batch, BuildError, Codec, CodecError, DeferConfig, DropReason, EdgeId, EdgePolicy,
+        ErrorKind, InstanceInfo, Job, JobError, JobHandle, JobReport, JobStatus, JsonCodec, Ledger,
+        Operator, Pipeline, Prioritized, Priority, SampleConfig, Sink, SinkError, SinkHandle,
+        Source, SourceError, SourceStatus, Stream, UnknownEdge, Watermarks, WhenLogFull,
     };
     pub use sluice_operators::resilience::{
         Admission, AdmissionExt, Backoff, BreakerConfig, CallError, DeadLetter, RateLimit,
-        ResilienceExt, RetryConfig, WhenLimited,
+        ResilienceExt, RetryConfig, RetryDecision, WhenLimited,
     };
     pub use sluice_operators::{
         Collected, Counted, FoldSinkHandle, KeyedStream, SinkExt, StreamExt,

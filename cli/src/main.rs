@@ -67,7 +67,6 @@ enum Job {
     Indexing(scenario::ScenarioJobArgs),
     /// A burst far above the workers' capacity, buffered in Kafka; the workers pull at their
     /// own pace. Shows the backlog grow and drain, and the recovery time.
-    #[cfg(feature = "kafka")]
     Ingest(scenario::ScenarioJobArgs),
     /// A burst of logins at 20x the user database, behind a per-client rate limit, adaptive
     /// concurrency, a circuit breaker and a fallback.
@@ -134,7 +133,6 @@ fn run(command: Command) -> Result<(), CliError> {
             Job::Telemetry(a) => scenario::run_job(ScenarioJob::Telemetry, &a),
             Job::Orders(a) => scenario::run_job(ScenarioJob::Orders, &a),
             Job::Indexing(a) => scenario::run_job(ScenarioJob::Indexing, &a),
-            #[cfg(feature = "kafka")]
             Job::Ingest(a) => scenario::run_job(ScenarioJob::Ingest, &a),
             #[cfg(feature = "kafka")]
             Job::Passthrough(a) => kafka::passthrough(&a),

@@ -490,8 +490,16 @@ pub trait ResilienceExt<T: Send + 'static>: Sized {
 
 impl<T: Send + 'static> ResilienceExt<T> for Stream<T> {
     fn throttle(self, name: &str, rate: f64, burst: f64, clock: Arc<dyn Clock>) -> Stream<T> {
-        let rate = if rate.is_finite() && rate > 0.0 { rate } else { 1.0 };
-        let burst = if burst.is_finite() && burst >= 1.0 { burst } else { 1.0 };
+        let rate = if rate.is_finite() && rate > 0.0 {
+            rate
+        } else {
+            1.0
+        };
+        let burst = if burst.is_finite() && burst >= 1.0 {
+            burst
+        } else {
+            1.0
+        };
         self.operator(name, move |_| Throttle {
             bucket: None,
             rate,

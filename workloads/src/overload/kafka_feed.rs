@@ -71,14 +71,14 @@ fn decode(b: &[u8]) -> Result<(u64, Event), CodecError> {
 }
 
 /// The cluster a feed talks to: the embedded one (kept alive here) or the given brokers.
-pub(super) struct Cluster {
+struct Cluster {
     _embedded: Option<EmbeddedKafka>,
     /// `host:port,...`.
     pub brokers: String,
 }
 
 /// Connects to the feed's brokers, or starts an embedded cluster with the topic.
-pub(super) fn connect(feed: &KafkaFeed) -> Result<Cluster, Box<dyn std::error::Error>> {
+fn connect(feed: &KafkaFeed) -> Result<Cluster, Box<dyn std::error::Error>> {
     match &feed.brokers {
         Some(b) => Ok(Cluster {
             _embedded: None,
@@ -96,7 +96,7 @@ pub(super) fn connect(feed: &KafkaFeed) -> Result<Cluster, Box<dyn std::error::E
 }
 
 /// The job's source: a consumer group of `feed.workers` members reading this run's events.
-pub(super) fn source(
+fn source(
     p: &Pipeline,
     feed: &KafkaFeed,
     brokers: &str,
@@ -121,7 +121,7 @@ pub(super) fn source(
 }
 
 /// Waits until the group holds every partition (a first join takes seconds on a real broker).
-pub(super) fn wait_assigned(
+fn wait_assigned(
     stats: &KafkaSourceStats,
     feed: &KafkaFeed,
     timeout: Duration,
@@ -153,7 +153,7 @@ pub(super) fn wait_assigned(
 }
 
 /// The open-loop producer writing the schedule to the topic.
-pub(super) struct Producing {
+struct Producing {
     /// Messages handed to the producer so far.
     pub produced: Arc<AtomicU64>,
     /// Set when the producer could not write (the run fails).
@@ -174,7 +174,7 @@ impl Producing {
 
 /// Starts producing `schedule` to `topic` from now; record `k` carries
 /// `offset_ns + time_of(k)` as its intended time.
-pub(super) fn produce(
+fn produce(
     brokers: &str,
     topic: &str,
     schedule: Arc<Schedule>,
@@ -235,4 +235,83 @@ pub(super) fn produce(
         done,
         handle: Some(handle),
     })
+}
+
+/// A scenario's Kafka feed while it runs: the cluster, the consumer group's counters and,
+/// once started, the open-loop producer. `run` sees only this.
+pub(super) struct KafkaRun {
+    cluster: Cluster,
+    stats: Arc<KafkaSourceStats>,
+    producing: Option<Producing>,
+}
+
+impl KafkaRun {
+    /// Connects to the feed's brokers, or starts an embedded cluster with the topic.
+    pub fn connect(feed: &KafkaFeed) -> Result<Self, Box<dyn std::error::Error>> {
+        Ok(KafkaRun {
+            cluster: connect(feed)?,
+            stats: Arc::new(KafkaSourceStats::default()),
+            producing: None,
+        })
+    }
+
+    /// The job's source: the consumer group reading this run's events.
+    pub fn source(
+        &self,
+        p: &Pipeline,
+        feed: &KafkaFeed,
+        nonce: u64,
+    ) -> Result<Stream<Event>, Box<dyn std::error::Error>> {
+        source(p, feed, &self.cluster.brokers, nonce, self.stats.clone())
+    }
+
+    /// Waits until the group holds every partition, then starts producing the schedule.
+    pub fn start(
+        &mut self,
+        feed: &KafkaFeed,
+        schedule: Arc<Schedule>,
+        cumulative: [f64; CLASSES],
+        offset_ns: u64,
+        nonce: u64,
+    ) -> Result<(), Box<dyn std::error::Error>> {
+        wait_assigned(&self.stats, feed, Duration::from_secs(60))?;
+        self.producing = Some(produce(
+            &self.cluster.brokers,
+            &feed.topic,
+            schedule,
+            cumulative,
+            offset_ns,
+            nonce,
+        )?);
+        Ok(())
+    }
+
+    /// Messages produced so far (none before `start`).
+    pub fn produced(&self) -> Option<u64> {
+        self.producing
+            .as_ref()
+            .map(|p| p.produced.load(Ordering::Relaxed))
+    }
+
+    /// Whether the producer is done (every message sent and flushed, or it failed).
+    pub fn producer_done(&self) -> bool {
+        self.producing
+            .as_ref()
+            .is_some_and(|p| p.done.load(Ordering::Relaxed))
+    }
+
+    /// Waits for the producer and returns how many messages it wrote.
+    ///
+    /// # Errors
+    /// When it could not write them all.
+    pub fn finish(&mut self) -> Result<u64, Box<dyn std::error::Error>> {
+        let Some(p) = self.producing.as_mut() else {
+            return Ok(0);
+        };
+        p.join();
+        if p.failed.load(Ordering::Relaxed) {
+            return Err("the producer could not write the records to Kafka".into());
+        }
+        Ok(p.produced.load(Ordering::Relaxed))
+    }
 }

@@ -23,6 +23,9 @@
 
 #[cfg(feature = "kafka")]
 mod kafka_feed;
+#[cfg(not(feature = "kafka"))]
+#[path = "kafka_feed_off.rs"]
+mod kafka_feed;
 mod open_loop;
 mod paced_sink;
 pub mod result;

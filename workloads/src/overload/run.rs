@@ -13,6 +13,7 @@ use sluice_engine::{
 };
 use sluice_operators::resilience::Backoff;
 
+use super::kafka_feed::KafkaRun;
 use super::open_loop::OpenLoop;
 use super::paced_sink::{histograms, ClassCounters, PacedSink};
 use super::result::{
@@ -98,15 +99,13 @@ pub fn run(
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos() as u64)
         ^ u64::from(std::process::id());
-    #[cfg(feature = "kafka")]
-    let kafka_stats = Arc::new(sluice_connectors::kafka::KafkaSourceStats::default());
-    #[cfg(feature = "kafka")]
-    let cluster = match &s.kafka {
-        Some(feed) => Some(super::kafka_feed::connect(feed)?),
+    let mut kafka = match &s.kafka {
+        Some(feed) => Some(KafkaRun::connect(feed)?),
         None => None,
     };
-    let stream = match &s.kafka {
-        None => {
+    let stream = match (&s.kafka, &kafka) {
+        (Some(feed), Some(k)) => k.source(&p, feed, nonce)?,
+        _ => {
             let sched = schedule.clone();
             let end = base + s.duration;
             p.source("producer", 1, move |_| OpenLoop {
@@ -117,16 +116,6 @@ pub fn run(
                 cumulative,
             })
         }
-        #[cfg(feature = "kafka")]
-        Some(feed) => {
-            let brokers = cluster
-                .as_ref()
-                .map(|c| c.brokers.clone())
-                .unwrap_or_default();
-            super::kafka_feed::source(&p, feed, &brokers, nonce, kafka_stats.clone())?
-        }
-        #[cfg(not(feature = "kafka"))]
-        Some(_) => return Err("this build has no Kafka support (feature `kafka`)".into()),
     };
     stream
         .edge_capacity(capacity)
@@ -155,26 +144,14 @@ pub fn run(
         });
     let mut job = Some(p.run()?);
     // A Kafka feed: once the group holds its partitions, the producer starts the schedule.
-    #[cfg(feature = "kafka")]
-    let mut producing = None;
-    #[cfg(feature = "kafka")]
-    if let (Some(feed), Some(cluster)) = (&s.kafka, &cluster) {
-        if let Err(e) =
-            super::kafka_feed::wait_assigned(&kafka_stats, feed, Duration::from_secs(60))
-        {
+    if let (Some(feed), Some(k)) = (&s.kafka, kafka.as_mut()) {
+        let offset_ns = base.elapsed().as_nanos() as u64;
+        if let Err(e) = k.start(feed, schedule.clone(), cumulative, offset_ns, nonce) {
             if let Some(j) = job.take() {
                 let _ = j.stop(Duration::from_secs(5));
             }
             return Err(e);
         }
-        producing = Some(super::kafka_feed::produce(
-            &cluster.brokers,
-            &feed.topic,
-            schedule.clone(),
-            cumulative,
-            base.elapsed().as_nanos() as u64,
-            nonce,
-        )?);
     }
     let epoch = Instant::now()
         - if s.kafka.is_some() {
@@ -192,12 +169,7 @@ pub fn run(
         let finished = j.is_finished();
         let t = epoch.elapsed();
         let r = j.report();
-        #[cfg(feature = "kafka")]
-        let produced = producing
-            .as_ref()
-            .map(|p| p.produced.load(Ordering::Relaxed));
-        #[cfg(not(feature = "kafka"))]
-        let produced: Option<u64> = None;
+        let produced = kafka.as_ref().and_then(KafkaRun::produced);
         let offered = match produced {
             Some(n) => n,
             None => (schedule.due_by(t.as_secs_f64().min(window)) as u64).min(total),
@@ -232,12 +204,10 @@ pub fn run(
         if stop_at.is_some_and(|at| at.elapsed() > Duration::from_secs(10)) {
             break;
         }
-        #[cfg(feature = "kafka")]
-        if let Some(p) = &producing {
+        if let (Some(k), Some(made)) = (&kafka, produced) {
             // A Kafka feed never ends by itself: stop once every produced record ended (or
             // the drain took too long).
-            let done = p.done.load(Ordering::Relaxed);
-            let made = p.produced.load(Ordering::Relaxed);
+            let done = k.producer_done();
             if !stopping && done && (ended >= made || t > s.duration + Duration::from_secs(120)) {
                 j.request_stop();
                 stopping = true;
@@ -264,15 +234,8 @@ pub fn run(
         (None, Some(j)) => j.wait()?,
         (None, None) => return Err("the job disappeared".into()),
     };
-    #[cfg(feature = "kafka")]
-    let total = match producing.as_mut() {
-        Some(p) => {
-            p.join();
-            if p.failed.load(Ordering::Relaxed) {
-                return Err("the producer could not write the records to Kafka".into());
-            }
-            p.produced.load(Ordering::Relaxed)
-        }
+    let total = match kafka.as_mut() {
+        Some(k) => k.finish()?,
         None => total,
     };
     let total_s = epoch.elapsed().as_secs_f64();
