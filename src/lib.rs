@@ -68,3 +68,8 @@ pub mod prelude {
         KafkaSinkStats, KafkaSourceConfig, KafkaSourceStats, KafkaStreamExt,
     };
 }
+
+/// The README's Rust code, compiled and run as doctests so it cannot drift from the API.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

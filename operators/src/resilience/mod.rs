@@ -7,8 +7,8 @@
 //! | --- | --- | --- |
 //! | rate limit (global, per key, with burst) | [`TokenBucket`], [`KeyedLimiter`] | [`ResilienceExt::rate_limit`] (delay = backpressure, or reject with a typed 429) |
 //! | retry with backoff and full jitter | [`Backoff`] | [`ResilienceExt::sink_with_retry`] (permanent failures dead-lettered) |
-//! | circuit breaker with fallback | [`CircuitBreaker`] | [`ResilienceExt::guarded_map`] |
-//! | adaptive concurrency (AIMD, gradient) | [`Aimd`], [`Gradient`] | [`ResilienceExt::concurrent_map`] |
+//! | circuit breaker with fallback | [`CircuitBreaker`] | [`ResilienceExt::call_stage`] |
+//! | adaptive concurrency (AIMD, gradient) | [`Aimd`], [`Gradient`] | [`ResilienceExt::call_stage`] |
 //! | overload levels with hysteresis | [`OverloadLevels`] | a controller that switches edge policies ([`LevelController`]) |
 
 mod aimd;
