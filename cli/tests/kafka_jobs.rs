@@ -6,30 +6,13 @@
 
 use std::process::Command;
 
-fn brokers() -> Option<String> {
-    match std::env::var("SLUICE_KAFKA_BROKERS") {
-        Ok(b) if !b.is_empty() => Some(b),
-        _ => {
-            assert!(std::env::var("CI").is_err(), "CI must run the broker tests");
-            eprintln!("skipped: SLUICE_KAFKA_BROKERS is not set (scripts/broker start)");
-            None
-        }
-    }
-}
-
-fn topic(name: &str, partitions: u32) {
-    let st = Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/broker"))
-        .args(["topic", name, &partitions.to_string()])
-        .status()
-        .unwrap();
-    assert!(st.success());
-}
-
 #[test]
 fn orders_through_a_real_broker_deliver_every_payment() {
-    let Some(b) = brokers() else { return };
+    let Some(b) = sluice_testkit::broker_from_env() else {
+        return;
+    };
     let t = format!("sluice-orders-{}", std::process::id());
-    topic(&t, 2);
+    sluice_testkit::create_topic(&t, 2).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let json = dir.path().join("orders.json");
     let out = Command::new(env!("CARGO_BIN_EXE_sluice"))

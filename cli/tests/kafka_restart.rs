@@ -5,56 +5,12 @@
 #![cfg(feature = "kafka")]
 #![allow(clippy::unwrap_used, missing_docs)]
 
-use std::collections::HashMap;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::message::Message;
-use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use rdkafka::consumer::BaseConsumer;
 use rdkafka::ClientConfig;
-
-fn brokers() -> Option<String> {
-    match std::env::var("SLUICE_KAFKA_BROKERS") {
-        Ok(b) if !b.is_empty() => Some(b),
-        _ => {
-            assert!(std::env::var("CI").is_err(), "CI must run the broker tests");
-            eprintln!("skipped: SLUICE_KAFKA_BROKERS is not set (scripts/broker start)");
-            None
-        }
-    }
-}
-
-fn topic(name: &str, partitions: u32) {
-    let st = Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/broker"))
-        .args(["topic", name, &partitions.to_string()])
-        .status()
-        .unwrap();
-    assert!(st.success());
-}
-
-/// Produces `m0`..`m{n-1}` (key = payload) to `t`.
-fn produce(brokers: &str, t: &str, n: u64) {
-    let p: BaseProducer = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .create()
-        .unwrap();
-    for i in 0..n {
-        let v = format!("m{i}");
-        let mut rec = BaseRecord::<str, str>::to(t).key(&v).payload(&v);
-        loop {
-            match p.send(rec) {
-                Ok(()) => break,
-                Err((_, r)) => {
-                    rec = r;
-                    p.poll(Duration::from_millis(5));
-                }
-            }
-        }
-        p.poll(Duration::ZERO);
-    }
-    p.flush(Duration::from_secs(60)).unwrap();
-}
+use sluice_testkit::{broker_from_env, count_payloads, create_topic, produce, run_id};
 
 /// A `sluice run kafka-copy` member copying `tin` to `tout` in `group`, with `delay_us` of
 /// work per record, ending once idle for `idle`; output discarded.
@@ -86,56 +42,24 @@ fn kafka_copy(
     c
 }
 
-/// Counts each payload in a topic (from the start), reading until `expect` distinct ones
-/// were seen or the topic stays idle.
-fn count(brokers: &str, t: &str, expect: usize, max_wait: Duration) -> HashMap<Vec<u8>, u32> {
-    static READERS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    let reader = READERS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let c: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .set(
-            "group.id",
-            format!("count-{t}-{}-{reader}", std::process::id()),
-        )
-        .set("enable.auto.commit", "false")
-        .set("auto.offset.reset", "earliest")
-        .create()
-        .unwrap();
-    c.subscribe(&[t]).unwrap();
-    let mut seen: HashMap<Vec<u8>, u32> = HashMap::new();
-    let deadline = Instant::now() + max_wait;
-    let mut idle = Instant::now();
-    while Instant::now() < deadline {
-        match c.poll(Duration::from_millis(100)) {
-            Some(Ok(m)) => {
-                idle = Instant::now();
-                *seen
-                    .entry(m.payload().unwrap_or_default().to_vec())
-                    .or_default() += 1;
-            }
-            _ => {
-                if seen.len() >= expect && idle.elapsed() > Duration::from_secs(2) {
-                    break;
-                }
-            }
-        }
-    }
-    seen
-}
-
 #[test]
 fn kill_9_mid_stream_then_restart_loses_nothing() {
-    let Some(brokers) = brokers() else { return };
+    let Some(brokers) = broker_from_env() else {
+        return;
+    };
     let run = std::process::id();
     let (tin, tout, group) = (
         format!("k9-in-{run}"),
         format!("k9-out-{run}"),
         format!("k9-{run}"),
     );
-    topic(&tin, 2);
-    topic(&tout, 2);
+    create_topic(&tin, 2).unwrap();
+    create_topic(&tout, 2).unwrap();
     let n = 20_000u64;
-    produce(&brokers, &tin, n);
+    produce(&brokers, &tin, n, |i| {
+        (format!("m{i}"), format!("m{i}").into_bytes())
+    })
+    .unwrap();
 
     let job = |delay: &str| {
         kafka_copy(&brokers, (&tin, &tout, &group), delay, "4s")
@@ -172,11 +96,19 @@ fn kill_9_mid_stream_then_restart_loses_nothing() {
     let second = job("0").wait().unwrap();
     assert!(second.success());
 
-    let seen = count(&brokers, &tout, n as usize, Duration::from_secs(60));
+    let seen = count_payloads(
+        &brokers,
+        &tout,
+        &format!("count-{tout}-{}", run_id()),
+        "m",
+        n,
+        Duration::from_secs(60),
+    )
+    .unwrap();
     let lost = (0..n)
-        .filter(|i| !seen.contains_key(format!("m{i}").as_bytes()))
+        .filter(|i| !seen.contains_key(&format!("m{i}")))
         .count();
-    let dups: u32 = seen.values().map(|c| c - 1).sum();
+    let dups: u64 = seen.values().map(|c| c - 1).sum();
     eprintln!("kill -9 after {before_kill} of {n} were committed: lost {lost}, duplicates {dups}");
     assert!(
         before_kill >= 2_000 && before_kill < n,
@@ -215,15 +147,17 @@ fn two_processes_split_the_partitions_and_hand_over_on_kill_mock() {
 /// The same against the real broker (Tansu).
 #[test]
 fn two_processes_split_the_partitions_and_hand_over_on_kill_broker() {
-    let Some(brokers) = brokers() else { return };
-    split_and_hand_over(&brokers, &|t, n| topic(t, n as u32), 6_000);
+    let Some(brokers) = broker_from_env() else {
+        return;
+    };
+    split_and_hand_over(&brokers, &|t, n| create_topic(t, n as u32).unwrap(), 6_000);
 }
 
 /// A slow member `a` takes all four partitions; `b` joins and they split 2/2 (the busy `a` is
 /// revoked and must rejoin: until a member's idle clock ignored time spent without partitions,
 /// `a` ended itself as "idle" while waiting to rejoin); `a` is killed with SIGKILL and `b`
 /// takes over its partitions and finishes the topic. Nothing is lost.
-fn split_and_hand_over(brokers: &str, create: &dyn Fn(&str, i32), max_dups: u32) {
+fn split_and_hand_over(brokers: &str, create: &dyn Fn(&str, i32), max_dups: u64) {
     use std::io::{BufRead, BufReader};
     use std::sync::{Arc, Mutex};
 
@@ -237,7 +171,10 @@ fn split_and_hand_over(brokers: &str, create: &dyn Fn(&str, i32), max_dups: u32)
     create(&tin, 4);
     create(&tout, 4);
     let n = 24_000u64;
-    produce(&brokers, &tin, n);
+    produce(&brokers, &tin, n, |i| {
+        (format!("m{i}"), format!("m{i}").into_bytes())
+    })
+    .unwrap();
 
     // A member: slow (about 1k records/s), its "assigned N partitions" lines collected.
     let member = |name: &'static str, log: Arc<Mutex<Vec<(Instant, String, u64)>>>| {
@@ -315,11 +252,19 @@ fn split_and_hand_over(brokers: &str, create: &dyn Fn(&str, i32), max_dups: u32)
     let status = b.wait().unwrap();
     assert!(status.success());
 
-    let seen = count(&brokers, &tout, n as usize, Duration::from_secs(60));
+    let seen = count_payloads(
+        &brokers,
+        &tout,
+        &format!("count-{tout}-{}", run_id()),
+        "m",
+        n,
+        Duration::from_secs(60),
+    )
+    .unwrap();
     let lost = (0..n)
-        .filter(|i| !seen.contains_key(format!("m{i}").as_bytes()))
+        .filter(|i| !seen.contains_key(&format!("m{i}")))
         .count();
-    let dups: u32 = seen.values().map(|c| c - 1).sum();
+    let dups: u64 = seen.values().map(|c| c - 1).sum();
     eprintln!("two members, one killed: lost {lost}, duplicates {dups}");
     assert_eq!(lost, 0, "nothing lost across the split and the handover");
     // What a held at the kill (its in-flight window, ~3k) plus what each rebalance let

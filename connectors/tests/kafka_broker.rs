@@ -19,41 +19,19 @@ use sluice_connectors::kafka::{
 use sluice_engine::Pipeline;
 use sluice_operators::StreamExt;
 
-mod kafka_common;
-use kafka_common::{produce, read_all};
-
-fn brokers() -> Option<String> {
-    match std::env::var("SLUICE_KAFKA_BROKERS") {
-        Ok(b) if !b.is_empty() => Some(b),
-        _ => {
-            assert!(
-                std::env::var("CI").is_err(),
-                "CI must run the broker tests: start it with scripts/broker start and set SLUICE_KAFKA_BROKERS"
-            );
-            eprintln!("skipped: SLUICE_KAFKA_BROKERS is not set (scripts/broker start)");
-            None
-        }
-    }
-}
-
-fn create_topic(name: &str, partitions: u32) {
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let st = std::process::Command::new(root.join("scripts/broker"))
-        .args(["topic", name, &partitions.to_string()])
-        .status()
-        .unwrap();
-    assert!(st.success(), "creating topic {name}");
-}
+use sluice_testkit::{produce_indexed, read_all};
 
 #[test]
 fn real_broker_round_trip_commits_what_was_processed() {
-    let Some(brokers) = brokers() else { return };
+    let Some(brokers) = sluice_testkit::broker_from_env() else {
+        return;
+    };
     let run = std::process::id();
     let (tin, tout) = (format!("rt-in-{run}"), format!("rt-out-{run}"));
-    create_topic(&tin, 4);
-    create_topic(&tout, 4);
+    sluice_testkit::create_topic(&tin, 4).unwrap();
+    sluice_testkit::create_topic(&tout, 4).unwrap();
     let n = 20_000u64;
-    produce(&brokers, &tin, n, |i| i.to_string().into_bytes());
+    produce_indexed(&brokers, &tin, n, |i| i.to_string().into_bytes()).unwrap();
 
     let group = format!("rt-{run}");
     let stats = Arc::new(KafkaSourceStats::default());
@@ -90,9 +68,10 @@ fn real_broker_round_trip_commits_what_was_processed() {
     assert_eq!(report.ledger.delivered, n);
     assert_eq!(stats.acked.load(Ordering::Relaxed), n);
 
-    let out = read_all(&brokers, &tout, n as usize);
+    let out = read_all(&brokers, &tout, n as usize).unwrap();
     let mut seen: BTreeMap<u64, u32> = BTreeMap::new();
-    for (k, v, _) in &out {
+    for m in &out {
+        let (k, v) = (&m.key, &m.payload);
         let k: u64 = k.parse().unwrap();
         assert_eq!(String::from_utf8_lossy(v).parse::<u64>().unwrap(), k * 2);
         *seen.entry(k).or_default() += 1;
@@ -110,7 +89,7 @@ fn real_broker_round_trip_commits_what_was_processed() {
     assert_eq!(committed.len(), 4);
     // The end of each partition, as read back (Tansu 0.6.0's ListOffsets high watermark
     // lags the log, so it is not used here).
-    let ends = kafka_common::partition_ends(&brokers, &tin, n as usize);
+    let ends = sluice_testkit::partition_ends(&brokers, &tin, n as usize).unwrap();
     for (_, part, off) in &committed {
         assert_eq!(
             Some(off),

@@ -19,9 +19,8 @@ use sluice_connectors::kafka::{
 };
 use sluice_engine::Pipeline;
 
-mod kafka_common;
-use kafka_common::{produce, read_all};
 use sluice_operators::{SinkExt, StreamExt};
+use sluice_testkit::{produce_indexed, read_all};
 
 fn source_cfg(brokers: &str, group: &str, topic: &str) -> KafkaSourceConfig {
     let mut cfg = KafkaSourceConfig::new(KafkaConfig::new(brokers, group).unwrap(), &[topic]);
@@ -36,7 +35,7 @@ fn topic_to_topic_loses_nothing_and_duplicates_nothing() {
     kafka.create_topic("in", 4).unwrap();
     kafka.create_topic("out", 4).unwrap();
     let n = 20_000u64;
-    produce(&brokers, "in", n, |i| i.to_string().into_bytes());
+    produce_indexed(&brokers, "in", n, |i| i.to_string().into_bytes()).unwrap();
 
     let p = Pipeline::new("kafka-roundtrip");
     let stats = Arc::new(KafkaSourceStats::default());
@@ -75,9 +74,10 @@ fn topic_to_topic_loses_nothing_and_duplicates_nothing() {
         "every record acked end to end"
     );
 
-    let out = read_all(&brokers, "out", n as usize);
+    let out = read_all(&brokers, "out", n as usize).unwrap();
     let mut seen: BTreeMap<u64, u32> = BTreeMap::new();
-    for (k, v, _) in &out {
+    for m in &out {
+        let (k, v) = (&m.key, &m.payload);
         let k: u64 = k.parse().unwrap();
         let v: u64 = String::from_utf8_lossy(v).parse().unwrap();
         assert_eq!(v, k * 2);
@@ -128,7 +128,7 @@ fn slow_sink_pauses_partitions_and_the_consumer_stays_in_its_group() {
     let brokers = kafka.brokers();
     kafka.create_topic("slow", 2).unwrap();
     let n = 3_000u64;
-    produce(&brokers, "slow", n, |i| i.to_string().into_bytes());
+    produce_indexed(&brokers, "slow", n, |i| i.to_string().into_bytes()).unwrap();
 
     let stats = Arc::new(KafkaSourceStats::default());
     let kcfg = KafkaConfig::new(&brokers, "slow-group")
@@ -209,13 +209,14 @@ fn malformed_messages_go_to_the_dead_letter_topic_with_the_reason() {
     let brokers = kafka.brokers();
     kafka.create_topic("mixed", 1).unwrap();
     kafka.create_topic("dlq", 1).unwrap();
-    produce(&brokers, "mixed", 1_000, |i| {
+    produce_indexed(&brokers, "mixed", 1_000, |i| {
         if i % 10 == 0 {
             b"not a number".to_vec()
         } else {
             i.to_string().into_bytes()
         }
-    });
+    })
+    .unwrap();
     let stats = Arc::new(KafkaSourceStats::default());
     let mut cfg = source_cfg(&brokers, "mixed-group", "mixed");
     cfg.dead_letter_topic = Some("dlq".into());
@@ -238,11 +239,11 @@ fn malformed_messages_go_to_the_dead_letter_topic_with_the_reason() {
     assert_eq!(out.get(), 900);
     assert_eq!(stats.dead_lettered.load(Ordering::Relaxed), 100);
     assert!(report.ledger.balanced);
-    let dlq = read_all(&brokers, "dlq", 100);
+    let dlq = read_all(&brokers, "dlq", 100).unwrap();
     assert_eq!(dlq.len(), 100);
-    assert!(dlq.iter().all(|(_, v, h)| v == b"not a number"
-        && h.iter()
-            .any(|(k, r)| k == "sluice-error" && r.contains("not a u64"))));
+    assert!(dlq.iter().all(|m| m.payload == b"not a number"
+        && m.header("sluice-error")
+            .is_some_and(|r| r.contains("not a u64"))));
 }
 
 /// A log record (its `level` is read by the decoder for the class).
@@ -269,7 +270,7 @@ fn json_logs_are_routed_by_class_and_parked_work_is_done_later() {
     // 2,000 logs, 1 in 50 without a level (info by default), plus 20 that are not JSON and
     // 10 with an unknown level.
     let n = 2_030u64;
-    produce(&brokers, "logs", n, |i| {
+    produce_indexed(&brokers, "logs", n, |i| {
         if i >= 2_020 {
             format!(r#"{{"level":"loud","msg":"m{i}"}}"#).into_bytes()
         } else if i >= 2_000 {
@@ -279,7 +280,8 @@ fn json_logs_are_routed_by_class_and_parked_work_is_done_later() {
         } else {
             format!(r#"{{"level":"{}","msg":"m{i}"}}"#, levels[(i % 4) as usize]).into_bytes()
         }
-    });
+    })
+    .unwrap();
     let expect_alerts = (0..2_000u64).filter(|i| i % 50 != 7 && i % 4 >= 2).count() as u64;
 
     let stats = Arc::new(KafkaSourceStats::default());
@@ -309,20 +311,15 @@ fn json_logs_are_routed_by_class_and_parked_work_is_done_later() {
     assert_eq!(routed.get("alerts"), Some(&expect_alerts), "{routed:?}");
     assert_eq!(routed.get("parked"), Some(&(2_000 - expect_alerts)));
 
-    let alerts = read_all(&brokers, "alerts", expect_alerts as usize);
+    let alerts = read_all(&brokers, "alerts", expect_alerts as usize).unwrap();
     assert_eq!(alerts.len() as u64, expect_alerts);
-    assert!(alerts.iter().all(|(_, v, _)| {
-        let v = String::from_utf8_lossy(v);
+    assert!(alerts.iter().all(|m| {
+        let v = String::from_utf8_lossy(&m.payload);
         v.starts_with("warn:") || v.starts_with("error:")
     }));
-    let dlq = read_all(&brokers, "logs-dlq", 30);
+    let dlq = read_all(&brokers, "logs-dlq", 30).unwrap();
     assert_eq!(dlq.len(), 30);
-    let reason = |(_, _, h): &(String, Vec<u8>, Vec<(String, String)>)| {
-        h.iter()
-            .find(|(k, _)| k == "sluice-error")
-            .map(|(_, r)| r.clone())
-            .unwrap_or_default()
-    };
+    let reason = |m: &sluice_testkit::Received| m.header("sluice-error").unwrap_or("").to_string();
     assert_eq!(
         dlq.iter()
             .filter(|m| reason(m).contains("invalid JSON"))

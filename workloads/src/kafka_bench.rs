@@ -19,8 +19,8 @@ use sluice_connectors::kafka::{
 use sluice_engine::Pipeline;
 use sluice_operators::StreamExt;
 
-use crate::kafka_util::send;
 use crate::stats::median;
+use sluice_testkit::send;
 
 /// Parameters.
 #[derive(Debug, Clone, PartialEq, Eq)]

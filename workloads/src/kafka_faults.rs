@@ -26,7 +26,7 @@ use sluice_engine::Pipeline;
 use sluice_operators::resilience::{Admission, RateLimit, ResilienceExt, SystemClock};
 use sluice_operators::StreamExt;
 
-use super::kafka_util::{produce_tagged, read_back, run_id};
+use sluice_testkit::{count_payloads, produce, run_id, tagged};
 
 /// A fault to inject.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
@@ -217,7 +217,7 @@ pub fn run(cfg: &FaultConfig) -> Result<FaultOutcome, BoxError> {
     kafka.create_topic(&tout, cfg.partitions).map_err(err)?;
 
     // The input, produced before the job (and before any fault).
-    produce_tagged(&brokers, &tin, &run_id, cfg.messages).map_err(err)?;
+    produce(&brokers, &tin, cfg.messages, |i| tagged(&run_id, i)).map_err(err)?;
 
     let src_stats = Arc::new(KafkaSourceStats::default());
     let sink_stats = Arc::new(KafkaSinkStats::default());
@@ -338,7 +338,7 @@ pub fn run(cfg: &FaultConfig) -> Result<FaultOutcome, BoxError> {
     }
     let job_s = done_at.unwrap_or_else(|| t0.elapsed().as_secs_f64());
 
-    let seen = read_back(
+    let seen = count_payloads(
         &brokers,
         &tout,
         &format!("faults-reader-{run_id}"),

@@ -14,8 +14,6 @@ pub mod kafka_bench;
 pub mod kafka_copy;
 #[cfg(feature = "kafka")]
 pub mod kafka_faults;
-#[cfg(feature = "kafka")]
-pub(crate) mod kafka_util;
 pub mod overload;
 #[cfg(feature = "kafka")]
 pub mod passthrough;

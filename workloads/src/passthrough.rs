@@ -13,7 +13,7 @@ use sluice_connectors::kafka::{
 use sluice_engine::{JobReport, Pipeline};
 use sluice_operators::StreamExt;
 
-use super::kafka_util::{produce_tagged, read_back, run_id};
+use sluice_testkit::{count_payloads, produce, run_id, tagged};
 
 /// Parameters.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -92,7 +92,7 @@ pub fn run(
     };
     // Unique ids per run, so reading back a shared topic counts only this run's messages.
     let run_id = run_id();
-    produce_tagged(&brokers, &cfg.input, &run_id, cfg.messages).map_err(io_err)?;
+    produce(&brokers, &cfg.input, cfg.messages, |i| tagged(&run_id, i)).map_err(io_err)?;
 
     let stats = Arc::new(KafkaSourceStats::default());
     let mut scfg = KafkaSourceConfig::new(
@@ -120,7 +120,7 @@ pub fn run(
     let job_seconds = t0.elapsed().as_secs_f64();
 
     // Read the output back.
-    let seen = read_back(
+    let seen = count_payloads(
         &brokers,
         &cfg.output,
         &format!("sluice-reader-{run_id}"),

@@ -23,7 +23,7 @@ use sluice_operators::StreamExt;
 
 use super::scenario::KafkaFeed;
 use super::schedule::{class_of, Event, Schedule};
-use crate::kafka_util::send;
+use sluice_testkit::send;
 
 fn err(e: impl std::fmt::Display) -> Box<dyn std::error::Error> {
     e.to_string().into()
