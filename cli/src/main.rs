@@ -124,7 +124,7 @@ fn main() -> ExitCode {
 }
 
 fn run(command: Command) -> Result<(), CliError> {
-    use scenario::ScenarioJob;
+    use sluice_workloads::overload::ScenarioJob;
     match command {
         Command::Jobs => jobs::list(),
         Command::Run { job } => match job {

@@ -10,7 +10,7 @@ use std::time::Duration;
 use clap::Args;
 use sluice::engine::{Priority, CLASSES};
 use sluice_workloads::overload::{
-    self, KafkaFeed, PolicyChoice, Profile, Scenario, ScenarioResult,
+    self, KafkaFeed, PolicyChoice, Profile, Scenario, ScenarioJob, ScenarioResult,
 };
 
 use crate::error::CliError;
@@ -298,92 +298,12 @@ fn run_in_child(
     serde_json::from_slice(&stdout).map_err(|e| format!("printed no result: {e}"))
 }
 
-/// The scenario jobs: presets of the overload harness that tell one story each.
-#[derive(Debug, Clone, Copy)]
-pub enum ScenarioJob {
-    /// Log records with levels; Debug then Info are shed under pressure, Error never.
-    Telemetry,
-    /// Payments: never dropped; block and retry; latency moves upstream.
-    Orders,
-    /// High-rank pages indexed at once, low-rank deferred to disk and indexed after the burst.
-    Indexing,
-    /// A burst buffered in a Kafka topic; workers pull at their own pace.
-    Ingest,
+/// What each scenario job tells, in words, from its result.
+trait Story {
+    fn story(self, r: &ScenarioResult) -> Vec<String>;
 }
 
-impl ScenarioJob {
-    fn preset(self) -> Scenario {
-        let mut mix = [0.0; CLASSES];
-        match self {
-            ScenarioJob::Telemetry => Scenario {
-                job: "telemetry".into(),
-                policy: PolicyChoice::Shed,
-                profile: Profile::Step,
-                duration: Duration::from_secs(4),
-                sink_capacity: 100_000.0,
-                overload: 10.0,
-                capacity: 512,
-                ..Scenario::default()
-            },
-            ScenarioJob::Orders => {
-                mix[Priority::CRITICAL.index()] = 1.0;
-                Scenario {
-                    kafka: None,
-                    job: "orders".into(),
-                    policy: PolicyChoice::Block,
-                    profile: Profile::Step,
-                    duration: Duration::from_secs(4),
-                    sink_capacity: 20_000.0,
-                    overload: 2.0,
-                    capacity: 512,
-                    mix,
-                    sink_failure_rate: 0.02,
-                }
-            }
-            ScenarioJob::Indexing => {
-                mix[Priority::DEBUG.index()] = 0.5;
-                mix[Priority::INFO.index()] = 0.3;
-                mix[Priority::WARN.index()] = 0.15;
-                mix[Priority::ERROR.index()] = 0.05;
-                Scenario {
-                    kafka: None,
-                    job: "indexing".into(),
-                    policy: PolicyChoice::Defer,
-                    profile: Profile::Burst,
-                    duration: Duration::from_secs(5),
-                    sink_capacity: 50_000.0,
-                    overload: 3.0,
-                    capacity: 1024,
-                    mix,
-                    sink_failure_rate: 0.0,
-                }
-            }
-            ScenarioJob::Ingest => {
-                mix[Priority::INFO.index()] = 1.0;
-                Scenario {
-                    job: "ingest".into(),
-                    policy: PolicyChoice::Block,
-                    profile: Profile::Burst,
-                    duration: Duration::from_secs(5),
-                    sink_capacity: 20_000.0,
-                    overload: 5.0,
-                    capacity: 1024,
-                    mix,
-                    sink_failure_rate: 0.0,
-                    kafka: Some(KafkaFeed {
-                        brokers: None,
-                        topic: "sluice-ingest".into(),
-                        partitions: 4,
-                        // One member by default: two that join a few hundred ms apart can
-                        // hit the rejoin stall of issue 5 (then the job waits out a session
-                        // timeout before it starts).
-                        workers: 1,
-                    }),
-                }
-            }
-        }
-    }
-
+impl Story for ScenarioJob {
     fn story(self, r: &ScenarioResult) -> Vec<String> {
         let c = |class: Priority| r.classes.get(&class).cloned().unwrap_or_default();
         let pct = |a: u64, b: u64| 100.0 * a as f64 / b.max(1) as f64;

@@ -20,7 +20,9 @@
 //! - `kafka_feed`: the same schedule fed through a Kafka topic (feature `kafka`).
 //! - [`result`]: what a run measured (the JSON report).
 //! - `run`: one scenario in this process.
+//! - [`jobs`]: the presets of the example jobs (telemetry, orders, indexing, ingest).
 
+pub mod jobs;
 #[cfg(feature = "kafka")]
 mod kafka_feed;
 #[cfg(not(feature = "kafka"))]
@@ -33,6 +35,7 @@ mod run;
 pub mod scenario;
 pub mod schedule;
 
+pub use jobs::ScenarioJob;
 pub use result::{
     peak_rss_bytes, recovery, ClassResult, DropRow, Percentiles, Sample, ScenarioResult,
 };
