@@ -13,6 +13,14 @@
 //! (`message.timeout.ms` expired) either goes to the dead-letter path (counted in the ledger)
 //! or fails the job (its batch's acks fail: never committed), as configured; never silently.
 
+//!
+//! # Files
+//! - `delivery`: the producer context: held batches and their release on delivery reports.
+//! - `routes`: which topic each priority class goes to.
+
+mod delivery;
+mod routes;
+
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -20,14 +28,14 @@ use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::message::Message;
-use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
-use rdkafka::ClientContext;
-use sluice_engine::{Ack, ErrorKind, Priority, Sink, SinkError, CLASSES};
+use rdkafka::producer::{BaseRecord, Producer, ThreadedProducer};
+use sluice_engine::{Ack, ErrorKind, Sink, SinkError, CLASSES};
 
 use crate::ConnectorError;
 
 use super::config::KafkaConfig;
+use delivery::{Ctx, HeldBatch};
+pub use routes::{ClassOf, ClassRoutes};
 
 /// Turns a record into an optional key and a payload.
 pub type Encoder<T> = Arc<dyn Fn(&T) -> (Option<Vec<u8>>, Vec<u8>) + Send + Sync>;
@@ -88,54 +96,6 @@ impl KafkaSinkConfig {
     }
 }
 
-/// Which topic each priority class goes to: records of a class at or above a threshold go to
-/// that threshold's topic (the highest that applies), the rest to the sink's own topic. Use
-/// it to send alerts to one topic and bulk to another, or to *park* low-value records in a
-/// topic that a separate consumer group works through when there is capacity to spare
-/// (Kafka as the deferred queue).
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct ClassRoutes {
-    routes: Vec<(Priority, String)>,
-}
-
-impl ClassRoutes {
-    /// No routes: every record to the sink's topic.
-    pub fn new() -> Self {
-        ClassRoutes::default()
-    }
-
-    /// Records of class `class` and above go to `topic` (unless a higher threshold applies).
-    pub fn at_or_above(mut self, class: Priority, topic: &str) -> Self {
-        self.routes.retain(|(c, _)| *c != class);
-        self.routes.push((class, topic.to_string()));
-        self
-    }
-
-    /// The topics and, per class, the index of its topic (0: `default`).
-    fn table(&self, default: &str) -> (Vec<String>, [usize; CLASSES]) {
-        let mut topics = vec![default.to_string()];
-        let mut sorted = self.routes.clone();
-        sorted.sort();
-        let mut table = [0usize; CLASSES];
-        for (class, topic) in sorted {
-            let i = match topics.iter().position(|t| *t == topic) {
-                Some(i) => i,
-                None => {
-                    topics.push(topic);
-                    topics.len() - 1
-                }
-            };
-            for slot in table.iter_mut().skip(class.index()) {
-                *slot = i;
-            }
-        }
-        (topics, table)
-    }
-}
-
-/// Classifies a record for [`ClassRoutes`].
-pub type ClassOf<T> = Arc<dyn Fn(&T) -> Priority + Send + Sync>;
-
 /// Live counters of a Kafka sink.
 #[derive(Debug, Default)]
 pub struct KafkaSinkStats {
@@ -159,100 +119,6 @@ pub struct KafkaSinkStats {
     pub max_ack_ms: AtomicU64,
     /// Messages produced per topic (with [`ClassRoutes`]; counted per batch).
     pub routed: Mutex<std::collections::BTreeMap<String, u64>>,
-}
-
-/// A batch whose messages are in the producer: its acknowledgements, held until the broker
-/// reported every message.
-struct HeldBatch {
-    remaining: u64,
-    acks: Vec<Ack>,
-    produced: Instant,
-    failed: bool,
-}
-
-struct Ctx {
-    /// Batches in flight, by id. Delivery reports (served by the producer's own thread)
-    /// release a batch's acks the moment its last message is reported, whether or not the
-    /// graph writes again (a sink that only released them on its next write left an idle
-    /// job's last batches unacknowledged, their offsets uncommitted).
-    held: Mutex<HashMap<u64, HeldBatch>>,
-    errors: Mutex<Vec<(Vec<u8>, String)>>,
-    on_expired: OnExpired,
-    stats: Arc<KafkaSinkStats>,
-}
-
-impl Ctx {
-    /// `n` messages of batch `id` ended (`failed`: not delivered); releases or fails its
-    /// acks when it has no message left.
-    fn ended(&self, id: u64, n: u64, failed: bool) {
-        let done = {
-            let mut held = self.held.lock();
-            let Some(b) = held.get_mut(&id) else { return };
-            b.remaining = b.remaining.saturating_sub(n);
-            b.failed |= failed;
-            if b.remaining > 0 {
-                return;
-            }
-            held.remove(&id)
-        };
-        if let Some(b) = done {
-            self.stats
-                .max_ack_ms
-                .fetch_max(b.produced.elapsed().as_millis() as u64, Ordering::Relaxed);
-            // Dead-lettered is an end: those acks complete as usual. Failing the job: never
-            // let the source commit past them.
-            if b.failed && self.on_expired == OnExpired::FailJob {
-                for a in &b.acks {
-                    a.fail();
-                }
-            }
-        }
-    }
-
-    fn fail_all(&self) {
-        for (_, b) in self.held.lock().drain() {
-            for a in &b.acks {
-                a.fail();
-            }
-        }
-    }
-}
-
-impl ClientContext for Ctx {
-    fn log(&self, level: rdkafka::config::RDKafkaLogLevel, fac: &str, log_message: &str) {
-        super::config::log(level, fac, log_message);
-    }
-
-    fn stats(&self, statistics: rdkafka::Statistics) {
-        let (retries, errors) = statistics
-            .brokers
-            .values()
-            .fold((0u64, 0u64), |(r, e), b| (r + b.txretries, e + b.txerrs));
-        self.stats.request_retries.store(retries, Ordering::Relaxed);
-        self.stats.request_errors.store(errors, Ordering::Relaxed);
-    }
-}
-
-impl ProducerContext for Ctx {
-    type DeliveryOpaque = usize;
-
-    fn delivery(&self, result: &DeliveryResult<'_>, batch: usize) {
-        let failed = match result {
-            Ok(_) => {
-                self.stats.acked.fetch_add(1, Ordering::Relaxed);
-                false
-            }
-            Err((e, m)) => {
-                self.stats.failed.fetch_add(1, Ordering::Relaxed);
-                self.errors
-                    .lock()
-                    .push((m.payload().unwrap_or_default().to_vec(), e.to_string()));
-                true
-            }
-        };
-        self.stats.in_flight.fetch_sub(1, Ordering::AcqRel);
-        self.ended(batch as u64, 1, failed);
-    }
 }
 
 /// A Kafka sink instance.
