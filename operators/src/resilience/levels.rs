@@ -5,6 +5,10 @@
 //! level down) only when it falls below `exit[i]`, with `exit[i] < enter[i]`: between the two
 //! the level holds, so a signal hovering near a threshold does not flap.
 
+use std::time::Duration;
+
+use sluice_engine::{EdgeId, EdgePolicy, JobHandle, UnknownEdge};
+
 /// A level change, for events and metrics.
 #[derive(Debug, Clone, PartialEq)]
 pub struct LevelChange {
@@ -116,5 +120,64 @@ mod tests {
         assert_eq!(l.update(0.1).map(|c| c.to), Some(1));
         assert_eq!(l.update(0.1).map(|c| c.to), Some(0));
         assert_eq!(l.changes.len(), 6);
+    }
+}
+
+/// Switches edge policies as a job's pressure moves through overload levels.
+///
+/// Every `interval` it reads the fill of `signal_edge` (0..1), feeds it to the
+/// [`OverloadLevels`], and on a level change sets each listed edge to the policy for the new
+/// level and records the change as an event in the job's report.
+#[derive(Debug)]
+pub struct LevelController {
+    thread: Option<std::thread::JoinHandle<OverloadLevels>>,
+}
+
+impl LevelController {
+    /// Starts the controller; it ends by itself when the job finishes.
+    ///
+    /// # Errors
+    /// [`UnknownEdge`] when an edge id is not one of this job's (checked before it starts).
+    pub fn spawn(
+        job: JobHandle,
+        signal_edge: EdgeId,
+        mut levels: OverloadLevels,
+        policies: Vec<(EdgeId, Vec<EdgePolicy>)>,
+        interval: Duration,
+    ) -> Result<Self, UnknownEdge> {
+        job.edge_fill(signal_edge)?;
+        for (edge, _) in &policies {
+            job.edge_fill(*edge)?;
+        }
+        let thread = std::thread::Builder::new()
+            .name("sluice-levels".into())
+            .spawn(move || {
+                while !job.is_finished() {
+                    // The ids were checked above; a job's edges never change.
+                    let Ok(fill) = job.edge_fill(signal_edge) else {
+                        break;
+                    };
+                    if let Some(c) = levels.update(fill) {
+                        job.record_event(
+                            "level",
+                            format!("{} -> {} (fill {:.2})", c.from, levels.name(), c.signal),
+                        );
+                        for (edge, per_level) in &policies {
+                            if let Some(p) = per_level.get(c.to).or(per_level.last()) {
+                                let _ = job.set_edge_policy(*edge, *p);
+                            }
+                        }
+                    }
+                    std::thread::sleep(interval);
+                }
+                levels
+            })
+            .ok();
+        Ok(LevelController { thread })
+    }
+
+    /// Waits for the controller to end (after the job) and returns its level history.
+    pub fn join(mut self) -> Option<OverloadLevels> {
+        self.thread.take().and_then(|t| t.join().ok())
     }
 }

@@ -1,7 +1,10 @@
 //! Resilience operators: the levers besides edge policies.
 //!
 //! Each is a small deterministic state machine driven by a [`Clock`], unit-tested with a
-//! [`ManualClock`], and wrapped as a pipeline operator or sink:
+//! [`ManualClock`], and wrapped as a pipeline operator or sink in a file beside it
+//! (`rate_limit.rs` by `token_bucket.rs`, `retry.rs` by `backoff.rs`, `call.rs` by `breaker.rs`
+//! and `aimd.rs`, the controller in `levels.rs`); [`ResilienceExt`] (`ext.rs`) puts them on
+//! streams:
 //!
 //! | lever | state machine | in a pipeline |
 //! | --- | --- | --- |
@@ -14,18 +17,21 @@
 mod aimd;
 mod backoff;
 mod breaker;
+mod call;
 mod clock;
+mod ext;
 mod levels;
-mod ops;
+mod rate_limit;
+mod retry;
 mod token_bucket;
 
 pub use aimd::{Aimd, ConcurrencyLimit, Gradient};
 pub use backoff::{Backoff, RetryDecision};
 pub use breaker::{BreakerConfig, BreakerState, CallOutcome, CircuitBreaker, Permit};
+pub use call::{CallStats, Guarded, LimiterFactory};
 pub use clock::{Clock, ManualClock, SystemClock};
-pub use levels::{LevelChange, OverloadLevels};
-pub use ops::{
-    Admission, AdmissionExt, CallError, CallStats, DeadLetter, Guarded, LevelController,
-    LimiterFactory, RateLimit, ResilienceExt, RetryConfig, TooManyRequests, WhenLimited,
-};
+pub use ext::ResilienceExt;
+pub use levels::{LevelChange, LevelController, OverloadLevels};
+pub use rate_limit::{Admission, AdmissionExt, RateLimit, TooManyRequests, WhenLimited};
+pub use retry::{CallError, DeadLetter, RetryConfig};
 pub use token_bucket::{KeyedLimiter, TokenBucket};
