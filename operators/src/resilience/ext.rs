@@ -21,8 +21,9 @@ pub trait ResilienceExt<T: Send + 'static>: Sized {
     /// A global token bucket (per operator instance) in front of the stream.
     ///
     /// # Backpressure
-    /// With [`WhenLimited::Delay`](super::WhenLimited::Delay) the operator waits for tokens, slowing everything
-    /// upstream; with [`WhenLimited::Reject`](super::WhenLimited::Reject) over-limit records pass on as
+    /// With [`WhenLimited::Delay`](super::WhenLimited::Delay) the operator waits for
+    /// tokens, slowing everything upstream; with
+    /// [`WhenLimited::Reject`](super::WhenLimited::Reject) over-limit records pass on as
     /// [`Admission::Rejected`] at once.
     fn rate_limit(self, name: &str, cfg: RateLimit, clock: Arc<dyn Clock>) -> Stream<Admission<T>>;
 

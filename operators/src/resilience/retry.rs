@@ -46,7 +46,8 @@ pub struct DeadLetter<T> {
     pub attempts: u32,
 }
 
-/// Retry configuration for [`ResilienceExt::sink_with_retry`](super::ResilienceExt::sink_with_retry).
+/// Retry configuration for
+/// [`ResilienceExt::sink_with_retry`](super::ResilienceExt::sink_with_retry).
 #[derive(Debug, Clone)]
 pub struct RetryConfig {
     /// The schedule (attempts, delays, time budget).
