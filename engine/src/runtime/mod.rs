@@ -29,13 +29,9 @@ use crate::error::{BuildError, JobError};
 use crate::ledger::Ledger;
 use crate::metrics::TaskState;
 use crate::plan::{EdgeId, Plan, PlanEdge, PlanOp, PlanStage};
-use crate::policy::{DropReason, EdgePolicy, REASONS};
-use crate::priority::{Priority, CLASSES};
-use crate::report::{
-    DropCount, EdgeReport, JobEvent, JobReport, JobStatus, LatencySummary, OperatorReport,
-    SinkReport, StageReport,
-};
-use crate::topology::{OpKind, Topology};
+use crate::policy::EdgePolicy;
+use crate::report::{JobEvent, JobReport, JobStatus, Snapshot};
+use crate::topology::Topology;
 use control::{Control, Failure};
 use task::{current_op, Halt};
 
@@ -407,169 +403,16 @@ impl Job {
     }
 
     fn build_report(&self, status: JobStatus) -> JobReport {
-        let duration = self.started.elapsed();
-        let secs = duration.as_secs_f64();
-        let mut emitted = 0u64;
-        let mut source_emitted = 0u64;
-        let mut filtered = 0u64;
-        let mut delivered = 0u64;
-        let mut dead_lettered = 0u64;
-        for o in &self.ops {
-            emitted += o.stats.created();
-            filtered += o.stats.absorbed();
-            if o.kind == OpKind::Source {
-                source_emitted += o.stats.records_out();
-            }
-            if let Some(s) = &o.sink {
-                delivered += s.delivered();
-                dead_lettered += s.dead_lettered();
-            }
-        }
-        let mut drops = Vec::new();
-        let edges: Vec<EdgeReport> = self
-            .edges
-            .iter()
-            .map(|e| {
-                let mut drop_matrix = [[0u64; CLASSES]; REASONS];
-                let mut r = EdgeReport {
-                    name: e.name.clone(),
-                    from: self.stages[e.from_stage].name.clone(),
-                    to: self.stages[e.to_stage].name.clone(),
-                    exchange: e.exchange,
-                    policy: e.policy,
-                    capacity: e.capacity,
-                    ports: e.ports.len(),
-                    sent: 0,
-                    batches: 0,
-                    queued: 0,
-                    max_queued: 0,
-                    credit_wait_s: 0.0,
-                    blocked_sends: 0,
-                    dropped: 0,
-                    deferred: 0,
-                    deferred_pending: 0,
-                    restored: 0,
-                };
-                for (probe, port) in &e.ports {
-                    let s = probe.port_snapshot(*port);
-                    r.sent += s.sent_records;
-                    r.batches += s.sent_batches;
-                    r.queued += s.queued_records as u64;
-                    r.max_queued = r.max_queued.max(s.max_queued_records as u64);
-                    r.credit_wait_s += s.credit_wait_ns as f64 / 1e9;
-                    r.blocked_sends += s.blocked_sends;
-                    r.dropped += s.dropped();
-                    r.deferred += s.deferred;
-                    r.deferred_pending += s.deferred_pending;
-                    r.restored += s.restored;
-                    for (ri, per_class) in s.drops.iter().enumerate() {
-                        for (ci, &n) in per_class.iter().enumerate() {
-                            drop_matrix[ri][ci] += n;
-                        }
-                    }
-                }
-                for (ri, per_class) in drop_matrix.iter().enumerate() {
-                    for (ci, &n) in per_class.iter().enumerate() {
-                        if n > 0 {
-                            drops.push(DropCount {
-                                edge: e.name.clone(),
-                                class: Priority::rank(ci as u8),
-                                reason: DropReason::ALL[ri],
-                                count: n,
-                            });
-                        }
-                    }
-                }
-                r
-            })
-            .collect();
-        let dropped: u64 = edges.iter().map(|e| e.dropped).sum();
-        let deferred_pending: u64 = edges.iter().map(|e| e.deferred_pending).sum();
-        // Records restored from a defer log enter this run's books as emitted.
-        emitted += edges.iter().map(|e| e.restored).sum::<u64>();
-        let queued: u64 = edges.iter().map(|e| e.queued).sum();
-        let mut abandoned = 0u64;
-        let stages: Vec<StageReport> = self
-            .stages
-            .iter()
-            .map(|st| {
-                let n = st.tasks.len().max(1) as f64;
-                let idle: f64 = st.tasks.iter().map(|t| t.idle_ns() as f64 / 1e9).sum();
-                let bp: f64 = st
-                    .tasks
-                    .iter()
-                    .map(|t| t.backpressure_ns() as f64 / 1e9)
-                    .sum();
-                abandoned += st.tasks.iter().map(|t| t.abandoned()).sum::<u64>();
-                let busy = (secs * n - idle - bp).max(0.0);
-                StageReport {
-                    name: st.name.clone(),
-                    parallelism: st.tasks.len(),
-                    operators: st
-                        .ops
-                        .iter()
-                        .map(|&o| OperatorReport {
-                            name: self.ops[o].name.clone(),
-                            kind: self.ops[o].kind,
-                            records_in: match &self.ops[o].sink {
-                                Some(s) => s.delivered(),
-                                None => self.ops[o].stats.records_in(),
-                            },
-                            records_out: self.ops[o].stats.records_out(),
-                        })
-                        .collect(),
-                    busy_s: busy,
-                    idle_s: idle,
-                    backpressured_s: bp,
-                    busy_ratio: if secs > 0.0 { busy / (secs * n) } else { 0.0 },
-                    states: st.tasks.iter().map(|t| t.state()).collect(),
-                }
-            })
-            .collect();
-        let sinks = self
-            .ops
-            .iter()
-            .filter_map(|o| {
-                o.sink.as_ref().map(|s| SinkReport {
-                    name: o.name.clone(),
-                    delivered: s.delivered(),
-                    dead_lettered: s.dead_lettered(),
-                    latency_ms: s
-                        .latency_us()
-                        .map(|h| LatencySummary::from_histogram_us(&h))
-                        .unwrap_or_default(),
-                })
-            })
-            .collect();
-        let ledger = Ledger::new(
-            emitted,
-            delivered,
-            filtered,
-            dropped,
-            deferred_pending,
-            dead_lettered,
-            queued + abandoned,
-        );
-        let bottleneck = crate::report::bottleneck(&stages);
-        JobReport {
-            job: self.name.clone(),
+        crate::report::assemble(&Snapshot {
+            job: &self.name,
             status,
-            duration_s: secs,
-            source_emitted,
-            delivered_rate: if secs > 0.0 {
-                delivered as f64 / secs
-            } else {
-                0.0
-            },
-            stages,
-            edges,
-            sinks,
-            drops,
-            ledger,
-            bottleneck,
-            stuck_tasks: self.stuck.clone(),
+            elapsed: self.started.elapsed(),
+            ops: &self.ops,
+            stages: &self.stages,
+            edges: &self.edges,
+            stuck: &self.stuck,
             events: self.events.lock().clone(),
-        }
+        })
     }
 }
 

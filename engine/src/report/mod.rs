@@ -1,5 +1,9 @@
 //! The job report: a readable table on a terminal, JSON for tools.
 
+mod assemble;
+
+pub(crate) use assemble::{assemble, Snapshot};
+
 use std::fmt;
 
 use hdrhistogram::Histogram;
