@@ -58,8 +58,8 @@ use sluice_engine::{Ack, AckToken, Source, SourceError, SourceStatus};
 
 use super::config::KafkaConfig;
 use crate::ConnectorError;
-use offsets::{AckMsg, Tracker};
-use poller::{poller, Ready};
+use offsets::{AckMsg, Ready, Tracker};
+use poller::poller;
 use rebalance::Ctx;
 
 pub use super::codec::Decoder;

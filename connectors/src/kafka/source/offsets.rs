@@ -20,6 +20,12 @@ pub(super) struct AckMsg {
     pub records: u64,
 }
 
+/// A batch for the graph, with the offset ranges it covers.
+pub(super) struct Ready<T> {
+    pub records: Vec<T>,
+    pub ranges: Ranges,
+}
+
 #[derive(Debug, Default)]
 pub(super) struct Tracker {
     /// (topic, partition) -> outstanding ranges start -> end (inclusive).

@@ -15,14 +15,9 @@ use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use sluice_engine::AckOutcome;
 
 use super::super::codec::Incoming;
-use super::offsets::{store_all, AckMsg, Ranges, Tracker};
+use super::offsets::{store_all, AckMsg, Ready, Tracker};
 use super::rebalance::Ctx;
 use super::{Decoder, KafkaSourceConfig, KafkaSourceStats};
-
-pub(super) struct Ready<T> {
-    pub records: Vec<T>,
-    pub ranges: Ranges,
-}
 
 #[allow(clippy::too_many_arguments)]
 pub(super) fn poller<T: Send + 'static>(

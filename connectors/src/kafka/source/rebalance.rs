@@ -12,8 +12,7 @@ use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Reb
 use rdkafka::ClientContext;
 use sluice_engine::AckOutcome;
 
-use super::offsets::{store_all, AckMsg, Tracker};
-use super::poller::Ready;
+use super::offsets::{store_all, AckMsg, Ready, Tracker};
 use super::KafkaSourceStats;
 
 pub(super) struct Ctx<T> {
