@@ -140,7 +140,7 @@ pub struct FaultSample {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct FaultOutcome {
     /// The fault's name.
-    pub fault: String,
+    pub fault: Fault,
     /// When the fault was injected, seconds after the job started.
     pub fault_at_s: Option<f64>,
     /// When it was healed.
@@ -349,7 +349,7 @@ pub fn run(cfg: &FaultConfig) -> Result<FaultOutcome, BoxError> {
     .map_err(err)?;
     let delivered = seen.len() as u64;
     let mut o = FaultOutcome {
-        fault: cfg.fault.name().to_string(),
+        fault: cfg.fault,
         fault_at_s: fault_at,
         healed_at_s: healed_at,
         produced: cfg.messages,
@@ -601,4 +601,10 @@ fn analyse(o: &mut FaultOutcome, cfg: &FaultConfig) {
         }
     ));
     o.explanation = e;
+}
+
+impl std::fmt::Display for Fault {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.pad(self.name())
+    }
 }
