@@ -105,10 +105,7 @@ fn kill_9_mid_stream_then_restart_loses_nothing() {
         Duration::from_secs(60),
     )
     .unwrap();
-    let lost = (0..n)
-        .filter(|i| !seen.contains_key(&format!("m{i}")))
-        .count();
-    let dups: u64 = seen.values().map(|c| c - 1).sum();
+    let (lost, dups) = (seen.lost(), seen.duplicates());
     eprintln!("kill -9 after {before_kill} of {n} were committed: lost {lost}, duplicates {dups}");
     assert!(
         before_kill >= 2_000 && before_kill < n,
@@ -261,10 +258,7 @@ fn split_and_hand_over(brokers: &str, create: &dyn Fn(&str, i32), max_dups: u64)
         Duration::from_secs(60),
     )
     .unwrap();
-    let lost = (0..n)
-        .filter(|i| !seen.contains_key(&format!("m{i}")))
-        .count();
-    let dups: u64 = seen.values().map(|c| c - 1).sum();
+    let (lost, dups) = (seen.lost(), seen.duplicates());
     eprintln!("two members, one killed: lost {lost}, duplicates {dups}");
     assert_eq!(lost, 0, "nothing lost across the split and the handover");
     // What a held at the kill (its in-flight window, ~3k) plus what each rebalance let

@@ -181,9 +181,35 @@ pub fn read_all(brokers: &str, topic: &str, expect: usize) -> Result<Vec<Receive
     })
 }
 
+/// What reading a run's messages back found.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ReadBack {
+    /// Times each distinct payload was read.
+    pub counts: HashMap<String, u64>,
+    /// How many distinct payloads the run produced.
+    pub expected: u64,
+}
+
+impl ReadBack {
+    /// Distinct payloads read.
+    pub fn delivered(&self) -> u64 {
+        self.counts.len() as u64
+    }
+
+    /// Payloads produced and never read.
+    pub fn lost(&self) -> u64 {
+        self.expected.saturating_sub(self.delivered())
+    }
+
+    /// Reads beyond the first of each payload.
+    pub fn duplicates(&self) -> u64 {
+        self.counts.values().map(|c| c - 1).sum()
+    }
+}
+
 /// Reads `topic` with the consumer group `group` and counts each payload that starts with
 /// `prefix` (a run's tag), until `expect` distinct ones were seen and the topic stayed quiet
-/// for a second, or `max_wait` passed: lost = `expect - len`, duplicated = counts above 1.
+/// for a second, or `max_wait` passed.
 ///
 /// # Errors
 /// As [`read_topic`].
@@ -194,16 +220,19 @@ pub fn count_payloads(
     prefix: &str,
     expect: u64,
     max_wait: Duration,
-) -> Result<HashMap<String, u64>, KafkaError> {
-    let mut seen: HashMap<String, u64> = HashMap::new();
+) -> Result<ReadBack, KafkaError> {
+    let mut counts: HashMap<String, u64> = HashMap::new();
     read_topic(brokers, topic, Some(group), max_wait, |m| {
         let v = String::from_utf8_lossy(&m.payload);
         if v.starts_with(prefix) {
-            *seen.entry(v.into_owned()).or_default() += 1;
+            *counts.entry(v.into_owned()).or_default() += 1;
         }
-        seen.len() as u64 >= expect
+        counts.len() as u64 >= expect
     })?;
-    Ok(seen)
+    Ok(ReadBack {
+        counts,
+        expected: expect,
+    })
 }
 
 /// One past the highest offset of each partition of `topic`, once `expect` messages were read.
@@ -278,5 +307,23 @@ pub fn create_topic(name: &str, partitions: u32) -> std::io::Result<()> {
         Err(std::io::Error::other(format!(
             "scripts/broker topic {name} {partitions} failed: {st}"
         )))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn read_back_counts_lost_and_duplicated() {
+        let mut counts = HashMap::new();
+        counts.insert("r-0".to_string(), 1);
+        counts.insert("r-1".to_string(), 3);
+        let r = ReadBack {
+            counts,
+            expected: 4,
+        };
+        assert_eq!((r.delivered(), r.lost(), r.duplicates()), (2, 2, 2));
+        assert_eq!(tagged("r", 7), ("r-7".to_string(), b"r-7".to_vec()));
     }
 }

@@ -347,15 +347,14 @@ pub fn run(cfg: &FaultConfig) -> Result<FaultOutcome, BoxError> {
         Duration::from_secs(30),
     )
     .map_err(err)?;
-    let delivered = seen.len() as u64;
     let mut o = FaultOutcome {
         fault: cfg.fault,
         fault_at_s: fault_at,
         healed_at_s: healed_at,
         produced: cfg.messages,
-        delivered,
-        lost: cfg.messages.saturating_sub(delivered),
-        duplicates: seen.values().map(|c| c - 1).sum(),
+        delivered: seen.delivered(),
+        lost: seen.lost(),
+        duplicates: seen.duplicates(),
         dead_lettered: report.ledger.dead_lettered,
         ledger_balanced: report.ledger.balanced,
         job_s,

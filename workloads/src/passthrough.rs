@@ -129,14 +129,12 @@ pub fn run(
         Duration::from_secs(60),
     )
     .map_err(io_err)?;
-    let delivered = seen.len() as u64;
-    let duplicates = seen.values().map(|c| c - 1).sum();
     Ok((
         PassthroughOutcome {
             produced: cfg.messages,
-            delivered,
-            lost: cfg.messages.saturating_sub(delivered),
-            duplicates,
+            delivered: seen.delivered(),
+            lost: seen.lost(),
+            duplicates: seen.duplicates(),
             job_seconds,
             rate: cfg.messages as f64 / job_seconds.max(1e-9),
             pauses: stats.pauses.load(Ordering::Relaxed),
