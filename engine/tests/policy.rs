@@ -594,3 +594,42 @@ impl Sink<u64> for CountSlow {
         Ok(())
     }
 }
+
+#[test]
+fn a_defer_log_whose_cursor_cannot_be_written_still_delivers_everything() {
+    // The cursor's path is a directory, so every cursor write fails. Before, the replaying
+    // edge discarded each batch it had read when the write failed (the ledger came up short).
+    let dir = tempfile::tempdir().expect("tmp");
+    std::fs::create_dir(dir.path().join("cursordir-edge0-0.cursor")).expect("dir");
+    let n = 300u64;
+    let gate = Gate::new(0);
+    let out = Arc::new(Mutex::new(Vec::new()));
+    let p = Pipeline::new("cursordir").batch_size(B);
+    defer_pipeline(
+        &p,
+        dir.path(),
+        (0..n).collect(),
+        gate.clone(),
+        out.clone(),
+        1 << 20,
+        WhenLogFull::Block,
+    );
+    let job = p.run().expect("valid");
+    assert!(wait_until(Duration::from_secs(20), || source_parked(&job)));
+    assert!(
+        job.report().ledger.deferred_pending > 0,
+        "records were deferred"
+    );
+    gate.open();
+    let report = job.wait().expect("balanced");
+    let mut got = out.lock().clone();
+    got.sort_unstable();
+    assert_eq!(got, (0..n).collect::<Vec<_>>(), "every record delivered");
+    assert_eq!(report.ledger.dropped, 0);
+    let e = &report.edges[0];
+    assert!(
+        e.defer_io_errors > 0,
+        "the failed cursor writes are reported"
+    );
+    assert!(report.to_string().contains("I/O errors"), "{report}");
+}

@@ -96,6 +96,8 @@ pub struct PortSnapshot {
     pub replayed: u64,
     /// Records found in the defer log when the port opened (deferred by an earlier run).
     pub restored: u64,
+    /// What the defer log's recovery found, and its I/O failures since.
+    pub defer: super::DeferHealth,
 }
 
 impl PortSnapshot {
@@ -213,6 +215,7 @@ fn snapshot<T>(p: &Port<T>) -> PortSnapshot {
         deferred_pending: p.deferred_pending(),
         replayed: p.replayed,
         restored: p.spill.as_ref().map_or(p.restored_at_open, |s| s.restored),
+        defer: p.defer_health(),
     }
 }
 

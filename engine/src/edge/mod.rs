@@ -44,4 +44,4 @@ mod spill;
 pub use channel::{bounded, EdgeProbe, PortSnapshot, Receiver, Sender};
 pub use error::{RecvError, SendError, TryRecvError, TrySendError};
 pub use port::{DropTapFn, Dropped, PortConfig};
-pub use spill::{SpillError, SpillLog, SpillSpec};
+pub use spill::{DeferHealth, SpillError, SpillLog, SpillSpec, MAX_FRAME};

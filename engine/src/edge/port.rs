@@ -16,7 +16,7 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Instant;
 
-use super::spill::{SpillError, SpillLog};
+use super::spill::{DeferHealth, SpillError, SpillLog};
 use crate::batch::Batch;
 use crate::policy::{
     DeferConfig, DropReason, EdgePolicy, SampleConfig, Watermarks, WhenLogFull, REASONS,
@@ -118,9 +118,16 @@ pub(super) struct Port<T> {
     pub replayed: u64,
     /// Records the log held when the port opened (kept if the log is later discarded).
     pub restored_at_open: u64,
+    /// The log's health when it was discarded (while it is open, it reports its own).
+    pub health_at_drop: DeferHealth,
+    /// Replays in a row that failed with an I/O error.
+    replay_failures: u32,
     sample_seen: u64,
     tap_seen: u64,
 }
+
+/// Failed replays in a row after which a defer log is given up (its records counted).
+pub const REPLAY_ATTEMPTS: u32 = 3;
 
 impl<T> Port<T> {
     pub fn new(cfg: PortConfig<T>) -> Self {
@@ -143,6 +150,8 @@ impl<T> Port<T> {
             wanted: 0,
             drops: [[0; CLASSES]; REASONS],
             restored_at_open: cfg.spill.as_ref().map_or(0, |s| s.restored),
+            health_at_drop: DeferHealth::default(),
+            replay_failures: 0,
             spill: cfg.spill,
             deferred: 0,
             replayed: 0,
@@ -170,8 +179,17 @@ impl<T> Port<T> {
         self.spill.as_ref().map_or(0, SpillLog::pending)
     }
 
-    /// Reads the next batch of deferred records, if any. Undecodable records, or the whole
-    /// log on an I/O error, are counted as dropped (`DeferError`), never lost silently.
+    /// Records in the defer log now, and its health.
+    pub fn defer_health(&self) -> DeferHealth {
+        self.spill
+            .as_ref()
+            .map_or(self.health_at_drop, SpillLog::health)
+    }
+
+    /// Reads the next batch of deferred records, if any. Undecodable records and records in
+    /// damaged frames are counted as dropped (`DeferError`), never lost silently. A read that
+    /// fails is retried on the next call; after [`REPLAY_ATTEMPTS`] in a row the rest of the
+    /// log is counted as dropped and the port goes on without it.
     pub fn replay(&mut self, max: usize) -> Option<Batch<T>> {
         let log = self.spill.as_mut()?;
         if log.pending() == 0 {
@@ -179,13 +197,19 @@ impl<T> Port<T> {
         }
         let mut bad = 0u64;
         let result = log.read_batch(max, &mut bad);
-        let lost = match &result {
-            Ok(_) => 0,
-            Err(_) => log.pending(),
-        };
-        if lost > 0 {
-            // The rest of the log is unreadable: account for it and start a fresh log.
-            self.spill = None;
+        let mut lost = 0;
+        match &result {
+            Ok(_) => self.replay_failures = 0,
+            Err(_) => {
+                self.replay_failures += 1;
+                if self.replay_failures >= REPLAY_ATTEMPTS {
+                    lost = log.pending();
+                    let mut health = log.health();
+                    health.io_errors += u64::from(self.replay_failures);
+                    self.health_at_drop = health;
+                    self.spill = None;
+                }
+            }
         }
         self.drops[DropReason::DeferError.index()][Priority::DEFAULT.index()] += bad + lost;
         let (records, created) = result.ok()?;

@@ -20,8 +20,26 @@
 //! # Durability
 //! Frames are written with `write` (no `fsync`): they survive the job process being killed,
 //! not the machine losing power. The cursor is written after each replayed batch, so a crash
-//! between the two replays that batch again (at least once). On open, a torn or corrupt tail
-//! (a crash mid-write) is truncated and its size reported.
+//! between the two replays that batch again (at least once). A cursor that cannot be written
+//! (a full disk, a path that is a directory) never costs the records already read: they are
+//! handed out, the failure is counted ([`SpillLog::io_errors`]) and a restart may replay them
+//! twice.
+//!
+//! # Recovery
+//! Opening a log reads every frame and trusts nothing:
+//! - a frame whose checksum fails but whose length leads to a valid frame (or to the end) is
+//!   skipped by its length, one record lost and counted ([`SpillLog::corrupt_frames`]);
+//! - otherwise (the length itself is damaged) the reader resynchronizes on the next offset
+//!   where a valid frame starts; the bytes in between are counted
+//!   ([`SpillLog::skipped_bytes`]);
+//! - a last frame cut short with no valid frame after it is a torn tail (a crash mid-write):
+//!   it is truncated and counted ([`SpillLog::truncated_bytes`]);
+//! - the cursor counts only when it names a frame boundary; a missing, damaged or stray one
+//!   (past the end, inside a frame) restarts replay at the first frame
+//!   ([`SpillLog::cursor_reset`]): duplicates rather than loss.
+//!
+//! A length is never used to allocate before it is checked against [`MAX_FRAME`] and against
+//! the bytes the file actually holds.
 //!
 //! # Bounds
 //! The log never grows past `max_bytes`; an append that would is refused with
@@ -37,6 +55,14 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use crate::codec::Codec;
 
 const HEADER: usize = 16;
+
+/// The largest frame payload a log accepts (one record's encoding), 16 MiB: a length field
+/// above it is corrupt.
+pub const MAX_FRAME: u64 = 16 << 20;
+
+/// How far the resynchronizing reader looks at once: it starts small (damage is usually one
+/// frame) and doubles up to this.
+const SCAN_CHUNK: usize = 1 << 20;
 
 /// Why the defer log refused or failed an operation.
 #[derive(Debug, thiserror::Error)]
@@ -87,9 +113,148 @@ pub struct SpillLog<T> {
     pending: u64,
     /// Records found pending when the log was opened (deferred by an earlier run).
     pub restored: u64,
-    /// Bytes of torn or corrupt tail truncated when the log was opened.
+    /// Bytes of a torn tail truncated when the log was opened.
     pub truncated_bytes: u64,
+    /// Frames of an earlier run skipped at open because their checksum failed.
+    pub corrupt_frames: u64,
+    /// Bytes between frames that could not be read as frames (a damaged length), at open or
+    /// while replaying; the records in them are lost and counted.
+    pub skipped_bytes: u64,
+    /// The cursor was missing, damaged or off a frame boundary: replay restarted at the first
+    /// frame.
+    pub cursor_reset: bool,
+    /// Cursor writes and truncations that failed (the records were handed out all the same).
+    pub io_errors: u64,
+    /// Damaged regions found at open, `(start, end)`, skipped when replay reaches them.
+    skips: std::collections::VecDeque<(u64, u64)>,
     buf: Vec<u8>,
+}
+
+/// What a defer log recovered and failed to, for reports.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct DeferHealth {
+    /// Bytes of a torn tail truncated at open.
+    pub truncated_bytes: u64,
+    /// Bytes skipped between frames (a damaged length), at open or while replaying.
+    pub skipped_bytes: u64,
+    /// Frames skipped at open because their checksum failed.
+    pub corrupt_frames: u64,
+    /// Cursor writes and truncations that failed.
+    pub io_errors: u64,
+    /// The cursor was not usable at open; replay restarted at the first frame.
+    pub cursor_reset: bool,
+}
+
+/// What is at an offset of the log.
+enum Frame {
+    /// A frame that checks out: its payload length and creation time (payload in the buffer).
+    Valid { len: u64, created: u64 },
+    /// A complete frame whose checksum fails, or whose length is implausible.
+    Corrupt { len: Option<u64> },
+    /// Fewer bytes than the frame says it has.
+    Short,
+}
+
+/// Reads the frame at `off`, its payload into `payload`, never reading past `end` nor
+/// allocating more than [`MAX_FRAME`].
+fn frame_at(data: &File, off: u64, end: u64, payload: &mut Vec<u8>) -> io::Result<Frame> {
+    if off + HEADER as u64 > end {
+        return Ok(Frame::Short);
+    }
+    let mut header = [0u8; HEADER];
+    data.read_exact_at(&mut header, off)?;
+    let (len, sum, created) = parse_header(&header);
+    if len > MAX_FRAME {
+        return Ok(Frame::Corrupt { len: None });
+    }
+    if off + HEADER as u64 + len > end {
+        return Ok(Frame::Short);
+    }
+    payload.resize(len as usize, 0);
+    data.read_exact_at(payload, off + HEADER as u64)?;
+    Ok(if crc(created, payload) == sum {
+        Frame::Valid { len, created }
+    } else {
+        Frame::Corrupt { len: Some(len) }
+    })
+}
+
+fn parse_header(h: &[u8; HEADER]) -> (u64, u32, u64) {
+    let len = u32::from_le_bytes([h[0], h[1], h[2], h[3]]) as u64;
+    let sum = u32::from_le_bytes([h[4], h[5], h[6], h[7]]);
+    let created = u64::from_le_bytes([h[8], h[9], h[10], h[11], h[12], h[13], h[14], h[15]]);
+    (len, sum, created)
+}
+
+/// The first offset after `from` (and before `end`) where a valid frame starts.
+fn resync(data: &File, from: u64, end: u64, payload: &mut Vec<u8>) -> io::Result<Option<u64>> {
+    let mut chunk = Vec::new();
+    let mut size = 4096;
+    let mut pos = from + 1;
+    while pos + HEADER as u64 <= end {
+        chunk.resize(size + HEADER, 0);
+        size = (size * 2).min(SCAN_CHUNK);
+        let n = ((end - pos) as usize).min(chunk.len());
+        data.read_exact_at(&mut chunk[..n], pos)?;
+        let last = n.saturating_sub(HEADER);
+        for i in 0..=last {
+            let h: &[u8; HEADER] = match chunk[i..i + HEADER].try_into() {
+                Ok(h) => h,
+                Err(_) => break,
+            };
+            let (len, _, _) = parse_header(h);
+            let at = pos + i as u64;
+            // Only plausible candidates are checked in full.
+            if len <= MAX_FRAME && at + HEADER as u64 + len <= end {
+                if let Frame::Valid { .. } = frame_at(data, at, end, payload)? {
+                    return Ok(Some(at));
+                }
+            }
+        }
+        pos += (last + 1) as u64;
+    }
+    Ok(None)
+}
+
+/// What a scan of `[start, end)` found.
+#[derive(Default)]
+struct Scan {
+    /// Offsets of valid frames, in order.
+    frames: Vec<u64>,
+    /// Damaged regions `(start, end, one corrupt frame skipped by its length)`.
+    skips: Vec<(u64, u64, bool)>,
+    /// Where the valid data ends (a torn tail starts here).
+    end: u64,
+}
+
+fn scan(data: &File, start: u64, end: u64, payload: &mut Vec<u8>) -> io::Result<Scan> {
+    let mut out = Scan::default();
+    let mut off = start;
+    while off < end {
+        let claimed = match frame_at(data, off, end, payload)? {
+            Frame::Valid { len, .. } => {
+                out.frames.push(off);
+                off += HEADER as u64 + len;
+                continue;
+            }
+            Frame::Corrupt { len } => len,
+            Frame::Short => None,
+        };
+        // The next valid frame. Skipping by the damaged frame's own length would trust it: a
+        // damaged length that happens to land on a later frame would hide the ones between.
+        let next = match resync(data, off, end, payload)? {
+            Some(next) => next,
+            None if claimed.is_some_and(|l| off + HEADER as u64 + l == end) => end,
+            None => break, // a torn tail from `off`
+        };
+        // One frame whose length was right (its payload or header damaged), or a stretch of
+        // bytes that could not be framed.
+        let one_frame = claimed.is_some_and(|l| off + HEADER as u64 + l == next);
+        out.skips.push((off, next, one_frame));
+        off = next;
+    }
+    out.end = off.min(end);
+    Ok(out)
 }
 
 fn wall_ns(created: Instant) -> u64 {
@@ -131,55 +296,69 @@ impl<T> SpillLog<T> {
             .truncate(false)
             .open(&data_path)?;
         let len = data.metadata()?.len();
-        let mut read_off = read_cursor(&cursor_path).unwrap_or(0).min(len);
-        // Validate frames from the cursor; truncate at the first torn or corrupt one.
-        let mut off = read_off;
-        let mut pending = 0u64;
-        let mut header = [0u8; HEADER];
         let mut payload = Vec::new();
-        while off + HEADER as u64 <= len {
-            data.read_exact_at(&mut header, off)?;
-            let n = u32::from_le_bytes([header[0], header[1], header[2], header[3]]) as u64;
-            let sum = u32::from_le_bytes([header[4], header[5], header[6], header[7]]);
-            let created = u64::from_le_bytes([
-                header[8], header[9], header[10], header[11], header[12], header[13], header[14],
-                header[15],
-            ]);
-            if off + HEADER as u64 + n > len {
-                break;
-            }
-            payload.resize(n as usize, 0);
-            data.read_exact_at(&mut payload, off + HEADER as u64)?;
-            if crc(created, &payload) != sum {
-                break;
-            }
-            off += HEADER as u64 + n;
-            pending += 1;
-        }
-        let truncated_bytes = len - off;
+        let found = scan(&data, 0, len, &mut payload)?;
+        let truncated_bytes = len - found.end;
         if truncated_bytes > 0 {
-            data.set_len(off)?;
+            data.set_len(found.end)?;
         }
-        if pending == 0 && off > 0 {
-            // Fully replayed earlier: start afresh.
-            data.set_len(0)?;
-            off = 0;
-            read_off = 0;
-            write_cursor(&cursor_path, 0)?;
-        }
-        Ok(SpillLog {
+        // The cursor counts only on a frame boundary (or at the end of the valid data).
+        let cursor = read_cursor(&cursor_path);
+        let on_boundary = |c: u64| c == found.end || found.frames.binary_search(&c).is_ok();
+        let (read_off, cursor_reset) = match cursor {
+            Some(c) if on_boundary(c) => (c, false),
+            // No cursor and nothing to replay is a fresh log, not a reset.
+            None if found.frames.is_empty() => (0, false),
+            _ => (found.frames.first().copied().unwrap_or(found.end), true),
+        };
+        let pending = found.frames.iter().filter(|&&f| f >= read_off).count() as u64;
+        // Damage behind the cursor was replayed before it happened (or does not matter).
+        let ahead: Vec<(u64, u64, bool)> = found
+            .skips
+            .iter()
+            .copied()
+            .filter(|&(a, _, _)| a >= read_off)
+            .collect();
+        let corrupt_frames = ahead.iter().filter(|s| s.2).count() as u64;
+        let skipped_bytes: u64 = ahead.iter().filter(|s| !s.2).map(|s| s.1 - s.0).sum();
+        let mut log = SpillLog {
             data,
             data_path,
             cursor_path,
             read_off,
-            write_off: off,
+            write_off: found.end,
             max_bytes: spec.max_bytes,
             codec: spec.codec.clone(),
             pending,
             restored: pending,
             truncated_bytes,
+            corrupt_frames,
+            skipped_bytes,
+            cursor_reset,
+            io_errors: 0,
+            skips: ahead.iter().map(|&(a, b, _)| (a, b)).collect(),
             buf: Vec::new(),
-        })
+        };
+        if pending == 0 && log.write_off > 0 {
+            // Fully replayed earlier (or nothing readable left): start afresh.
+            log.data.set_len(0)?;
+            log.write_off = 0;
+            log.read_off = 0;
+            log.skips.clear();
+            write_cursor(&log.cursor_path, 0)?;
+        }
+        Ok(log)
+    }
+
+    /// What recovery found and what failed since.
+    pub fn health(&self) -> DeferHealth {
+        DeferHealth {
+            truncated_bytes: self.truncated_bytes,
+            skipped_bytes: self.skipped_bytes,
+            corrupt_frames: self.corrupt_frames,
+            io_errors: self.io_errors,
+            cursor_reset: self.cursor_reset,
+        }
     }
 
     /// Records deferred and not yet replayed.
@@ -228,12 +407,15 @@ impl<T> SpillLog<T> {
     }
 
     /// Reads up to `max` records in the order they were deferred, with the creation instant
-    /// of the first, and advances the persisted cursor. Records that fail to decode are
-    /// returned as errors in `bad` (counted by the caller), never silently skipped.
+    /// of the first, and advances the persisted cursor. Records that fail to decode, and
+    /// records lost in a frame damaged while the job ran, are counted in `bad` (the caller
+    /// counts them as dropped), never silently skipped.
+    ///
+    /// A cursor that cannot be persisted does not fail the call: the records read are
+    /// returned (the next run may replay them again) and [`SpillLog::io_errors`] counts it.
     ///
     /// # Errors
-    /// I/O errors; a frame that fails its checksum here (the file changed under us) ends the
-    /// batch and is reported as an I/O error.
+    /// An I/O error reading the log before any record was read; nothing was consumed then.
     pub fn read_batch(
         &mut self,
         max: usize,
@@ -241,43 +423,64 @@ impl<T> SpillLog<T> {
     ) -> Result<(Vec<T>, Instant), SpillError> {
         let mut out = Vec::new();
         let mut first_created = None;
-        let mut header = [0u8; HEADER];
-        let mut payload = Vec::new();
-        while out.len() < max && self.read_off + (HEADER as u64) <= self.write_off {
-            self.data.read_exact_at(&mut header, self.read_off)?;
-            let n = u32::from_le_bytes([header[0], header[1], header[2], header[3]]) as u64;
-            let sum = u32::from_le_bytes([header[4], header[5], header[6], header[7]]);
-            let created = u64::from_le_bytes([
-                header[8], header[9], header[10], header[11], header[12], header[13], header[14],
-                header[15],
-            ]);
-            payload.resize(n as usize, 0);
-            self.data
-                .read_exact_at(&mut payload, self.read_off + HEADER as u64)?;
-            if crc(created, &payload) != sum {
-                return Err(SpillError::Io(io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    format!(
-                        "corrupt frame at offset {} of {}",
-                        self.read_off,
-                        self.data_path.display()
-                    ),
-                )));
+        let mut payload = std::mem::take(&mut self.buf);
+        let mut frames = 0u64;
+        while out.len() < max && self.read_off < self.write_off {
+            if let Some(&(a, b)) = self.skips.front() {
+                if a <= self.read_off {
+                    self.read_off = self.read_off.max(b);
+                    self.skips.pop_front();
+                    continue;
+                }
             }
-            self.read_off += HEADER as u64 + n;
-            self.pending -= 1;
-            first_created.get_or_insert(created);
-            match self.codec.decode(&payload) {
-                Ok(r) => out.push(r),
-                Err(_) => *bad += 1,
+            let frame = match frame_at(&self.data, self.read_off, self.write_off, &mut payload) {
+                Ok(f) => f,
+                Err(e) if frames == 0 => {
+                    self.buf = payload;
+                    return Err(SpillError::Io(e));
+                }
+                Err(_) => {
+                    // Hand out what was read; the next call retries from here.
+                    self.io_errors += 1;
+                    break;
+                }
+            };
+            match frame {
+                Frame::Valid { len, created } => {
+                    self.read_off += HEADER as u64 + len;
+                    self.pending = self.pending.saturating_sub(1);
+                    frames += 1;
+                    first_created.get_or_insert(created);
+                    match self.codec.decode(&payload) {
+                        Ok(r) => out.push(r),
+                        Err(_) => *bad += 1,
+                    }
+                }
+                // Damaged while the job ran: skip to the next valid frame (or the end).
+                Frame::Corrupt { .. } | Frame::Short => {
+                    let next = resync(&self.data, self.read_off, self.write_off, &mut payload)
+                        .ok()
+                        .flatten()
+                        .unwrap_or(self.write_off);
+                    self.skipped_bytes += next - self.read_off;
+                    self.read_off = next;
+                }
             }
         }
+        self.buf = payload;
         if self.read_off >= self.write_off {
-            self.data.set_len(0)?;
+            // Records still counted pending were in damaged frames: lost, and counted.
+            *bad += std::mem::take(&mut self.pending);
             self.read_off = 0;
             self.write_off = 0;
+            self.skips.clear();
+            if self.data.set_len(0).is_err() {
+                self.io_errors += 1;
+            }
         }
-        write_cursor(&self.cursor_path, self.read_off)?;
+        if write_cursor(&self.cursor_path, self.read_off).is_err() {
+            self.io_errors += 1;
+        }
         Ok((out, first_created.map_or_else(Instant::now, instant_of)))
     }
 }

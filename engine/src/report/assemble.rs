@@ -70,6 +70,10 @@ pub(crate) fn assemble(snap: &Snapshot<'_>) -> JobReport {
                 deferred: 0,
                 deferred_pending: 0,
                 restored: 0,
+                defer_unreadable_bytes: 0,
+                defer_corrupt_frames: 0,
+                defer_io_errors: 0,
+                defer_cursor_resets: 0,
             };
             for (probe, port) in &e.ports {
                 let s = probe.port_snapshot(*port);
@@ -83,6 +87,10 @@ pub(crate) fn assemble(snap: &Snapshot<'_>) -> JobReport {
                 r.deferred += s.deferred;
                 r.deferred_pending += s.deferred_pending;
                 r.restored += s.restored;
+                r.defer_unreadable_bytes += s.defer.truncated_bytes + s.defer.skipped_bytes;
+                r.defer_corrupt_frames += s.defer.corrupt_frames;
+                r.defer_io_errors += s.defer.io_errors;
+                r.defer_cursor_resets += u64::from(s.defer.cursor_reset);
                 for (ri, per_class) in s.drops.iter().enumerate() {
                     for (ci, &n) in per_class.iter().enumerate() {
                         drop_matrix[ri][ci] += n;

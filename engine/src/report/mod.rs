@@ -102,6 +102,20 @@ pub struct EdgeReport {
     pub deferred_pending: u64,
     /// Records an earlier run left in the defer log, replayed in this one.
     pub restored: u64,
+    /// Bytes of the defer log that could not be read back (a torn tail, damaged frames);
+    /// the records in them are counted as `defer_error` drops when found in this run.
+    #[serde(default)]
+    pub defer_unreadable_bytes: u64,
+    /// Frames of an earlier run skipped because their checksum failed.
+    #[serde(default)]
+    pub defer_corrupt_frames: u64,
+    /// Defer log cursor writes that failed (nothing lost; a restart may replay those records
+    /// twice) and reads that failed.
+    #[serde(default)]
+    pub defer_io_errors: u64,
+    /// Ports whose cursor was unusable at open, so replay restarted at the first frame.
+    #[serde(default)]
+    pub defer_cursor_resets: u64,
 }
 
 /// Records one edge dropped for one reason and class.
@@ -390,6 +404,24 @@ impl fmt::Display for JobReport {
         }
         if !self.stuck_tasks.is_empty() {
             writeln!(f, "stuck tasks (detached): {}", self.stuck_tasks.join(", "))?;
+        }
+        for e in &self.edges {
+            if e.defer_unreadable_bytes
+                + e.defer_corrupt_frames
+                + e.defer_io_errors
+                + e.defer_cursor_resets
+                > 0
+            {
+                writeln!(
+                    f,
+                    "defer log of {}: {} bytes unreadable, {} corrupt frames skipped, {} I/O errors, cursor reset on {} ports (see defer_error drops)",
+                    e.name,
+                    count(e.defer_unreadable_bytes),
+                    count(e.defer_corrupt_frames),
+                    count(e.defer_io_errors),
+                    e.defer_cursor_resets
+                )?;
+            }
         }
         Ok(())
     }
