@@ -255,3 +255,16 @@ mod fuzz {
         }
     }
 }
+
+#[test]
+fn a_full_disk_is_a_full_log_not_an_error() {
+    // /dev/full fails every write with ENOSPC, as a full disk does.
+    let dir = tempfile::tempdir().unwrap();
+    std::os::unix::fs::symlink("/dev/full", dir.path().join("disk.log")).unwrap();
+    let mut log = SpillLog::open(&spec(dir.path(), 1 << 20), "disk").unwrap();
+    assert!(matches!(
+        log.append(&[1, 2, 3], Instant::now()),
+        Err(SpillError::Full { .. })
+    ));
+    assert_eq!(log.pending(), 0, "nothing counted as deferred");
+}

@@ -67,10 +67,10 @@ const SCAN_CHUNK: usize = 1 << 20;
 /// Why the defer log refused or failed an operation.
 #[derive(Debug, thiserror::Error)]
 pub enum SpillError {
-    /// Appending would grow the log past its size cap.
+    /// Appending would grow the log past its size cap, or the disk is full.
     #[error("defer log is full ({max_bytes} bytes)")]
     Full {
-        /// The cap.
+        /// The cap, or the log's size when the disk filled.
         max_bytes: u64,
     },
     /// The record could not be encoded or decoded.
@@ -400,7 +400,18 @@ impl<T> SpillLog<T> {
                 max_bytes: self.max_bytes,
             });
         }
-        self.data.write_all_at(&self.buf, self.write_off)?;
+        match self.data.write_all_at(&self.buf, self.write_off) {
+            Ok(()) => {}
+            // A full disk is a full log: the edge's `when_full` decides (block or drop, as
+            // `defer_full`). A partial write past `write_off` is overwritten by the next
+            // append, or truncated as a torn tail if the process dies first.
+            Err(e) if e.kind() == io::ErrorKind::StorageFull => {
+                return Err(SpillError::Full {
+                    max_bytes: self.write_off,
+                })
+            }
+            Err(e) => return Err(e.into()),
+        }
         self.write_off += self.buf.len() as u64;
         self.pending += records.len() as u64;
         Ok(())
