@@ -24,6 +24,9 @@ mod w1;
 
 use error::CliError;
 
+/// How long a stopped job may drain before it is aborted.
+pub(crate) const STOP_DEADLINE: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Sluice: a stream-processing engine built around backpressure.
 #[derive(Parser, Debug)]
 #[command(name = "sluice", version, about, propagate_version = true)]
@@ -114,7 +117,19 @@ fn main() -> ExitCode {
             return ExitCode::from(code);
         }
     };
-    match run(cli.command) {
+    // SIGINT/SIGTERM: jobs drain within this deadline and report; a second signal exits.
+    if let Err(e) = sluice::engine::shutdown::stop_on_signals(STOP_DEADLINE) {
+        eprintln!("warning: cannot handle SIGINT/SIGTERM: {e}");
+    }
+    let result = run(cli.command);
+    if let Some(sig) = sluice::engine::shutdown::received_signal() {
+        if let Err(e) = &result {
+            eprintln!("error: {e}");
+        }
+        // 130 for SIGINT, 143 for SIGTERM, after whatever the stopped jobs reported.
+        return ExitCode::from((128 + sig).clamp(0, 255) as u8);
+    }
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e}");

@@ -13,6 +13,8 @@ use sluice_workloads::overload::{
     self, KafkaFeed, PolicyChoice, Profile, Scenario, ScenarioJob, ScenarioResult,
 };
 
+use sluice::engine::shutdown::received_signal;
+
 use crate::error::CliError;
 use crate::output::write_json;
 use crate::parse;
@@ -189,6 +191,10 @@ pub fn bench(a: &OverloadArgs) -> Result<(), CliError> {
     );
     let mut results = Vec::new();
     for &policy in &a.policy.0 {
+        if received_signal().is_some() {
+            // Stopped: the policies not yet run are skipped; what ran is reported.
+            break;
+        }
         let r = run_in_child(&exe, a, policy)
             .map_err(|e| CliError::job(format!("overload ({})", policy.name()), e))?;
         print_row(&r, results.is_empty());
@@ -212,6 +218,7 @@ fn run_child(a: &OverloadArgs) -> Result<(), CliError> {
     let Some(&policy) = a.policy.0.first() else {
         return Err(CliError::Usage("--child needs one --policy".into()));
     };
+    exit_with_parent();
     let mut progress = |s: &overload::Sample| {
         if let Ok(j) = serde_json::to_string(s) {
             eprintln!("{SAMPLE}{j}");
@@ -251,7 +258,9 @@ fn run_in_child(
             "--mix",
             &a.mix.1,
         ])
-        .stdin(Stdio::null())
+        // The child stops (drains and reports) when this end closes: on a signal here, or
+        // when this process dies.
+        .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -274,8 +283,14 @@ fn run_in_child(
     );
     let mut errors = String::new();
     if let Some(stderr) = child.stderr.take() {
+        let mut stdin = child.stdin.take();
         for line in BufReader::new(stderr).lines() {
             let Ok(line) = line else { break };
+            if stdin.is_some() && received_signal().is_some() {
+                // Stopped (Ctrl-C reaches the child too; `kill PID` only this process):
+                // closing its stdin stops the child's job the same way, once.
+                stdin = None;
+            }
             match line.strip_prefix(SAMPLE) {
                 Some(j) => {
                     if let Ok(s) = serde_json::from_str(j) {
@@ -292,10 +307,19 @@ fn run_in_child(
     progress.finish();
     let status = child.wait().map_err(|e| e.to_string())?;
     let stdout = reader.join().map_err(|_| "the reader thread panicked")?;
-    if !status.success() {
-        return Err(errors.trim().to_string());
+    // A stopped child exits 130/143 after printing its result: the result is what counts.
+    match serde_json::from_slice(&stdout) {
+        Ok(r) => Ok(r),
+        Err(_) if !status.success() => {
+            let why: Vec<&str> = errors
+                .lines()
+                .map(|l| l.strip_prefix("error: ").unwrap_or(l))
+                .filter(|l| !l.starts_with("sluice: "))
+                .collect();
+            Err(format!("{} ({status})", why.join("; ")))
+        }
+        Err(e) => Err(format!("printed no result: {e}")),
     }
-    serde_json::from_slice(&stdout).map_err(|e| format!("printed no result: {e}"))
 }
 
 /// What each scenario job tells, in words, from its result.
@@ -483,6 +507,12 @@ pub fn render(results: &[ScenarioResult]) {
 
 fn print_detail(r: &ScenarioResult) {
     outln!();
+    if r.stopped {
+        outln!(
+            "stopped after {:.1} s (a signal): the figures cover the time it ran",
+            r.duration_s
+        );
+    }
     outln!(
         "{:<10} {:>10} {:>10} {:>10} {:>10} {:>9} {:>9} {:>9}",
         "class",
@@ -593,4 +623,31 @@ fn print_row(r: &ScenarioResult, header: bool) {
             "UNBALANCED"
         }
     );
+}
+
+/// A child ends with its parent: when its stdin closes (the parent was stopped by a signal,
+/// or died) its job stops and reports; when its parent is gone (killed, even with SIGKILL)
+/// it exits, instead of running on under init.
+fn exit_with_parent() {
+    let _ = std::thread::Builder::new()
+        .name("stdin-watch".into())
+        .spawn(|| {
+            let mut sink = Vec::new();
+            let _ = std::io::Read::read_to_end(&mut std::io::stdin(), &mut sink);
+            // Also any job that starts after this: the stop may arrive before it does.
+            loop {
+                sluice::engine::shutdown::stop_all_jobs(crate::STOP_DEADLINE);
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        });
+    let parent = std::os::unix::process::parent_id();
+    let _ = std::thread::Builder::new()
+        .name("parent-watch".into())
+        .spawn(move || loop {
+            std::thread::sleep(Duration::from_millis(100));
+            if std::os::unix::process::parent_id() != parent {
+                eprintln!("sluice: the parent process is gone; exiting");
+                std::process::exit(1);
+            }
+        });
 }

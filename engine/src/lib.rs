@@ -30,6 +30,7 @@ mod policy;
 mod priority;
 mod report;
 pub mod runtime;
+pub mod shutdown;
 pub(crate) mod sync;
 mod topology;
 

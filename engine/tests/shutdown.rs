@@ -227,3 +227,56 @@ fn dropping_a_job_aborts_it() {
     std::thread::sleep(Duration::from_millis(20));
     drop(job); // must not hang; threads exit on the abort
 }
+
+#[test]
+fn another_thread_stops_a_job_that_main_waits_for() {
+    let got = Arc::new(Mutex::new(Vec::new()));
+    let g = got.clone();
+    let p = Pipeline::new("handle-stop").batch_size(100);
+    p.source("forever", 1, |_| Forever(0))
+        .edge_capacity(1000)
+        .new_chain()
+        .sink("collect", move |_| Collect(g.clone()));
+    let job = p.run().expect("valid");
+    let handle = job.handle();
+    assert!(!handle.wait_timeout(Duration::from_millis(50)), "it runs");
+    let stopper = std::thread::spawn(move || {
+        // Once something was delivered, stop it from here; the main thread is in wait().
+        assert!(wait_until(Duration::from_secs(10), || got.lock().len() > 5_000));
+        handle.request_stop();
+        assert!(handle.wait_timeout(Duration::from_secs(10)), "it drained");
+    });
+    let report = job.wait().expect("stopped and balanced");
+    stopper.join().expect("stopper");
+    assert_eq!(report.status, JobStatus::Stopped);
+    assert_eq!(report.ledger.in_flight, 0);
+    assert!(report.ledger.balanced);
+}
+
+#[test]
+fn a_stop_with_a_deadline_from_a_handle_aborts_what_cannot_drain() {
+    let gate = Gate::new(2);
+    let g = gate.clone();
+    let p = Pipeline::new("handle-deadline").batch_size(10);
+    p.source("forever", 1, |_| Forever(0))
+        .edge_capacity(50)
+        .new_chain()
+        .sink("gated", move |_| GatedSink(g.clone()));
+    let job = p.run().expect("valid");
+    assert!(wait_until(Duration::from_secs(10), || gate.is_waiting()));
+    let handle = job.handle();
+    let opener = {
+        let gate = gate.clone();
+        std::thread::spawn(move || {
+            handle.stop_within(Duration::from_millis(200));
+            // Let the stuck sink go only after the deadline, so the abort is what ends it.
+            std::thread::sleep(Duration::from_millis(400));
+            gate.open();
+        })
+    };
+    let report = job.wait().expect("balances after the abort");
+    opener.join().expect("opener");
+    assert_eq!(report.status, JobStatus::Aborted);
+    assert!(report.ledger.in_flight > 0);
+    assert!(report.ledger.balanced);
+}

@@ -135,6 +135,8 @@ pub trait EdgeProbe: Send + Sync {
     fn stop_replay(&self);
     /// Switches a port's overload policy (takes effect with the next send).
     fn set_policy(&self, port: usize, policy: EdgePolicy);
+    /// Records queued on every port of the inbox.
+    fn queued_records(&self) -> u64;
 }
 
 impl<T> Shared<T> {
@@ -194,6 +196,11 @@ impl<T: Send + 'static> EdgeProbe for Shared<T> {
 
     fn set_policy(&self, port: usize, policy: EdgePolicy) {
         self.set_port_policy(port, policy)
+    }
+
+    fn queued_records(&self) -> u64 {
+        let st = self.state.lock();
+        st.ports.iter().map(|p| p.queued_records as u64).sum()
     }
 }
 
@@ -631,6 +638,10 @@ fn probe_of<T: Send + 'static>(shared: &Arc<Shared<T>>) -> std::sync::Arc<dyn Ed
         }
         fn set_policy(&self, port: usize, policy: EdgePolicy) {
             self.0.set_port_policy(port, policy)
+        }
+        fn queued_records(&self) -> u64 {
+            let st = self.0.state.lock();
+            st.ports.iter().map(|p| p.queued_records as u64).sum()
         }
     }
     std::sync::Arc::new(Fwd(shared.clone()))

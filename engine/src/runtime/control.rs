@@ -17,8 +17,44 @@ pub(crate) enum Failure {
     SourceFailed { op: usize, error: SourceError },
 }
 
+/// Every job of this process that is still running, for a process-wide stop
+/// ([`crate::shutdown`]).
+static LIVE: Mutex<Vec<(String, std::sync::Weak<Control>)>> = Mutex::new(Vec::new());
+
+/// Registers a job's control for [`stop_all`].
+pub(crate) fn register(name: &str, control: &Arc<Control>) {
+    let mut live = LIVE.lock();
+    live.retain(|(_, c)| c.strong_count() > 0);
+    live.push((name.to_string(), Arc::downgrade(control)));
+}
+
+/// Asks every running job of this process to stop within `deadline`; returns their names
+/// and the records each holds on its edges now.
+pub(crate) fn stop_all(deadline: Duration) -> Vec<(String, u64)> {
+    live_jobs(|c| c.request_stop_within(deadline))
+}
+
+/// The running jobs and the records each holds on its edges, applying `f` to each.
+pub(crate) fn live_jobs(f: impl Fn(&Control)) -> Vec<(String, u64)> {
+    let live: Vec<(String, Arc<Control>)> = LIVE
+        .lock()
+        .iter()
+        .filter_map(|(n, c)| c.upgrade().map(|c| (n.clone(), c)))
+        .collect();
+    live.into_iter()
+        .filter(|(_, c)| !c.aborted())
+        .map(|(n, c)| {
+            f(&c);
+            let queued = c.probes.lock().iter().map(|p| p.queued_records()).sum();
+            (n, queued)
+        })
+        .collect()
+}
+
 pub(crate) struct Control {
     stop: AtomicBool,
+    /// When a stop that has not drained by then turns into an abort.
+    stop_deadline: Mutex<Option<Instant>>,
     aborted: AtomicBool,
     failure: Mutex<Option<Failure>>,
     probes: Mutex<Vec<Arc<dyn EdgeProbe>>>,
@@ -30,6 +66,7 @@ impl Control {
     pub(crate) fn new() -> Self {
         Self {
             stop: AtomicBool::new(false),
+            stop_deadline: Mutex::new(None),
             aborted: AtomicBool::new(false),
             failure: Mutex::new(None),
             probes: Mutex::new(Vec::new()),
@@ -48,6 +85,21 @@ impl Control {
         for p in self.probes.lock().iter() {
             p.stop_replay();
         }
+    }
+
+    /// A stop that must have drained within `deadline` (the earliest of several wins).
+    pub(crate) fn request_stop_within(&self, deadline: Duration) {
+        let at = Instant::now() + deadline;
+        {
+            let mut d = self.stop_deadline.lock();
+            *d = Some(d.map_or(at, |x| x.min(at)));
+        }
+        self.request_stop();
+        self.done_cv.notify_all();
+    }
+
+    pub(crate) fn stop_deadline(&self) -> Option<Instant> {
+        *self.stop_deadline.lock()
     }
 
     pub(crate) fn stop_requested(&self) -> bool {

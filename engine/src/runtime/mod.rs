@@ -87,6 +87,25 @@ impl JobHandle {
         self.control.tasks_done() >= self.tasks
     }
 
+    /// Asks the job to stop: sources stop at their next batch boundary and the graph drains;
+    /// the thread in [`Job::wait`] then returns the report (status `Stopped`). Returns at
+    /// once. A deferring edge leaves what it still holds in its log for the next run.
+    pub fn request_stop(&self) {
+        self.control.request_stop();
+    }
+
+    /// Like [`JobHandle::request_stop`], and if the graph has not drained within `deadline`
+    /// the job is aborted; its report counts what was still in flight.
+    pub fn stop_within(&self, deadline: Duration) {
+        self.control.request_stop_within(deadline);
+    }
+
+    /// Waits up to `timeout` for the job to finish; true when it has.
+    pub fn wait_timeout(&self, timeout: Duration) -> bool {
+        self.control
+            .wait_done(self.tasks, Some(Instant::now() + timeout))
+    }
+
     /// The job's edges, by name (`upstream op -> downstream op`), for display.
     pub fn edges(&self) -> Vec<String> {
         self.edges.iter().map(|e| e.name.clone()).collect()
@@ -174,6 +193,7 @@ pub(crate) fn spawn(plan: Plan, topology: Topology) -> Result<Job, BuildError> {
         }
     }
     let tasks = runners.iter().map(Vec::len).sum();
+    control::register(&name, &control);
     let mut job = Job {
         name,
         control: control.clone(),
@@ -315,8 +335,20 @@ impl Job {
     pub fn wait(mut self) -> Result<JobReport, JobError> {
         let total = self.threads.len();
         loop {
-            if self.control.wait_done(total, None) {
+            // Wake at least every 100 ms: another thread may ask for a stop with a deadline.
+            let tick = Instant::now() + Duration::from_millis(100);
+            let until = self.control.stop_deadline().map_or(tick, |d| d.min(tick));
+            if self.control.wait_done(total, Some(until)) {
                 break;
+            }
+            let overdue = self
+                .control
+                .stop_deadline()
+                .is_some_and(|d| Instant::now() >= d);
+            if overdue {
+                // A stop that has not drained in time: abort; the report counts what was
+                // still in flight.
+                self.control.abort();
             }
             if self.control.aborted() {
                 let _ = self
@@ -328,25 +360,22 @@ impl Job {
         self.finish()
     }
 
+    /// Waits up to `timeout` for every task to finish; true when they have (then
+    /// [`Job::wait`] returns at once).
+    pub fn wait_timeout(&self, timeout: Duration) -> bool {
+        self.control
+            .wait_done(self.threads.len(), Some(Instant::now() + timeout))
+    }
+
     /// Stops the job: sources stop, the graph drains, and the report is returned. If the
     /// graph has not drained within `deadline`, the job is aborted and the report shows what
     /// was in flight.
     ///
     /// # Errors
     /// As [`Job::wait`].
-    pub fn stop(mut self, deadline: Duration) -> Result<JobReport, JobError> {
-        let total = self.threads.len();
-        self.control.request_stop();
-        if !self
-            .control
-            .wait_done(total, Some(Instant::now() + deadline))
-        {
-            self.control.abort();
-            let _ = self
-                .control
-                .wait_done(total, Some(Instant::now() + ABORT_GRACE));
-        }
-        self.finish()
+    pub fn stop(self, deadline: Duration) -> Result<JobReport, JobError> {
+        self.control.request_stop_within(deadline);
+        self.wait()
     }
 
     fn finish(&mut self) -> Result<JobReport, JobError> {

@@ -118,6 +118,10 @@ pub struct ScenarioResult {
     pub profile: Profile,
     /// Seconds the producer offered load.
     pub duration_s: f64,
+    /// The run was stopped before its window ended (a signal): `duration_s` and the rates
+    /// cover the time it ran.
+    #[serde(default)]
+    pub stopped: bool,
     /// Seconds until the job finished draining.
     pub total_s: f64,
     /// Records the schedule offered per second, on average over the window.

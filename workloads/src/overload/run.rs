@@ -238,6 +238,18 @@ pub fn run(
         Some(k) => k.finish()?,
         None => total,
     };
+    // Stopped from outside (a signal, a `JobHandle`): the offer ended when the stop came, so
+    // rates and per-class offers cover the time the run had.
+    let stopped = report.status == JobStatus::Stopped && !stopping;
+    let window = match series.last() {
+        Some(last) if stopped => last.t_s.min(window).max(1e-3),
+        _ => window,
+    };
+    let total = if stopped && s.kafka.is_none() {
+        (schedule.due_by(window) as u64).min(total)
+    } else {
+        total
+    };
     let total_s = epoch.elapsed().as_secs_f64();
     let delivered_window = delivered_in_window.unwrap_or(report.ledger.delivered);
     let hists = hists.lock();
@@ -306,6 +318,7 @@ pub fn run(
         policy: s.policy,
         profile: s.profile,
         duration_s: window,
+        stopped,
         total_s,
         offered_rate: total as f64 / window,
         emitted: report.source_emitted,
