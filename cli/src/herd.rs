@@ -27,6 +27,7 @@ pub struct HerdArgs {
 
 /// Runs the herd and prints each outcome.
 pub fn run(a: &HerdArgs) -> Result<(), CliError> {
+    crate::output::check_writable(a.json.as_deref())?;
     let cfg = HerdConfig {
         rate: a.rate as f64,
         duration: a.duration,

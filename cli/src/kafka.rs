@@ -110,6 +110,7 @@ pub struct KafkaBenchArgs {
 
 /// `sluice bench kafka`.
 pub fn bench(a: &KafkaBenchArgs) -> Result<(), CliError> {
+    crate::output::check_writable(a.json.as_deref())?;
     use sluice_workloads::kafka_bench;
     let cfg = kafka_bench::KafkaBenchConfig {
         brokers: a.brokers.clone(),
@@ -190,6 +191,7 @@ pub fn passthrough(a: &PassthroughArgs) -> Result<(), CliError> {
 
 /// `sluice run kafka-faults`.
 pub fn faults(a: &KafkaFaultsArgs) -> Result<(), CliError> {
+    crate::output::check_writable(a.json.as_deref())?;
     use sluice_workloads::kafka_faults::{run, FaultConfig};
     if a.messages > 400_000 {
         return Err(CliError::Usage(

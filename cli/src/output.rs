@@ -26,3 +26,24 @@ pub fn write_json<T: Serialize + ?Sized>(path: Option<&Path>, value: &T) -> Resu
         source,
     })
 }
+
+/// Checks, before a run starts, that `path` can be written: its directory exists and a file
+/// can be created there. A file the check creates is removed again.
+pub fn check_writable(path: Option<&Path>) -> Result<(), CliError> {
+    let Some(path) = path else {
+        return Ok(());
+    };
+    let existed = path.exists();
+    let res = std::fs::OpenOptions::new()
+        .append(true)
+        .create(true)
+        .open(path)
+        .map(drop);
+    if !existed {
+        let _ = std::fs::remove_file(path);
+    }
+    res.map_err(|source| CliError::Write {
+        path: path.to_path_buf(),
+        source,
+    })
+}

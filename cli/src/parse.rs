@@ -3,6 +3,27 @@
 
 use std::time::Duration;
 
+/// The longest duration accepted, a week.
+const MAX_DURATION_S: f64 = 7.0 * 24.0 * 3600.0;
+/// The largest count accepted.
+const MAX_COUNT: u64 = 1_000_000_000_000;
+/// The largest multiplier accepted.
+const MAX_FACTOR: f64 = 1000.0;
+/// The largest edge capacity accepted, in records: beyond it a bounded edge is a bound in
+/// name only.
+pub const MAX_CAPACITY: u64 = 100_000_000;
+
+/// Parses an edge capacity: a count of at most [`MAX_CAPACITY`].
+pub fn capacity(s: &str) -> Result<u64, String> {
+    let n = count(s)?;
+    if n > MAX_CAPACITY {
+        return Err(format!(
+            "`{s}` records is not a bound: an edge holds at most 100M records (use the `unbounded` policy of `bench overload` to see what no bound does)"
+        ));
+    }
+    Ok(n)
+}
+
 /// Parses `250ms`, `10s`, `1.5s`, `2m`; a bare number is seconds.
 pub fn duration(s: &str) -> Result<Duration, String> {
     let t = s.trim();
@@ -19,6 +40,12 @@ pub fn duration(s: &str) -> Result<Duration, String> {
     };
     if !secs.is_finite() || secs <= 0.0 {
         return Err(format!("`{s}` must be a positive duration"));
+    }
+    if secs < 1e-3 {
+        return Err(format!("`{s}` is below a millisecond: give at least 1ms"));
+    }
+    if secs > MAX_DURATION_S {
+        return Err(format!("`{s}` is longer than a week: give at most 10080m"));
     }
     Ok(Duration::from_secs_f64(secs))
 }
@@ -41,6 +68,9 @@ pub fn count(s: &str) -> Result<u64, String> {
     if !n.is_finite() || n < 1.0 {
         return Err(format!("`{s}` must be at least 1"));
     }
+    if n > MAX_COUNT as f64 {
+        return Err(format!("`{s}` is too large: at most 1e12"));
+    }
     Ok(n as u64)
 }
 
@@ -53,6 +83,9 @@ pub fn factor(s: &str) -> Result<f64, String> {
         .map_err(|_| format!("`{s}` is not a number: write e.g. 10 or 2.5"))?;
     if !v.is_finite() || v <= 0.0 {
         return Err(format!("`{s}` must be positive"));
+    }
+    if v > MAX_FACTOR {
+        return Err(format!("`{s}` is too large: at most {MAX_FACTOR}"));
     }
     Ok(v)
 }
@@ -77,6 +110,10 @@ mod tests {
         assert!(duration("0s").is_err());
         assert!(duration("ten").unwrap_err().contains("250ms"));
         assert!(duration("5h").unwrap_err().contains("unit"));
+        assert!(duration("0.0000001us").unwrap_err().contains("millisecond"));
+        assert!(duration("99999999999999999999999m")
+            .unwrap_err()
+            .contains("week"));
     }
 
     #[test]
@@ -86,5 +123,13 @@ mod tests {
         assert_eq!(count("512"), Ok(512));
         assert!(count("0").is_err());
         assert!(count("lots").is_err());
+        assert!(count("99999999999999999999999")
+            .unwrap_err()
+            .contains("too large"));
+        assert!(capacity("99999999999999999999999").is_err());
+        assert!(capacity("200M").unwrap_err().contains("not a bound"));
+        assert_eq!(capacity("4k"), Ok(4_000));
+        assert!(factor("1e9").unwrap_err().contains("at most 1000"));
+        assert_eq!(factor("10"), Ok(10.0));
     }
 }

@@ -16,7 +16,7 @@ use sluice_workloads::overload::{
 use sluice::engine::shutdown::received_signal;
 
 use crate::error::CliError;
-use crate::output::write_json;
+use crate::output::{check_writable, write_json};
 use crate::parse;
 use crate::plot;
 use crate::progress::{human, Progress, ProgressMode};
@@ -57,7 +57,7 @@ pub struct OverloadArgs {
     #[arg(long, default_value = "10", value_parser = parse::factor)]
     overload: f64,
     /// Edge capacity in records (e.g. 512, 4k).
-    #[arg(long, default_value = "512", value_parser = parse::count)]
+    #[arg(long, default_value = "512", value_parser = parse::capacity)]
     capacity: u64,
     /// Class mix in percent, e.g. debug=70,info=20,warn=8,error=2.
     #[arg(long, default_value = "debug=70,info=20,warn=8,error=2", value_parser = mix)]
@@ -82,7 +82,7 @@ pub struct ScenarioJobArgs {
     #[arg(long, value_parser = parse::factor)]
     overload: Option<f64>,
     /// Edge capacity in records.
-    #[arg(long, value_parser = parse::count)]
+    #[arg(long, value_parser = parse::capacity)]
     capacity: Option<u64>,
     /// Feed the job through a Kafka topic on these brokers (host:port,...). The topic
     /// (`sluice-<job>` unless --topic) must exist with --partitions partitions. `ingest`
@@ -141,8 +141,8 @@ fn mix(s: &str) -> Result<Mix, String> {
             .trim()
             .parse()
             .ok()
-            .filter(|p: &f64| p.is_finite() && *p >= 0.0)
-            .ok_or_else(|| format!("`{pct}`: a class's share must be a percentage >= 0"))?;
+            .filter(|p: &f64| p.is_finite() && (0.0..=100.0).contains(p))
+            .ok_or_else(|| format!("`{pct}`: a class's share must be a percentage, 0 to 100"))?;
         if let Some(slot) = m.get_mut(class.index()) {
             *slot = pct;
         }
@@ -174,6 +174,11 @@ pub fn bench(a: &OverloadArgs) -> Result<(), CliError> {
     if a.child {
         return run_child(a);
     }
+    for &policy in &a.policy.0 {
+        check_scenario(&scenario(a, policy))?;
+    }
+    check_writable(a.out.json.as_deref())?;
+    check_writable(a.out.plot.as_deref())?;
     let exe = std::env::current_exe().map_err(|e| {
         CliError::job(
             "overload",
@@ -439,6 +444,9 @@ pub fn run_job(job: ScenarioJob, a: &ScenarioJobArgs) -> Result<(), CliError> {
             "--topic and --workers feed the job through Kafka: give --brokers too".into(),
         ));
     }
+    check_scenario(&s)?;
+    check_writable(a.out.json.as_deref())?;
+    check_writable(a.out.plot.as_deref())?;
     outln!(
         "{}: {} policy, {} profile, up to {}x a sink of {} rec/s for {:.1}s, edge capacity {}{}",
         s.job,
@@ -469,6 +477,32 @@ pub fn run_job(job: ScenarioJob, a: &ScenarioJobArgs) -> Result<(), CliError> {
         outln!("{line}");
     }
     save(&a.out, std::slice::from_ref(&r), false)
+}
+
+/// The most records one scenario may offer: the harness accounts for each one.
+const MAX_OFFERED: u64 = 2_000_000_000;
+/// The fastest sink a scenario can pace, records per second.
+const MAX_SINK_CAPACITY: f64 = 100_000_000.0;
+
+/// Refuses, before anything runs, a scenario that cannot work.
+fn check_scenario(s: &Scenario) -> Result<(), CliError> {
+    if s.sink_capacity > MAX_SINK_CAPACITY {
+        return Err(CliError::Usage(format!(
+            "--sink-capacity {} is beyond what a paced sink can do here: at most 100M records/s",
+            s.sink_capacity
+        )));
+    }
+    let offered =
+        overload::Schedule::new(s.profile, s.duration, s.sink_capacity, s.overload).total();
+    if offered > MAX_OFFERED {
+        return Err(CliError::Usage(format!(
+            "this scenario offers {offered} records ({}x a sink of {} records/s for {:.1} s); at most {MAX_OFFERED}: lower --overload, --sink-capacity or --duration",
+            s.overload,
+            s.sink_capacity,
+            s.duration.as_secs_f64()
+        )));
+    }
+    Ok(())
 }
 
 /// Writes the JSON report and the plot, if asked.

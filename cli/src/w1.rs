@@ -20,7 +20,7 @@ pub struct W1Args {
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=64))]
     parallelism: u64,
     /// Records each edge buffers, per downstream instance.
-    #[arg(long, default_value_t = 8192, value_parser = clap::value_parser!(u64).range(1..=1_000_000_000))]
+    #[arg(long, default_value_t = 8192, value_parser = clap::value_parser!(u64).range(1..=100_000_000))]
     capacity: u64,
     /// Write the job report as JSON to this file.
     #[arg(long)]
@@ -54,6 +54,7 @@ impl W1Args {
 
 /// `sluice run w1`.
 pub fn run(a: &W1Args) -> Result<(), CliError> {
+    crate::output::check_writable(a.json.as_deref())?;
     let cfg = a.config();
     let (out, report) = w1::run_sluice(&cfg).map_err(|e| CliError::job("w1", e))?;
     outln!("{report}");

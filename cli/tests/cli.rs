@@ -398,3 +398,70 @@ fn passthrough_on_the_embedded_cluster_loses_nothing() {
     assert!(stdout.contains("[balanced]"));
     assert!(!stdout.contains("stuck tasks"));
 }
+
+#[test]
+fn report_refuses_what_is_not_a_report_and_escapes_control_characters() {
+    let out = sluice(&["report", "/dev/zero"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not a regular file"));
+
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("w1.json");
+    let out = sluice(&[
+        "run",
+        "w1",
+        "--records",
+        "1000",
+        "--json",
+        json.to_str().unwrap(),
+    ]);
+    assert!(out.status.success());
+    let mut r: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    r["job"] = serde_json::Value::String("w1\u{1b}[2J\u{7}".into());
+    std::fs::write(&json, r.to_string()).unwrap();
+    let out = sluice(&["report", json.to_str().unwrap()]);
+    assert!(out.status.success());
+    assert!(
+        !out.stdout.contains(&0x1b),
+        "no raw escape reaches the terminal"
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("w1\\u{1b}[2J\\u{7}"));
+}
+
+#[test]
+fn absurd_values_and_unwritable_outputs_exit_2_before_anything_runs() {
+    for args in [
+        &["bench", "overload", "--overload", "1e9"][..],
+        &[
+            "bench",
+            "overload",
+            "--duration",
+            "99999999999999999999999m",
+        ],
+        &["bench", "overload", "--capacity", "99999999999999999999999"],
+        &["run", "telemetry", "--capacity", "200M"],
+        &["bench", "overload", "--duration", "0.0000001us"],
+        &["bench", "overload", "--mix", "debug=1e308,info=1e308"],
+        &[
+            "bench",
+            "overload",
+            "--sink-capacity",
+            "50M",
+            "--overload",
+            "900",
+        ],
+        &["run", "telemetry", "--json", "/nonexistent-dir/t.json"],
+        &["bench", "overload", "--plot", "/nonexistent-dir/p.svg"],
+    ] {
+        let t0 = std::time::Instant::now();
+        let out = sluice(args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {out:?}");
+        assert!(
+            t0.elapsed() < std::time::Duration::from_secs(5),
+            "{args:?} ran"
+        );
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.starts_with("error: "), "{args:?}: {err}");
+    }
+}
