@@ -8,6 +8,9 @@ use clap::Args;
 use crate::error::CliError;
 use crate::output::write_json;
 use crate::parse;
+
+/// Messages librdkafka's mock cluster keeps per partition before deleting older ones.
+const EMBEDDED_RETENTION: u64 = 100_000;
 use sluice_workloads::kafka_faults::Fault;
 
 /// `sluice run kafka-faults`.
@@ -56,6 +59,9 @@ pub struct KafkaCopyArgs {
     /// A librdkafka property for the consumer and producer, KEY=VALUE (repeatable).
     #[arg(long = "set", value_name = "KEY=VALUE")]
     props: Vec<String>,
+    /// Fail if no partition is assigned within this long (an unreachable broker).
+    #[arg(long, default_value = "60s", value_parser = parse::duration)]
+    assign_timeout: std::time::Duration,
 }
 
 /// `sluice run passthrough`.
@@ -153,12 +159,15 @@ pub fn copy(a: &KafkaCopyArgs) -> Result<(), CliError> {
         delay: std::time::Duration::from_micros(a.delay_us),
         end_when_idle: a.end_when_idle,
         props: a.props.clone(),
+        assign_timeout: a.assign_timeout,
     };
     // The partitions this member holds, whenever that changes (stderr), so a group of several
     // processes can be watched splitting and handing over partitions.
     let o =
         run(&cfg, |n| eprintln!("kafka-copy: assigned {n} partitions")).map_err(|e| match e {
-            CopyError::Config(_) | CopyError::Build(_) => CliError::Usage(e.to_string()),
+            CopyError::Config(_) | CopyError::Build(_) | CopyError::SameTopic(_) => {
+                CliError::Usage(e.to_string())
+            }
             e => CliError::job("kafka-copy", e),
         })?;
     outln!("{}", o.report);
@@ -168,6 +177,14 @@ pub fn copy(a: &KafkaCopyArgs) -> Result<(), CliError> {
 
 /// `sluice run passthrough`.
 pub fn passthrough(a: &PassthroughArgs) -> Result<(), CliError> {
+    let partitions = sluice_workloads::passthrough::PassthroughConfig::default().partitions;
+    let keeps = EMBEDDED_RETENTION * partitions as u64;
+    if a.brokers.is_none() && a.messages > keeps {
+        return Err(CliError::Usage(format!(
+            "--messages {} is more than the embedded cluster keeps ({keeps}: 100k per partition, {partitions} partitions; it deletes older ones silently, which would read as lost): give at most {keeps}, or --brokers",
+            a.messages
+        )));
+    }
     let cfg = sluice_workloads::passthrough::PassthroughConfig {
         brokers: a.brokers.clone(),
         messages: a.messages,

@@ -465,3 +465,60 @@ fn absurd_values_and_unwritable_outputs_exit_2_before_anything_runs() {
         assert!(err.starts_with("error: "), "{args:?}: {err}");
     }
 }
+
+#[cfg(feature = "kafka")]
+#[test]
+fn kafka_inputs_that_cannot_work_are_refused_with_the_reason() {
+    let copy = |extra: &[&str]| {
+        let mut args = vec![
+            "run",
+            "kafka-copy",
+            "--brokers",
+            "127.0.0.1:9",
+            "--input",
+            "a",
+            "--group",
+            "g",
+        ];
+        args.extend_from_slice(extra);
+        sluice(&args)
+    };
+    for (extra, why) in [
+        (&["--output", "a"][..], "copied onto itself"),
+        (
+            &["--output", "b", "--set", "linger.ms=banana"],
+            "Invalid value",
+        ),
+        (
+            &["--output", "b", "--set", "no.such.property=1"],
+            "No such configuration property",
+        ),
+        (
+            &["--output", "b", "--set", "sasl.kerberos.principal=x"],
+            "refused",
+        ),
+        (
+            &["--output", "b", "--set", "ssl.providers=legacy"],
+            "refused",
+        ),
+    ] {
+        let out = copy(extra);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{extra:?}: {err}");
+        assert!(err.contains(why), "{extra:?}: {err}");
+    }
+    // Nothing listens on port 9: the member never gets a partition and says so.
+    let t0 = std::time::Instant::now();
+    let out = copy(&["--output", "b", "--assign-timeout", "2s"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("no partition of `a` was assigned within 2 s"),
+        "{err}"
+    );
+    assert!(t0.elapsed() < std::time::Duration::from_secs(20));
+
+    let out = sluice(&["run", "passthrough", "--messages", "500k"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("more than the embedded cluster keeps"));
+}

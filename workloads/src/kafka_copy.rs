@@ -30,6 +30,9 @@ pub struct CopyConfig {
     pub end_when_idle: Duration,
     /// librdkafka properties for the consumer and the producer, `KEY=VALUE`.
     pub props: Vec<String>,
+    /// The job fails if this member holds no partition by then (an unreachable broker, a
+    /// topic that does not exist).
+    pub assign_timeout: Duration,
 }
 
 /// How a copy ended.
@@ -47,7 +50,7 @@ pub struct CopyOutcome {
 #[derive(Debug, thiserror::Error)]
 pub enum CopyError {
     /// The brokers, group or a property are invalid (a usage error).
-    #[error("invalid Kafka configuration: {0}")]
+    #[error(transparent)]
     Config(#[from] KafkaConfigError),
     /// The pipeline could not be built.
     #[error("cannot build the copy job: {0}")]
@@ -55,6 +58,19 @@ pub enum CopyError {
     /// The job failed while running.
     #[error("the copy job failed: {0}")]
     Job(#[from] JobError),
+    /// Copying a topic onto itself would copy its own output forever.
+    #[error("--input and --output are both `{0}`: a topic copied onto itself grows forever")]
+    SameTopic(String),
+    /// The member never got a partition.
+    #[error("no partition of `{topic}` was assigned within {} s: is a broker reachable at {brokers}, and does the topic exist?", .waited.as_secs())]
+    NotAssigned {
+        /// The input topic.
+        topic: String,
+        /// The brokers.
+        brokers: String,
+        /// How long it waited.
+        waited: Duration,
+    },
 }
 
 /// Runs the copy until the input has been idle for `end_when_idle`, calling `on_assigned`
@@ -67,9 +83,13 @@ pub fn run(
     cfg: &CopyConfig,
     on_assigned: impl Fn(u64) + Send + 'static,
 ) -> Result<CopyOutcome, CopyError> {
+    if cfg.input == cfg.output {
+        return Err(CopyError::SameTopic(cfg.input.clone()));
+    }
     let kafka =
         KafkaConfig::new(&cfg.brokers, &cfg.group)?.set("auto.commit.interval.ms", "200")?;
     let kafka = cfg.props.iter().try_fold(kafka, |k, p| k.set_pair(p))?;
+    kafka.validate()?;
     // A small in-flight window: what a crash can replay is bounded by it.
     let mut scfg = KafkaSourceConfig::new(kafka.clone(), &[&cfg.input]);
     scfg.batch_size = 256;
@@ -95,15 +115,23 @@ pub fn run(
         );
     let job = p.run()?;
     let done = Arc::new(AtomicBool::new(false));
+    let unassigned = Arc::new(AtomicBool::new(false));
     let watcher = {
-        let (stats, done) = (stats.clone(), done.clone());
+        let (stats, done, unassigned) = (stats.clone(), done.clone(), unassigned.clone());
+        let (handle, timeout) = (job.handle(), cfg.assign_timeout);
         std::thread::spawn(move || {
+            let started = std::time::Instant::now();
             let mut last = u64::MAX;
             while !done.load(Ordering::Relaxed) {
                 let now = stats.assigned.load(Ordering::Relaxed);
                 if now != last {
                     on_assigned(now);
                     last = now;
+                }
+                let never = stats.rebalances.load(Ordering::Relaxed) == 0;
+                if never && started.elapsed() > timeout && !unassigned.swap(true, Ordering::Relaxed)
+                {
+                    handle.stop_within(Duration::from_secs(5));
                 }
                 std::thread::sleep(Duration::from_millis(50));
             }
@@ -112,6 +140,13 @@ pub fn run(
     let result = job.wait();
     done.store(true, Ordering::Relaxed);
     let _ = watcher.join();
+    if unassigned.load(Ordering::Relaxed) {
+        return Err(CopyError::NotAssigned {
+            topic: cfg.input.clone(),
+            brokers: cfg.brokers.clone(),
+            waited: cfg.assign_timeout,
+        });
+    }
     Ok(CopyOutcome {
         report: result?,
         acked: stats.acked.load(Ordering::Relaxed),

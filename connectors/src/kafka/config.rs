@@ -7,12 +7,19 @@ use std::fmt;
 use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::ClientConfig;
 
-/// Properties refused because they make librdkafka load code or run commands.
+/// Properties refused by [`KafkaConfig::set`] because they make librdkafka load code or run
+/// commands: the code paths themselves, OpenSSL providers, and the Kerberos values that
+/// librdkafka substitutes into the `kinit` command line. [`KafkaConfig::set_trusted`] sets
+/// them when the value comes from the program, not from its input.
 pub const REFUSED_PROPERTIES: &[&str] = &[
     "plugin.library.paths",
     "sasl.kerberos.kinit.cmd",
     "ssl.engine.location",
     "oauthbearer.method.cmd",
+    "ssl.providers",
+    "sasl.kerberos.principal",
+    "sasl.kerberos.keytab",
+    "sasl.kerberos.service.name",
 ];
 
 /// Property names whose values are secrets (redacted in `Debug` and reports).
@@ -35,6 +42,9 @@ pub enum KafkaConfigError {
     /// A property without `=`.
     #[error("kafka property `{0}` is not key=value")]
     Malformed(String),
+    /// librdkafka refused the configuration (an unknown property, a value of the wrong type).
+    #[error("invalid Kafka configuration: {0}")]
+    Invalid(#[source] rdkafka::error::KafkaError),
 }
 
 /// Brokers, consumer group and extra librdkafka properties.
@@ -78,6 +88,27 @@ impl KafkaConfig {
         }
         self.properties.insert(k.to_string(), value.to_string());
         Ok(self)
+    }
+
+    /// Adds a property without the [`REFUSED_PROPERTIES`] check: for values the program
+    /// itself chose, never for values from its input (a command line, a file).
+    pub fn set_trusted(mut self, key: &str, value: &str) -> Self {
+        self.properties
+            .insert(key.trim().to_string(), value.to_string());
+        self
+    }
+
+    /// Checks the configuration with librdkafka itself, before any job uses it: unknown
+    /// properties and malformed values are found here, not in a task thread.
+    ///
+    /// # Errors
+    /// [`KafkaConfigError::Invalid`] with librdkafka's reason.
+    pub fn validate(&self) -> Result<(), KafkaConfigError> {
+        // librdkafka checks each property as it is set: no client is created.
+        self.client_config(&[])
+            .create_native_config()
+            .map(drop)
+            .map_err(KafkaConfigError::Invalid)
     }
 
     /// Adds a `key=value` property.
@@ -152,6 +183,34 @@ impl fmt::Debug for KafkaConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn validate_finds_unknown_properties_and_bad_values_before_a_job_runs() {
+        let ok = KafkaConfig::new("127.0.0.1:9", "g")
+            .and_then(|k| k.set("linger.ms", "5"))
+            .unwrap();
+        assert!(ok.validate().is_ok());
+        for (k, v) in [("linger.ms", "banana"), ("no.such.property", "1")] {
+            let bad = KafkaConfig::new("127.0.0.1:9", "g")
+                .and_then(|c| c.set(k, v))
+                .unwrap();
+            let e = bad.validate().unwrap_err().to_string();
+            assert!(
+                e.contains(k) || e.contains("Invalid") || e.contains("No such"),
+                "{k}: {e}"
+            );
+        }
+        for k in [
+            "ssl.providers",
+            "sasl.kerberos.principal",
+            "sasl.kerberos.keytab",
+        ] {
+            assert!(matches!(
+                KafkaConfig::new("b", "g").unwrap().set(k, "x"),
+                Err(KafkaConfigError::Refused(_))
+            ));
+        }
+    }
 
     #[test]
     fn refuses_code_loading_properties_and_redacts_secrets() {
