@@ -239,6 +239,12 @@ fn malformed_messages_go_to_the_dead_letter_topic_with_the_reason() {
     assert_eq!(out.get(), 900);
     assert_eq!(stats.dead_lettered.load(Ordering::Relaxed), 100);
     assert!(report.ledger.balanced);
+    // Each dead letter is in the books once it is durable: taken in, dead-lettered.
+    assert_eq!(
+        (report.ledger.emitted, report.ledger.dead_lettered),
+        (1_000, 100)
+    );
+    assert_eq!(stats.dead_letter_failures.load(Ordering::Relaxed), 0);
     let dlq = read_all(&brokers, "dlq", 100).unwrap();
     assert_eq!(dlq.len(), 100);
     assert!(dlq.iter().all(|m| m.payload == b"not a number"
@@ -307,6 +313,7 @@ fn json_logs_are_routed_by_class_and_parked_work_is_done_later() {
     assert!(report.ledger.balanced);
     assert_eq!(report.ledger.delivered, 2_000);
     assert_eq!(stats.dead_lettered.load(Ordering::Relaxed), 30);
+    assert_eq!(report.ledger.dead_lettered, 30);
     let routed = sink_stats.routed.lock().clone();
     assert_eq!(routed.get("alerts"), Some(&expect_alerts), "{routed:?}");
     assert_eq!(routed.get("parked"), Some(&(2_000 - expect_alerts)));

@@ -98,6 +98,9 @@ pub struct OpStats {
     absorbed: AtomicU64,
     /// Records an operator produced beyond its input (flat_map expansion, broadcast copies).
     created: AtomicU64,
+    /// Records a source took in and sent to a dead-letter path itself (a message that does
+    /// not decode): created and dead-lettered at once.
+    dead_lettered: AtomicU64,
 }
 
 impl OpStats {
@@ -110,6 +113,15 @@ impl OpStats {
         } else if n_out > n_in {
             self.created.fetch_add((n_out - n_in) as u64, Relaxed);
         }
+    }
+    /// Accounts records a source dead-lettered before they entered the graph.
+    pub(crate) fn add_dead_lettered_at_source(&self, n: u64) {
+        self.created.fetch_add(n, Relaxed);
+        self.dead_lettered.fetch_add(n, Relaxed);
+    }
+    /// Records this operator dead-lettered itself.
+    pub fn dead_lettered(&self) -> u64 {
+        self.dead_lettered.load(Relaxed)
     }
     /// Records into this operator.
     pub fn records_in(&self) -> u64 {

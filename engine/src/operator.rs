@@ -153,6 +153,14 @@ pub trait Source<T>: Send + 'static {
     fn take_ack(&mut self) -> Option<crate::ack::Ack> {
         None
     }
+
+    /// Records this source took in but sent to a dead-letter path instead of emitting them
+    /// (a message that does not decode), since the last call. The runtime calls it after
+    /// every poll and counts them as emitted and dead-lettered in the ledger. Count a record
+    /// once its dead letter is durable.
+    fn take_dead_lettered(&mut self) -> u64 {
+        0
+    }
 }
 
 /// A batch operator: turns each input batch into an output batch.

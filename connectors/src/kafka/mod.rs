@@ -168,6 +168,12 @@ impl<T: Send + 'static> sluice_engine::Source<T> for KafkaSourceOrError<T> {
             Err(_) => None,
         }
     }
+    fn take_dead_lettered(&mut self) -> u64 {
+        match &mut self.0 {
+            Ok(s) => s.take_dead_lettered(),
+            Err(_) => 0,
+        }
+    }
 }
 
 /// Kafka sinks on a [`Stream`].

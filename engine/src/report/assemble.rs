@@ -37,6 +37,7 @@ pub(crate) fn assemble(snap: &Snapshot<'_>) -> JobReport {
     let mut dead_lettered = 0u64;
     for o in snap.ops {
         emitted += o.stats.created();
+        dead_lettered += o.stats.dead_lettered();
         filtered += o.stats.absorbed();
         if o.kind == OpKind::Source {
             source_emitted += o.stats.records_out();

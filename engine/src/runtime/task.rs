@@ -209,6 +209,10 @@ impl<T: Send, S: Source<T>> Runner for SourceRunner<T, S> {
             let status = self.source.poll_batch(&mut buf, max);
             let n = buf.len();
             let ack = self.source.take_ack();
+            let dead = self.source.take_dead_lettered();
+            if dead > 0 {
+                self.stats.add_dead_lettered_at_source(dead);
+            }
             if n > 0 {
                 self.stats.add(0, n);
                 let mut batch = Batch::new(buf);

@@ -32,14 +32,18 @@
 //!   revoked partitions, stores what completed and commits synchronously; on assign it starts
 //!   from the committed offsets.
 //! - **Malformed messages** go to the dead-letter topic with the reason in a `sluice-error`
-//!   header and are counted; they never stop the job.
+//!   header, asynchronously (`dead_letter`): the offset is stored only once the dead letter
+//!   is durable, and each counts in the ledger as emitted and dead-lettered. They never stop
+//!   the job.
 
 //!
 //! # Files
 //! - `offsets`: the offset tracker, the core of at-least-once: which offset may be stored.
 //! - `rebalance`: the consumer context: assignment counters and what a revoke does.
 //! - `poller`: the thread that owns the consumer: poll, decode, batch, pause and resume.
+//! - `dead_letter`: malformed messages to the dead-letter topic, acked when durable.
 
+mod dead_letter;
 mod offsets;
 mod poller;
 mod rebalance;
@@ -52,12 +56,12 @@ use std::time::Duration;
 use crossbeam_channel::{bounded, Receiver, Sender};
 use parking_lot::Mutex;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
-use rdkafka::producer::BaseProducer;
 use rdkafka::{Offset, TopicPartitionList};
 use sluice_engine::{Ack, AckToken, Source, SourceError, SourceStatus};
 
 use super::config::KafkaConfig;
 use crate::ConnectorError;
+use dead_letter::DeadLetters;
 use offsets::{AckMsg, Ready, Tracker};
 use poller::poller;
 use rebalance::Ctx;
@@ -133,8 +137,11 @@ impl KafkaSourceConfig {
 pub struct KafkaSourceStats {
     /// Messages polled.
     pub polled: AtomicU64,
-    /// Malformed messages sent to the dead-letter path.
+    /// Malformed messages sent to the dead-letter path (and acknowledged by its topic).
     pub dead_lettered: AtomicU64,
+    /// Dead letters that could not be written (their offsets are not stored: read again
+    /// after a restart).
+    pub dead_letter_failures: AtomicU64,
     /// Times the partitions were paused, and resumed.
     pub pauses: AtomicU64,
     /// Times the partitions were resumed.
@@ -171,6 +178,8 @@ pub struct KafkaSource<T> {
     rx: Receiver<Ready<T>>,
     ack_tx: Sender<AckMsg>,
     pending: Option<Ack>,
+    /// Dead letters made durable, not yet taken into the ledger.
+    dead: Arc<AtomicU64>,
     stats: Arc<KafkaSourceStats>,
     stop: Arc<AtomicBool>,
     thread: Option<std::thread::JoinHandle<()>>,
@@ -227,15 +236,16 @@ impl<T: Send + 'static> KafkaSource<T> {
         consumer
             .subscribe(&topics)
             .map_err(|e| ConnectorError::kafka(format!("cannot subscribe to {topics:?}"), e))?;
-        let dlq: Option<(BaseProducer, String)> = match &cfg.dead_letter_topic {
-            Some(t) => Some((
-                cfg.kafka.client_config(&[]).create().map_err(|e| {
-                    ConnectorError::kafka("cannot create the dead-letter producer", e)
-                })?,
-                t.clone(),
-            )),
-            None => None,
-        };
+        let dead = Arc::new(AtomicU64::new(0));
+        let dlq = DeadLetters::new(
+            cfg.dead_letter_topic
+                .as_ref()
+                .map(|t| (cfg.kafka.client_config(&[]), t.clone())),
+            ack_tx.clone(),
+            dead.clone(),
+            stats.clone(),
+        )
+        .map_err(|e| ConnectorError::kafka("cannot create the dead-letter producer", e))?;
         let stop = Arc::new(AtomicBool::new(false));
         let s2 = stats.clone();
         let stop2 = stop.clone();
@@ -247,6 +257,7 @@ impl<T: Send + 'static> KafkaSource<T> {
             rx,
             ack_tx,
             pending: None,
+            dead,
             stats,
             stop,
             thread: Some(thread),
@@ -283,6 +294,10 @@ impl<T: Send + 'static> Source<T> for KafkaSource<T> {
 
     fn take_ack(&mut self) -> Option<Ack> {
         self.pending.take()
+    }
+
+    fn take_dead_lettered(&mut self) -> u64 {
+        self.dead.swap(0, Ordering::Relaxed)
     }
 }
 

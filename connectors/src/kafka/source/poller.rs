@@ -10,11 +10,11 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, SendTimeoutError, Sender, TrySendError};
 use parking_lot::Mutex;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
-use rdkafka::message::{Header, Message, OwnedHeaders};
-use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use rdkafka::message::Message;
 use sluice_engine::AckOutcome;
 
 use super::super::codec::Incoming;
+use super::dead_letter::DeadLetters;
 use super::offsets::{store_all, AckMsg, Ready, Tracker};
 use super::rebalance::Ctx;
 use super::{Decoder, KafkaSourceConfig, KafkaSourceStats};
@@ -29,7 +29,7 @@ pub(super) fn poller<T: Send + 'static>(
     tracker: Arc<Mutex<Tracker>>,
     stats: Arc<KafkaSourceStats>,
     stop: Arc<AtomicBool>,
-    dlq: Option<(BaseProducer, String)>,
+    dlq: DeadLetters,
 ) {
     let mut held: Option<Ready<T>> = None;
     let mut current = Ready {
@@ -159,16 +159,18 @@ pub(super) fn poller<T: Send + 'static>(
                         }
                     }
                     Err(reason) => {
-                        dead_letter(&dlq, &m, &reason.to_string());
-                        stats.dead_lettered.fetch_add(1, Ordering::Relaxed);
-                        // Nothing downstream will ack it: it ended here.
-                        let mut t = tracker.lock();
-                        t.polled((topic.clone(), partition), offset, offset);
-                        t.ack(&AckMsg {
-                            ranges: vec![(topic, partition, offset, offset)],
-                            outcome: AckOutcome::Done,
-                            records: 0,
-                        });
+                        {
+                            let mut t = tracker.lock();
+                            // The batch being filled holds earlier offsets that the tracker
+                            // does not know yet: register them first, or storing past this
+                            // message's offset would pass them too.
+                            for (tp, p, first, last) in &current.ranges {
+                                t.polled((tp.clone(), *p), *first, *last);
+                            }
+                            t.polled((topic, partition), offset, offset);
+                        }
+                        // Its offset is acked when the dead letter is durable.
+                        dlq.send(&m, &reason.to_string());
                     }
                 }
                 let limit_hit = cfg.max_records.is_some_and(|mx| emitted >= mx);
@@ -237,6 +239,8 @@ pub(super) fn poller<T: Send + 'static>(
     consumer.context().ready_back.lock().take();
     drop(tx);
     stats.ended.store(true, Ordering::Relaxed);
+    // Dead letters in flight are reported first (their acks store their offsets).
+    dlq.flush();
     // Records still in the graph end soon (delivered, or failed if the job aborts): wait a
     // bounded time for their acks so their offsets are stored before leaving.
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -270,29 +274,4 @@ fn flush<T>(
         t.polled((topic.clone(), *p), *first, *last);
     }
     *held = Some(ready);
-}
-
-fn dead_letter<M: Message>(dlq: &Option<(BaseProducer, String)>, m: &M, reason: &str) {
-    let Some((producer, topic)) = dlq else { return };
-    let headers = OwnedHeaders::new().insert(Header {
-        key: "sluice-error",
-        value: Some(reason),
-    });
-    let mut record = BaseRecord::<[u8], [u8]>::to(topic)
-        .payload(m.payload().unwrap_or_default())
-        .headers(headers);
-    if let Some(k) = m.key() {
-        record = record.key(k);
-    }
-    // The dead-letter topic is best effort and bounded: try a few times, then count only.
-    for _ in 0..50 {
-        match producer.send(record) {
-            Ok(()) => break,
-            Err((_, r)) => {
-                record = r;
-                producer.poll(Duration::from_millis(10));
-            }
-        }
-    }
-    let _ = producer.flush(Duration::from_secs(5));
 }
