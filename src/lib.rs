@@ -59,7 +59,7 @@ pub mod prelude {
         ResilienceExt, RetryConfig, RetryDecision, WhenLimited,
     };
     pub use sluice_operators::{
-        Collected, Counted, FoldSinkHandle, KeyedStream, SinkExt, StreamExt,
+        Collected, Counted, Failed, FoldSinkHandle, KeyedStream, SinkExt, StreamExt,
     };
 
     #[cfg(feature = "kafka")]

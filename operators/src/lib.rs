@@ -44,6 +44,15 @@ use std::sync::Arc;
 
 use sluice_engine::Stream;
 
+/// A record a [`StreamExt::try_map`] could not transform, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Failed<T, E> {
+    /// The record, as it came in.
+    pub record: T,
+    /// What went wrong.
+    pub error: E,
+}
+
 /// Record-at-a-time operators on a [`Stream`].
 pub trait StreamExt<T: Send + 'static>: Sized {
     /// Transforms each record. Chains into the upstream thread.
@@ -69,6 +78,33 @@ pub trait StreamExt<T: Send + 'static>: Sized {
     fn inspect<F>(self, name: &str, f: F) -> Stream<T>
     where
         F: Fn(&T) + Send + Sync + 'static;
+
+    /// Transforms each record with a function that can fail: records it transforms go to the
+    /// first stream, the others, with their error, to the second ([`Failed`]), which ends in
+    /// a [`SinkExt::dead_letter`] sink so they count as dead-lettered, not delivered. Each
+    /// output starts a new chain.
+    ///
+    /// ```
+    /// use sluice_connectors::PipelineExt;
+    /// use sluice_engine::Pipeline;
+    /// use sluice_operators::{SinkExt, StreamExt};
+    ///
+    /// let p = Pipeline::new("parse");
+    /// let (numbers, bad) = p
+    ///     .iter_source("lines", 1, |_| ["1", "2", "x", "4"].map(String::from))
+    ///     .try_map("parse", |s: &String| s.parse::<u64>());
+    /// let sum = numbers.count("numbers");
+    /// bad.dead_letter("bad lines", |f| eprintln!("skipped {:?}: {}", f.record, f.error));
+    /// let report = p.run()?.wait()?;
+    /// assert_eq!(sum.get(), 3);
+    /// assert_eq!((report.ledger.delivered, report.ledger.dead_lettered), (3, 1));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    fn try_map<U, E, F>(self, name: &str, f: F) -> (Stream<U>, Stream<Failed<T, E>>)
+    where
+        U: Send + 'static,
+        E: Send + 'static,
+        F: Fn(&T) -> Result<U, E> + Send + Sync + 'static;
 
     /// Partitions the stream by a key for a keyed stateful operator: records with equal keys
     /// meet in one instance, in the order each upstream instance sent them.
@@ -112,6 +148,24 @@ impl<T: Send + 'static> StreamExt<T> for Stream<T> {
     {
         let f = Arc::new(f);
         self.operator(name, move |_| Inspect { f: f.clone() })
+    }
+
+    fn try_map<U, E, F>(self, name: &str, f: F) -> (Stream<U>, Stream<Failed<T, E>>)
+    where
+        U: Send + 'static,
+        E: Send + 'static,
+        F: Fn(&T) -> Result<U, E> + Send + Sync + 'static,
+    {
+        let (ok, failed) = self
+            .map(name, move |record: T| match f(&record) {
+                Ok(u) => Ok(u),
+                Err(error) => Err(Failed { record, error }),
+            })
+            .split(&format!("{name}: ok or failed"), Result::is_ok);
+        (
+            ok.flat_map("ok", Result::ok),
+            failed.flat_map("failed", Result::err),
+        )
     }
 
     fn key_by<K, KF>(self, key: KF) -> KeyedStream<T, K, KF>

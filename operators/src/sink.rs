@@ -25,6 +25,13 @@ pub trait SinkExt<T: Send + 'static>: Sized {
     /// Accepts and drops every record (counted as delivered).
     fn discard(self, name: &str) -> SinkHandle;
 
+    /// Ends a stream of failures (a [`StreamExt::try_map`](crate::StreamExt::try_map)'s
+    /// second output, say) in `f`: its records count as **dead-lettered** in the ledger,
+    /// never as delivered. `f` is where they go: a log, a file, a topic.
+    fn dead_letter<F>(self, name: &str, f: F) -> SinkHandle
+    where
+        F: Fn(T) + Send + Sync + 'static;
+
     /// Folds every record into a per-instance state; read the states with
     /// [`FoldSinkHandle::take`] after the job.
     fn fold_sink<S, I, F>(self, name: &str, init: I, f: F) -> FoldSinkHandle<S>
@@ -144,6 +151,24 @@ impl<T: Send + 'static> Sink<T> for CollectSink<T> {
     }
 }
 
+struct DeadLetterSink<T, F> {
+    f: Arc<F>,
+    dead: u64,
+    _t: PhantomData<fn(T)>,
+}
+
+impl<T: Send + 'static, F: Fn(T) + Send + Sync + 'static> Sink<T> for DeadLetterSink<T, F> {
+    fn write(&mut self, records: Vec<T>) -> Result<(), SinkError> {
+        self.dead += records.len() as u64;
+        records.into_iter().for_each(&*self.f);
+        Ok(())
+    }
+
+    fn take_dead_lettered(&mut self) -> u64 {
+        std::mem::take(&mut self.dead)
+    }
+}
+
 struct CountSink {
     n: Arc<AtomicU64>,
 }
@@ -186,6 +211,18 @@ impl<T: Send + 'static> SinkExt<T> for Stream<T> {
 
     fn discard(self, name: &str) -> SinkHandle {
         self.for_each(name, |_| {})
+    }
+
+    fn dead_letter<F>(self, name: &str, f: F) -> SinkHandle
+    where
+        F: Fn(T) + Send + Sync + 'static,
+    {
+        let f = Arc::new(f);
+        self.sink(name, move |_| DeadLetterSink {
+            f: f.clone(),
+            dead: 0,
+            _t: PhantomData,
+        })
     }
 
     fn fold_sink<S, I, F>(self, name: &str, init: I, f: F) -> FoldSinkHandle<S>
