@@ -18,7 +18,9 @@ fn try_map_sends_failures_to_a_dead_letter_sink_counted_as_dead_lettered() {
                 i.to_string()
             }
         })
-        .try_map("parse", |s: &String| s.parse::<u64>().map_err(|e| e.to_string()));
+        .try_map("parse", |s: &String| {
+            s.parse::<u64>().map_err(|e| e.to_string())
+        });
     let parsed = ok.collect("parsed");
     let bad: Arc<Mutex<Vec<Failed<String, String>>>> = Arc::default();
     let b = bad.clone();

@@ -17,6 +17,7 @@ use sluice_connectors::kafka::{
     codec, EmbeddedKafka, KafkaConfig, KafkaPipelineExt, KafkaSinkConfig, KafkaSinkStats,
     KafkaSourceConfig, KafkaSourceStats, KafkaStreamExt,
 };
+use sluice_connectors::PipelineExt;
 use sluice_engine::Pipeline;
 
 use sluice_operators::{SinkExt, StreamExt};
@@ -361,4 +362,32 @@ fn json_logs_are_routed_by_class_and_parked_work_is_done_later() {
         2_000 - expect_alerts,
         "every parked log processed"
     );
+}
+
+/// A record larger than the producer's `message.max.bytes` cannot ever be produced: the sink
+/// dead-letters it with the reason and goes on, instead of failing the job (and every rerun).
+#[test]
+fn an_oversized_message_is_dead_lettered_and_the_job_goes_on() {
+    let kafka = EmbeddedKafka::start(1).unwrap();
+    let brokers = kafka.brokers();
+    kafka.create_topic("big", 1).unwrap();
+    let records: Vec<Vec<u8>> = (0..10u8)
+        .map(|i| vec![i; 10])
+        .chain(std::iter::once(vec![7u8; 2 << 20]))
+        .chain((10..20u8).map(|i| vec![i; 10]))
+        .collect();
+    let stats = Arc::new(KafkaSinkStats::default());
+    let p = Pipeline::new("big");
+    p.iter_source("records", 1, move |_| records.clone())
+        .kafka_sink(
+            "out",
+            KafkaSinkConfig::new(KafkaConfig::new(&brokers, "").unwrap(), "big"),
+            Arc::new(|r: &Vec<u8>| (None, r.clone())),
+            stats.clone(),
+        );
+    let report = p.run().unwrap().wait().expect("the job goes on");
+    let l = &report.ledger;
+    assert_eq!((l.emitted, l.delivered, l.dead_lettered), (21, 20, 1));
+    assert!(l.balanced);
+    assert_eq!(read_all(&brokers, "big", 20).unwrap().len(), 20);
 }

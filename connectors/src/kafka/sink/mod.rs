@@ -243,6 +243,26 @@ impl<T> KafkaSink<T> {
                         std::thread::sleep(Duration::from_millis(1));
                         rec = back;
                     }
+                    Err((
+                        KafkaError::MessageProduction(RDKafkaErrorCode::MessageSizeTooLarge),
+                        _,
+                    )) => {
+                        // This message can never be produced (over `message.max.bytes`):
+                        // dead-letter it with the reason and go on, rather than fail every
+                        // rerun on it. Dead-lettered is an end: its batch still completes.
+                        ctx.stats.in_flight.fetch_sub(1, Ordering::AcqRel);
+                        ctx.stats.failed.fetch_add(1, Ordering::Relaxed);
+                        self.dead_count += 1;
+                        if let Some(d) = &self.dead {
+                            let reason = format!(
+                                "message of {} bytes is larger than the producer's message.max.bytes",
+                                payload.len()
+                            );
+                            d(payload.clone(), reason);
+                        }
+                        ctx.ended(id, 1, false);
+                        break;
+                    }
                     Err((e, _)) => {
                         ctx.stats.in_flight.fetch_sub(1, Ordering::AcqRel);
                         // This message and the rest of the batch were never produced.
