@@ -62,6 +62,10 @@ pub struct OverloadArgs {
     /// Class mix in percent, e.g. debug=70,info=20,warn=8,error=2.
     #[arg(long, default_value = "debug=70,info=20,warn=8,error=2", value_parser = mix)]
     mix: Mix,
+    /// Abort a run once the process's resident memory passes this many bytes (e.g. 2G, 512M;
+    /// the `unbounded` policy grows without limit) and report that it hit the cap.
+    #[arg(long, default_value = "2G", value_parser = parse::count)]
+    max_rss: u64,
     #[command(flatten)]
     out: OutputArgs,
     /// Run one policy in this process and print its result as JSON (used internally).
@@ -162,6 +166,7 @@ fn scenario(a: &OverloadArgs, policy: PolicyChoice) -> Scenario {
         overload: a.overload,
         capacity: a.capacity as usize,
         mix: a.mix.0,
+        max_rss_bytes: a.max_rss,
         ..Scenario::default()
     }
 }
@@ -204,6 +209,13 @@ pub fn bench(a: &OverloadArgs) -> Result<(), CliError> {
             .map_err(|e| CliError::job(format!("overload ({})", policy.name()), e))?;
         print_row(&r, results.is_empty());
         results.push(r);
+    }
+    for r in results.iter().filter(|r| r.memory_capped) {
+        outln!(
+            "{:<12} aborted at the memory cap ({:.0} MB, --max-rss): without it the process would have exhausted memory",
+            r.policy,
+            a.max_rss as f64 / 1e6
+        );
     }
     if a.profile == Profile::Burst {
         outln!();
@@ -262,6 +274,8 @@ fn run_in_child(
             &a.capacity.to_string(),
             "--mix",
             &a.mix.1,
+            "--max-rss",
+            &a.max_rss.to_string(),
         ])
         // The child stops (drains and reports) when this end closes: on a signal here, or
         // when this process dies.

@@ -49,6 +49,7 @@ impl ScenarioJob {
                     capacity: 512,
                     mix,
                     sink_failure_rate: 0.02,
+                    ..Scenario::default()
                 }
             }
             ScenarioJob::Indexing => {
@@ -67,6 +68,7 @@ impl ScenarioJob {
                     capacity: 1024,
                     mix,
                     sink_failure_rate: 0.0,
+                    ..Scenario::default()
                 }
             }
             ScenarioJob::Ingest => {
@@ -90,6 +92,7 @@ impl ScenarioJob {
                         // timeout before it starts).
                         workers: 1,
                     }),
+                    ..Scenario::default()
                 }
             }
         }

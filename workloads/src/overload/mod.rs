@@ -37,7 +37,7 @@ pub mod schedule;
 
 pub use jobs::ScenarioJob;
 pub use result::{
-    peak_rss_bytes, recovery, ClassResult, DropRow, Percentiles, Sample, ScenarioResult,
+    peak_rss_bytes, recovery, rss_bytes, ClassResult, DropRow, Percentiles, Sample, ScenarioResult,
 };
 pub use run::run;
 pub use scenario::{KafkaFeed, PolicyChoice, Scenario};

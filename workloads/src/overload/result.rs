@@ -122,6 +122,10 @@ pub struct ScenarioResult {
     /// cover the time it ran.
     #[serde(default)]
     pub stopped: bool,
+    /// The run was aborted when the process's memory passed the scenario's cap
+    /// (`max_rss_bytes`): it would have exhausted memory.
+    #[serde(default)]
+    pub memory_capped: bool,
     /// Seconds until the job finished draining.
     pub total_s: f64,
     /// Records the schedule offered per second, on average over the window.
@@ -153,6 +157,14 @@ pub struct ScenarioResult {
     pub ledger: Ledger,
     /// The time series, every 100 ms.
     pub series: Vec<Sample>,
+}
+
+/// Resident set size of this process now (`VmRSS`), where the OS reports it.
+pub fn rss_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
 }
 
 /// Peak resident set size of this process (`VmHWM`), where the OS reports it.

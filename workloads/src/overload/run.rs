@@ -17,7 +17,7 @@ use super::kafka_feed::KafkaRun;
 use super::open_loop::OpenLoop;
 use super::paced_sink::{histograms, ClassCounters, PacedSink};
 use super::result::{
-    peak_rss_bytes, recovery, ClassResult, DropRow, Percentiles, Sample, ScenarioResult,
+    peak_rss_bytes, recovery, rss_bytes, ClassResult, DropRow, Percentiles, Sample, ScenarioResult,
 };
 use super::scenario::{PolicyChoice, Scenario};
 use super::schedule::{class_of, Event, Schedule};
@@ -164,6 +164,7 @@ pub fn run(
     let mut series = Vec::new();
     let mut delivered_in_window = None;
     let mut aborted = None;
+    let mut memory_capped = false;
     let window = s.duration.as_secs_f64();
     while let Some(j) = job.as_ref() {
         let finished = j.is_finished();
@@ -214,6 +215,16 @@ pub fn run(
                 stop_at = Some(Instant::now());
             }
         }
+        // A queue without a bound grows until the kernel kills the process: stop it at the
+        // cap and say so (what was queued counts as in flight).
+        if rss_bytes().is_some_and(|b| b > s.max_rss_bytes) {
+            memory_capped = true;
+            delivered_in_window.get_or_insert(r.ledger.delivered);
+            if let Some(j) = job.take() {
+                aborted = Some(j.stop(Duration::ZERO)?);
+            }
+            break;
+        }
         if delivered_in_window.is_none() && t >= s.duration {
             delivered_in_window = Some(r.ledger.delivered);
             // The producer ends with the window and the edge drains (a deferring edge replays
@@ -241,11 +252,12 @@ pub fn run(
     // Stopped from outside (a signal, a `JobHandle`): the offer ended when the stop came, so
     // rates and per-class offers cover the time the run had.
     let stopped = report.status == JobStatus::Stopped && !stopping;
+    let cut = stopped || memory_capped;
     let window = match series.last() {
-        Some(last) if stopped => last.t_s.min(window).max(1e-3),
+        Some(last) if cut => last.t_s.min(window).max(1e-3),
         _ => window,
     };
-    let total = if stopped && s.kafka.is_none() {
+    let total = if cut && s.kafka.is_none() {
         (schedule.due_by(window) as u64).min(total)
     } else {
         total
@@ -319,6 +331,7 @@ pub fn run(
         profile: s.profile,
         duration_s: window,
         stopped,
+        memory_capped,
         total_s,
         offered_rate: total as f64 / window,
         emitted: report.source_emitted,

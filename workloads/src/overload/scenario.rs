@@ -100,6 +100,15 @@ pub struct Scenario {
     pub sink_failure_rate: f64,
     /// Feed the records through Kafka (none: an in-process open-loop producer).
     pub kafka: Option<KafkaFeed>,
+    /// The run is aborted once the process's resident memory passes this many bytes (the
+    /// `unbounded` policy grows without limit): the result says it hit the cap.
+    #[serde(default = "default_max_rss")]
+    pub max_rss_bytes: u64,
+}
+
+/// 2 GiB.
+fn default_max_rss() -> u64 {
+    2 << 30
 }
 
 impl Default for Scenario {
@@ -120,6 +129,7 @@ impl Default for Scenario {
             mix,
             sink_failure_rate: 0.0,
             kafka: None,
+            max_rss_bytes: default_max_rss(),
         }
     }
 }
