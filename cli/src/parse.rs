@@ -132,4 +132,31 @@ mod tests {
         assert!(factor("1e9").unwrap_err().contains("at most 1000"));
         assert_eq!(factor("10"), Ok(10.0));
     }
+
+    proptest::proptest! {
+        /// Any input: an answer or a message, never a panic, and what is accepted is in range.
+        #[test]
+        fn parsers_never_panic_and_stay_in_bounds(s in "\\PC{0,24}") {
+            if let Ok(d) = duration(&s) {
+                proptest::prop_assert!(d >= Duration::from_millis(1));
+                proptest::prop_assert!(d.as_secs_f64() <= MAX_DURATION_S);
+            }
+            if let Ok(n) = count(&s) {
+                proptest::prop_assert!((1..=MAX_COUNT).contains(&n));
+            }
+            if let Ok(c) = capacity(&s) {
+                proptest::prop_assert!((1..=MAX_CAPACITY).contains(&c));
+            }
+            if let Ok(f) = factor(&s) {
+                proptest::prop_assert!(f > 0.0 && f <= MAX_FACTOR);
+            }
+        }
+
+        /// Numbers with units, the shapes people type.
+        #[test]
+        fn numbers_with_units(v in 0.0f64..1e30, unit in "(|ms|s|m|us|k|M|G|x)") {
+            let s = format!("{v}{unit}");
+            let _ = (duration(&s), count(&s), capacity(&s), factor(&s));
+        }
+    }
 }

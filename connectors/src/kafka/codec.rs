@@ -279,4 +279,34 @@ mod tests {
         assert!(d(&Incoming::new(b"x").with_headers(bad)).is_err());
         assert!(utf8()(&Incoming::new(b"\xff")).is_err());
     }
+
+    #[test]
+    fn hostile_payloads_are_errors_not_crashes() {
+        let d = json_with_priority::<Log>(PriorityFrom::Field("level".into()), Priority::INFO);
+        let deep = "[".repeat(100_000);
+        let big = format!(r#"{{"level":"info","msg":"{}"}}"#, "x".repeat(5 << 20));
+        for bad in [
+            &b""[..],
+            b"null",
+            b"\xff\xfe",
+            deep.as_bytes(),
+            br#"{"level":{}}"#,
+        ] {
+            assert!(d(&Incoming::new(bad)).is_err());
+        }
+        // Large but well formed: decoded (the size cap is the broker's and librdkafka's).
+        assert_eq!(
+            d(&Incoming::new(big.as_bytes())).unwrap().priority,
+            Priority::INFO
+        );
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn any_bytes_decode_or_fail_cleanly(b in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..256)) {
+            let d = json_with_priority::<Log>(PriorityFrom::Field("level".into()), Priority::INFO);
+            let _ = d(&Incoming::new(&b));
+            let _ = utf8()(&Incoming::new(&b));
+        }
+    }
 }
