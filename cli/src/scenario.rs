@@ -66,6 +66,10 @@ pub struct OverloadArgs {
     /// the `unbounded` policy grows without limit) and report that it hit the cap.
     #[arg(long, default_value = "2G", value_parser = parse::count)]
     max_rss: u64,
+    /// Keep the defer policy's log in this directory, where a rerun finds and replays what a
+    /// stopped run left (default: a temporary directory, removed at the end).
+    #[arg(long)]
+    defer_dir: Option<PathBuf>,
     #[command(flatten)]
     out: OutputArgs,
     /// Run one policy in this process and print its result as JSON (used internally).
@@ -102,6 +106,10 @@ pub struct ScenarioJobArgs {
     /// Consumer group members reading the topic, each with its share of the sink capacity.
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..=64))]
     workers: Option<u64>,
+    /// Keep the defer policy's log (`run indexing`) in this directory, where a rerun finds and
+    /// replays what a stopped run left (default: a temporary directory, removed at the end).
+    #[arg(long)]
+    defer_dir: Option<PathBuf>,
     #[command(flatten)]
     out: OutputArgs,
 }
@@ -167,6 +175,7 @@ fn scenario(a: &OverloadArgs, policy: PolicyChoice) -> Scenario {
         capacity: a.capacity as usize,
         mix: a.mix.0,
         max_rss_bytes: a.max_rss,
+        defer_dir: a.defer_dir.clone(),
         ..Scenario::default()
     }
 }
@@ -277,6 +286,11 @@ fn run_in_child(
             "--max-rss",
             &a.max_rss.to_string(),
         ])
+        .args(
+            a.defer_dir
+                .iter()
+                .flat_map(|d| [std::ffi::OsStr::new("--defer-dir"), d.as_os_str()]),
+        )
         // The child stops (drains and reports) when this end closes: on a signal here, or
         // when this process dies.
         .stdin(Stdio::piped())
@@ -436,6 +450,9 @@ pub fn run_job(job: ScenarioJob, a: &ScenarioJobArgs) -> Result<(), CliError> {
     }
     if let Some(c) = a.capacity {
         s.capacity = c as usize;
+    }
+    if let Some(d) = &a.defer_dir {
+        s.defer_dir = Some(d.clone());
     }
     if a.brokers.is_some() || s.kafka.is_some() {
         let preset = s.kafka.take();

@@ -53,7 +53,17 @@ pub fn run(
         acc += m / sum;
         *c = acc;
     }
-    let defer_dir = tempfile::tempdir()?;
+    // A deferring edge's log: in the given directory it outlives the run (a stopped run's
+    // deferred records are replayed by the next one); otherwise in a temporary directory
+    // removed when the run ends.
+    let temp = tempfile::tempdir()?;
+    let defer_dir = match &s.defer_dir {
+        Some(d) => {
+            std::fs::create_dir_all(d)?;
+            d.clone()
+        }
+        None => temp.path().to_path_buf(),
+    };
     let p = Pipeline::new(format!("{}-{}", s.job, s.policy.name())).batch_size(256);
     // Latency is measured from `base`. The in-process producer's schedule starts there; a
     // Kafka feed's starts once the consumer group holds its partitions (`epoch`).
@@ -121,7 +131,7 @@ pub fn run(
         .edge_capacity(capacity)
         .edge_policy(policy)
         .classify(|e: &Event| e.class)
-        .defer_to(defer_dir.path(), 256 << 20, JsonCodec::<Event>::new())
+        .defer_to(&defer_dir, 256 << 20, JsonCodec::<Event>::new())
         .new_chain()
         .sink("sink", move |_| PacedSink {
             epoch: base,

@@ -104,6 +104,9 @@ pub struct Scenario {
     /// `unbounded` policy grows without limit): the result says it hit the cap.
     #[serde(default = "default_max_rss")]
     pub max_rss_bytes: u64,
+    /// Where a deferring edge keeps its log; none: a temporary directory removed at the end.
+    #[serde(default)]
+    pub defer_dir: Option<std::path::PathBuf>,
 }
 
 /// 2 GiB.
@@ -130,6 +133,7 @@ impl Default for Scenario {
             sink_failure_rate: 0.0,
             kafka: None,
             max_rss_bytes: default_max_rss(),
+            defer_dir: None,
         }
     }
 }
