@@ -86,6 +86,9 @@ pub struct Sample {
     /// Records waiting in an external buffer (a Kafka topic) for the job to read them.
     #[serde(default)]
     pub buffered: u64,
+    /// Resident memory of the process, bytes (0 where the OS does not say).
+    #[serde(default)]
+    pub rss_bytes: u64,
 }
 
 impl Sample {

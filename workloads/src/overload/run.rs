@@ -204,8 +204,10 @@ pub fn run(
             queued: r.edges.iter().map(|e| e.queued).sum(),
             deferred: r.ledger.deferred_pending,
             buffered: produced.map_or(0, |n| n.saturating_sub(r.source_emitted)),
+            rss_bytes: rss_bytes().unwrap_or(0),
         };
         let ended = sample.delivered_total() + sample.dropped_total() + r.ledger.dead_lettered;
+        let sample_rss = sample.rss_bytes;
         progress(&sample);
         series.push(sample);
         if finished {
@@ -227,7 +229,7 @@ pub fn run(
         }
         // A queue without a bound grows until the kernel kills the process: stop it at the
         // cap and say so (what was queued counts as in flight).
-        if rss_bytes().is_some_and(|b| b > s.max_rss_bytes) {
+        if sample_rss > s.max_rss_bytes {
             memory_capped = true;
             delivered_in_window.get_or_insert(r.ledger.delivered);
             if let Some(j) = job.take() {
