@@ -304,3 +304,54 @@ fn level_controller_switches_to_shedding_under_pressure() {
     assert_eq!(report.dropped_of_class(Priority::ERROR), 0);
     assert!(report.ledger.balanced);
 }
+
+#[test]
+fn retryable_k_times_then_permanent_is_dead_lettered_after_k_plus_one_attempts() {
+    // Record 5 fails retryably three times, then permanently; the others succeed at once.
+    let clock = Arc::new(ManualClock::new());
+    let tries: Arc<Mutex<u32>> = Arc::default();
+    let t = tries.clone();
+    let dead: Arc<Mutex<Vec<DeadLetter<u64>>>> = Arc::default();
+    let d = dead.clone();
+    let p = Pipeline::new("k-then-permanent");
+    p.generator("records", 1, GeneratorConfig::count(10), |i| i)
+        .sink_with_retry(
+            "flaky",
+            RetryConfig {
+                backoff: Backoff::new(
+                    Duration::from_millis(10),
+                    Duration::from_secs(1),
+                    10,
+                    Duration::from_secs(60),
+                    1,
+                ),
+            },
+            clock,
+            move |r: &u64| {
+                if *r != 5 {
+                    return Ok(());
+                }
+                let mut n = t.lock();
+                *n += 1;
+                if *n <= 3 {
+                    Err(CallError::Retryable {
+                        message: "503".into(),
+                        retry_after: None,
+                    })
+                } else {
+                    Err(CallError::Permanent {
+                        message: "422 unprocessable".into(),
+                    })
+                }
+            },
+            move |letter| d.lock().push(letter),
+        );
+    let report = p.run().unwrap().wait().unwrap();
+    let dead = dead.lock();
+    assert_eq!(dead.len(), 1);
+    assert_eq!((dead[0].record, dead[0].attempts), (5, 4));
+    assert_eq!(dead[0].reason, "422 unprocessable");
+    let l = &report.ledger;
+    assert_eq!((l.delivered, l.dead_lettered), (9, 1));
+    assert!(l.balanced);
+}

@@ -280,3 +280,46 @@ fn a_stop_with_a_deadline_from_a_handle_aborts_what_cannot_drain() {
     assert!(report.ledger.in_flight > 0);
     assert!(report.ledger.balanced);
 }
+
+#[test]
+fn a_panic_while_flushing_at_end_of_stream_is_named_and_the_books_balance() {
+    /// Holds records back and panics when asked for them at end of stream.
+    struct PanicOnFinish(u64);
+    impl Operator<u64, u64> for PanicOnFinish {
+        fn process(&mut self, input: Vec<u64>) -> Vec<u64> {
+            self.0 += input.len() as u64;
+            input
+        }
+        fn finish(&mut self) -> Vec<u64> {
+            panic!("flush failed after {} records", self.0)
+        }
+    }
+    let got = Arc::new(Mutex::new(Vec::new()));
+    let g = got.clone();
+    let p = Pipeline::new("finish-panics").batch_size(100);
+    p.source("numbers", 1, range(10_000))
+        .new_chain()
+        .operator("flusher", |_| PanicOnFinish(0))
+        .sink("collect", move |_| Collect(g.clone()));
+    let err = p.run().expect("valid").wait().expect_err("must fail");
+    match &err {
+        JobError::Panicked {
+            operator, message, ..
+        } => {
+            assert_eq!(operator, "flusher");
+            assert!(
+                message.contains("flush failed after 10000 records"),
+                "{message}"
+            );
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+    let l = &err.report().ledger;
+    assert!(l.balanced, "{l:?}");
+    assert_eq!(l.emitted, 10_000);
+    assert_eq!(
+        l.delivered as usize,
+        got.lock().len(),
+        "delivered is what arrived"
+    );
+}
