@@ -391,3 +391,59 @@ fn an_oversized_message_is_dead_lettered_and_the_job_goes_on() {
     assert!(l.balanced);
     assert_eq!(read_all(&brokers, "big", 20).unwrap().len(), 20);
 }
+
+/// Stopping a job mid-stream: the dead letters the source makes durable while it stops are
+/// in that run's ledger too (the runtime asks the source once more after closing it).
+#[test]
+fn a_stopped_source_counts_every_durable_dead_letter() {
+    let kafka = EmbeddedKafka::start(1).unwrap();
+    let brokers = kafka.brokers();
+    kafka.create_topic("stopme", 1).unwrap();
+    kafka.create_topic("stopme-dlq", 1).unwrap();
+    produce_indexed(&brokers, "stopme", 20_000, |i| {
+        if i % 10 == 0 {
+            b"not a number".to_vec()
+        } else {
+            i.to_string().into_bytes()
+        }
+    })
+    .unwrap();
+    let stats = Arc::new(KafkaSourceStats::default());
+    let mut cfg = source_cfg(&brokers, "stopme-group", "stopme");
+    cfg.dead_letter_topic = Some("stopme-dlq".into());
+    cfg.batch_size = 100;
+    let p = Pipeline::new("kafka-dlq-stop").batch_size(100);
+    p.kafka_source(
+        "stopme",
+        1,
+        cfg,
+        codec::payload(|b: &[u8]| {
+            std::str::from_utf8(b)
+                .map_err(|e| CodecError::format("UTF-8", e))?
+                .parse::<u64>()
+                .map_err(|e| CodecError::format("number", e))
+        }),
+        stats.clone(),
+    )
+    .edge_capacity(200)
+    .new_chain()
+    .map("slow", |x: u64| {
+        std::thread::sleep(Duration::from_micros(200));
+        x
+    })
+    .count("count");
+    let job = p.run().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while stats.dead_lettered.load(Ordering::Relaxed) < 50 {
+        assert!(Instant::now() < deadline, "no dead letters within 30 s");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let report = job.stop(Duration::from_secs(20)).unwrap();
+    let durable = stats.dead_lettered.load(Ordering::Relaxed);
+    assert!(durable < 2_000, "stopped mid-stream ({durable})");
+    assert_eq!(
+        report.ledger.dead_lettered, durable,
+        "every durable dead letter counted"
+    );
+    assert!(report.ledger.balanced);
+}

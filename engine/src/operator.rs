@@ -161,6 +161,11 @@ pub trait Source<T>: Send + 'static {
     fn take_dead_lettered(&mut self) -> u64 {
         0
     }
+
+    /// Called once, on the source's thread, after its last poll and after end of stream was
+    /// sent downstream: release what it holds (commit, close connections). The runtime calls
+    /// [`Source::take_dead_lettered`] once more afterwards.
+    fn close(&mut self) {}
 }
 
 /// A batch operator: turns each input batch into an output batch.

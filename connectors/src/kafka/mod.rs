@@ -174,6 +174,11 @@ impl<T: Send + 'static> sluice_engine::Source<T> for KafkaSourceOrError<T> {
             Err(_) => 0,
         }
     }
+    fn close(&mut self) {
+        if let Ok(s) = &mut self.0 {
+            s.close();
+        }
+    }
 }
 
 /// Kafka sinks on a [`Stream`].

@@ -243,7 +243,15 @@ impl<T: Send, S: Source<T>> Runner for SourceRunner<T, S> {
                 }
             }
         }
-        self.out.finish()
+        let r = self.out.finish();
+        // The source's last words (a Kafka source stores its offsets, and its dead letters
+        // made durable while it stopped are counted here, not lost to the books).
+        self.source.close();
+        let dead = self.source.take_dead_lettered();
+        if dead > 0 {
+            self.stats.add_dead_lettered_at_source(dead);
+        }
+        r
     }
 }
 

@@ -299,19 +299,29 @@ impl<T: Send + 'static> Source<T> for KafkaSource<T> {
     fn take_dead_lettered(&mut self) -> u64 {
         self.dead.swap(0, Ordering::Relaxed)
     }
+
+    fn close(&mut self) {
+        self.shut_down();
+    }
 }
 
-impl<T> Drop for KafkaSource<T> {
-    fn drop(&mut self) {
-        // A poller that ended by itself is waiting for the last acks; otherwise (the job
-        // stopped the source) tell it to stop. Either way it stores what completed, commits
-        // and leaves the group.
+impl<T> KafkaSource<T> {
+    /// Ends the poller: a poller that ended by itself is waiting for the last acks;
+    /// otherwise (the job stopped the source) it is told to stop. Either way it stores what
+    /// completed, commits and leaves the group. Idempotent.
+    fn shut_down(&mut self) {
         if !self.stats.ended.load(Ordering::Relaxed) {
             self.stop.store(true, Ordering::Relaxed);
         }
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
+    }
+}
+
+impl<T> Drop for KafkaSource<T> {
+    fn drop(&mut self) {
+        self.shut_down();
     }
 }
 
