@@ -12,6 +12,12 @@ use rdkafka::consumer::BaseConsumer;
 use rdkafka::ClientConfig;
 use sluice_testkit::{broker_from_env, count_payloads, create_topic, produce, run_id};
 
+/// Reads `t` back with a fresh group: what of `m0`..`m{n-1}` arrived, and how often.
+fn read_back(brokers: &str, t: &str, n: u64) -> sluice_testkit::ReadBack {
+    let group = format!("count-{t}-{}", run_id());
+    count_payloads(brokers, t, &group, "m", n, Duration::from_secs(60)).unwrap()
+}
+
 /// A `sluice run kafka-copy` member copying `tin` to `tout` in `group`, with `delay_us` of
 /// work per record, ending once idle for `idle`; output discarded.
 fn kafka_copy(
@@ -96,15 +102,7 @@ fn kill_9_mid_stream_then_restart_loses_nothing() {
     let second = job("0").wait().unwrap();
     assert!(second.success());
 
-    let seen = count_payloads(
-        &brokers,
-        &tout,
-        &format!("count-{tout}-{}", run_id()),
-        "m",
-        n,
-        Duration::from_secs(60),
-    )
-    .unwrap();
+    let seen = read_back(&brokers, &tout, n);
     let (lost, dups) = (seen.lost(), seen.duplicates());
     eprintln!("kill -9 after {before_kill} of {n} were committed: lost {lost}, duplicates {dups}");
     assert!(
@@ -249,15 +247,7 @@ fn split_and_hand_over(brokers: &str, create: &dyn Fn(&str, i32), max_dups: u64)
     let status = b.wait().unwrap();
     assert!(status.success());
 
-    let seen = count_payloads(
-        &brokers,
-        &tout,
-        &format!("count-{tout}-{}", run_id()),
-        "m",
-        n,
-        Duration::from_secs(60),
-    )
-    .unwrap();
+    let seen = read_back(&brokers, &tout, n);
     let (lost, dups) = (seen.lost(), seen.duplicates());
     eprintln!("two members, one killed: lost {lost}, duplicates {dups}");
     assert_eq!(lost, 0, "nothing lost across the split and the handover");

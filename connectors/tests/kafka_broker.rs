@@ -4,7 +4,6 @@
 
 #![allow(clippy::unwrap_used, missing_docs)]
 
-use sluice_engine::CodecError;
 use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -39,30 +38,19 @@ fn real_broker_round_trip_commits_what_was_processed() {
     let mut cfg = KafkaSourceConfig::new(KafkaConfig::new(&brokers, &group).unwrap(), &[&tin]);
     cfg.end_when_idle = Some(Duration::from_secs(4));
     let p = Pipeline::new("kafka-broker-roundtrip");
-    p.kafka_source(
-        "in",
-        2,
-        cfg,
-        codec::payload(|b: &[u8]| {
-            std::str::from_utf8(b)
-                .map_err(|e| CodecError::format("UTF-8", e))?
-                .parse::<u64>()
-                .map_err(|e| CodecError::format("number", e))
-        }),
-        stats.clone(),
-    )
-    .map("double", |x| x * 2)
-    .kafka_sink(
-        "out",
-        KafkaSinkConfig::new(KafkaConfig::new(&brokers, "").unwrap(), &tout),
-        Arc::new(|x: &u64| {
-            (
-                Some((x / 2).to_string().into_bytes()),
-                x.to_string().into_bytes(),
-            )
-        }),
-        sink_stats.clone(),
-    );
+    p.kafka_source("in", 2, cfg, codec::parse::<u64>(), stats.clone())
+        .map("double", |x| x * 2)
+        .kafka_sink(
+            "out",
+            KafkaSinkConfig::new(KafkaConfig::new(&brokers, "").unwrap(), &tout),
+            Arc::new(|x: &u64| {
+                (
+                    Some((x / 2).to_string().into_bytes()),
+                    x.to_string().into_bytes(),
+                )
+            }),
+            sink_stats.clone(),
+        );
     let report = p.run().unwrap().wait().unwrap();
     assert!(report.ledger.balanced);
     assert_eq!(report.ledger.delivered, n);

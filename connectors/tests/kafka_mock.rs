@@ -45,12 +45,7 @@ fn topic_to_topic_loses_nothing_and_duplicates_nothing() {
         "in",
         2,
         source_cfg(&brokers, "roundtrip", "in"),
-        codec::payload(|b: &[u8]| {
-            std::str::from_utf8(b)
-                .map_err(|e| CodecError::format("UTF-8", e))?
-                .parse::<u64>()
-                .map_err(|e| CodecError::format("number", e))
-        }),
+        codec::parse::<u64>(),
         stats.clone(),
     )
     .map("double", |x| x * 2)
@@ -413,25 +408,14 @@ fn a_stopped_source_counts_every_durable_dead_letter() {
     cfg.dead_letter_topic = Some("stopme-dlq".into());
     cfg.batch_size = 100;
     let p = Pipeline::new("kafka-dlq-stop").batch_size(100);
-    p.kafka_source(
-        "stopme",
-        1,
-        cfg,
-        codec::payload(|b: &[u8]| {
-            std::str::from_utf8(b)
-                .map_err(|e| CodecError::format("UTF-8", e))?
-                .parse::<u64>()
-                .map_err(|e| CodecError::format("number", e))
-        }),
-        stats.clone(),
-    )
-    .edge_capacity(200)
-    .new_chain()
-    .map("slow", |x: u64| {
-        std::thread::sleep(Duration::from_micros(200));
-        x
-    })
-    .count("count");
+    p.kafka_source("stopme", 1, cfg, codec::parse::<u64>(), stats.clone())
+        .edge_capacity(200)
+        .new_chain()
+        .map("slow", |x: u64| {
+            std::thread::sleep(Duration::from_micros(200));
+            x
+        })
+        .count("count");
     let job = p.run().unwrap();
     let deadline = Instant::now() + Duration::from_secs(30);
     while stats.dead_lettered.load(Ordering::Relaxed) < 50 {

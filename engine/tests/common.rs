@@ -125,3 +125,15 @@ pub fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
     }
     cond()
 }
+
+/// A source that never ends.
+pub struct Forever(pub u64);
+impl Source<u64> for Forever {
+    fn poll_batch(&mut self, out: &mut Vec<u64>, max: usize) -> Result<SourceStatus, SourceError> {
+        for _ in 0..max {
+            out.push(self.0);
+            self.0 += 1;
+        }
+        Ok(SourceStatus::More)
+    }
+}

@@ -143,18 +143,6 @@ fn a_failing_source_fails_the_job_naming_it_and_the_books_balance() {
     assert_eq!(l.delivered as usize, got.lock().len());
 }
 
-/// A source that never ends.
-struct Forever(u64);
-impl Source<u64> for Forever {
-    fn poll_batch(&mut self, out: &mut Vec<u64>, max: usize) -> Result<SourceStatus, SourceError> {
-        for _ in 0..max {
-            out.push(self.0);
-            self.0 += 1;
-        }
-        Ok(SourceStatus::More)
-    }
-}
-
 #[test]
 fn stop_drains_and_balances() {
     let got = Arc::new(Mutex::new(Vec::new()));

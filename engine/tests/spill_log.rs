@@ -67,7 +67,7 @@ fn reopen_restores_pending_and_truncates_a_torn_tail() {
     drop(f);
     let mut log = SpillLog::open(&spec(dir.path(), 1 << 20), "c").unwrap();
     assert_eq!(log.restored, 3, "the cursor remembered what was replayed");
-    assert_eq!(log.truncated_bytes, 6);
+    assert_eq!(log.health.truncated_bytes, 6);
     let mut bad = 0;
     let (b, _) = log.read_batch(10, &mut bad).unwrap();
     assert_eq!(b, vec![11, 12, 13]);
@@ -124,8 +124,11 @@ fn a_flipped_payload_byte_costs_one_frame_not_the_rest() {
     // Frame 10's payload is "10": make it "1?".
     patch(&dir.path().join("flip.log"), offs[10] + 17, b"?");
     let mut log = SpillLog::open(&spec(dir.path(), 1 << 30), "flip").unwrap();
-    assert_eq!((log.restored, log.corrupt_frames), (999, 1));
-    assert_eq!((log.skipped_bytes, log.truncated_bytes), (0, 0));
+    assert_eq!((log.restored, log.health.corrupt_frames), (999, 1));
+    assert_eq!(
+        (log.health.skipped_bytes, log.health.truncated_bytes),
+        (0, 0)
+    );
     let (got, bad) = read_all(&mut log);
     let want: Vec<u64> = (0..1000).filter(|&i| i != 10).collect();
     assert_eq!((got, bad), (want, 0));
@@ -148,7 +151,7 @@ fn a_damaged_length_is_neither_trusted_nor_allocated() {
         "resynchronized on the next frame each time"
     );
     assert_eq!(
-        log.skipped_bytes,
+        log.health.skipped_bytes,
         (offs[11] - offs[10]) + (offs[21] - offs[20]),
         "exactly the damaged frames' bytes"
     );
@@ -167,7 +170,7 @@ fn a_cursor_off_a_frame_boundary_replays_everything_instead_of_wiping_the_log() 
         b.extend_from_slice(&crc32fast::hash(&cursor.to_le_bytes()).to_le_bytes());
         std::fs::write(dir.path().join(format!("{name}.cursor")), b).unwrap();
         let mut log = SpillLog::open(&spec(dir.path(), 1 << 30), name).unwrap();
-        assert!(log.cursor_reset, "{name}");
+        assert!(log.health.cursor_reset, "{name}");
         assert_eq!(log.restored, 50, "{name}: at least once, never wiped");
         assert_eq!(read_all(&mut log).0, (0..50).collect::<Vec<_>>());
     }
@@ -187,12 +190,12 @@ fn a_cursor_that_cannot_be_written_loses_no_record() {
         (0..8).collect::<Vec<_>>(),
         "handed out despite the cursor"
     );
-    assert!(log.io_errors >= 1);
+    assert!(log.health.io_errors >= 1);
     drop(log);
     // Reopened: the cursor is unreadable, so the 8 come again (duplicates, counted as a
     // reset), and nothing is missing.
     let mut log = SpillLog::open(&spec(dir.path(), 1 << 30), "cur").unwrap();
-    assert!(log.cursor_reset);
+    assert!(log.health.cursor_reset);
     assert_eq!(read_all(&mut log).0, (0..20).collect::<Vec<_>>());
 }
 

@@ -9,19 +9,7 @@ use std::time::Duration;
 
 use common::*;
 use parking_lot::Mutex;
-use sluice_engine::{JobStatus, Pipeline, Source, SourceError, SourceStatus};
-
-/// A source that never ends.
-struct Forever(u64);
-impl Source<u64> for Forever {
-    fn poll_batch(&mut self, out: &mut Vec<u64>, max: usize) -> Result<SourceStatus, SourceError> {
-        for _ in 0..max {
-            out.push(self.0);
-            self.0 += 1;
-        }
-        Ok(SourceStatus::More)
-    }
-}
+use sluice_engine::{JobStatus, Pipeline};
 
 #[test]
 fn stop_all_jobs_stops_every_running_job_of_the_process() {

@@ -129,6 +129,21 @@ pub fn utf8() -> Decoder<String> {
     payload(|b| String::from_utf8(b.to_vec()).map_err(|e| CodecError::format("UTF-8", e)))
 }
 
+/// The payload as UTF-8 text parsed with [`FromStr`](std::str::FromStr) (a number, say);
+/// text that does not parse is malformed.
+pub fn parse<T>() -> Decoder<T>
+where
+    T: std::str::FromStr + 'static,
+    T::Err: std::error::Error + Send + Sync + 'static,
+{
+    payload(|b| {
+        std::str::from_utf8(b)
+            .map_err(|e| CodecError::format("UTF-8", e))?
+            .parse::<T>()
+            .map_err(|e| CodecError::format(std::any::type_name::<T>(), e))
+    })
+}
+
 /// The payload as JSON deserialized into `T`.
 pub fn json<T: DeserializeOwned + 'static>() -> Decoder<T> {
     payload(|b| serde_json::from_slice::<T>(b).map_err(|e| CodecError::format("JSON", e)))

@@ -22,21 +22,21 @@
 //! not the machine losing power. The cursor is written after each replayed batch, so a crash
 //! between the two replays that batch again (at least once). A cursor that cannot be written
 //! (a full disk, a path that is a directory) never costs the records already read: they are
-//! handed out, the failure is counted ([`SpillLog::io_errors`]) and a restart may replay them
+//! handed out, the failure is counted ([`DeferHealth::io_errors`]) and a restart may replay them
 //! twice.
 //!
 //! # Recovery
 //! Opening a log reads every frame and trusts nothing:
 //! - a frame whose checksum fails but whose length leads to a valid frame (or to the end) is
-//!   skipped by its length, one record lost and counted ([`SpillLog::corrupt_frames`]);
+//!   skipped by its length, one record lost and counted ([`DeferHealth::corrupt_frames`]);
 //! - otherwise (the length itself is damaged) the reader resynchronizes on the next offset
 //!   where a valid frame starts; the bytes in between are counted
-//!   ([`SpillLog::skipped_bytes`]);
+//!   ([`DeferHealth::skipped_bytes`]);
 //! - a last frame cut short with no valid frame after it is a torn tail (a crash mid-write):
-//!   it is truncated and counted ([`SpillLog::truncated_bytes`]);
+//!   it is truncated and counted ([`DeferHealth::truncated_bytes`]);
 //! - the cursor counts only when it names a frame boundary; a missing, damaged or stray one
 //!   (past the end, inside a frame) restarts replay at the first frame
-//!   ([`SpillLog::cursor_reset`]): duplicates rather than loss.
+//!   ([`DeferHealth::cursor_reset`]): duplicates rather than loss.
 //!
 //! A length is never used to allocate before it is checked against [`MAX_FRAME`] and against
 //! the bytes the file actually holds.
@@ -113,18 +113,8 @@ pub struct SpillLog<T> {
     pending: u64,
     /// Records found pending when the log was opened (deferred by an earlier run).
     pub restored: u64,
-    /// Bytes of a torn tail truncated when the log was opened.
-    pub truncated_bytes: u64,
-    /// Frames of an earlier run skipped at open because their checksum failed.
-    pub corrupt_frames: u64,
-    /// Bytes between frames that could not be read as frames (a damaged length), at open or
-    /// while replaying; the records in them are lost and counted.
-    pub skipped_bytes: u64,
-    /// The cursor was missing, damaged or off a frame boundary: replay restarted at the first
-    /// frame.
-    pub cursor_reset: bool,
-    /// Cursor writes and truncations that failed (the records were handed out all the same).
-    pub io_errors: u64,
+    /// What recovery found at open, and the I/O failures since.
+    pub health: DeferHealth,
     /// Damaged regions found at open, `(start, end)`, skipped when replay reaches them.
     skips: std::collections::VecDeque<(u64, u64)>,
     buf: Vec<u8>,
@@ -331,11 +321,13 @@ impl<T> SpillLog<T> {
             codec: spec.codec.clone(),
             pending,
             restored: pending,
-            truncated_bytes,
-            corrupt_frames,
-            skipped_bytes,
-            cursor_reset,
-            io_errors: 0,
+            health: DeferHealth {
+                truncated_bytes,
+                skipped_bytes,
+                corrupt_frames,
+                io_errors: 0,
+                cursor_reset,
+            },
             skips: ahead.iter().map(|&(a, b, _)| (a, b)).collect(),
             buf: Vec::new(),
         };
@@ -352,13 +344,7 @@ impl<T> SpillLog<T> {
 
     /// What recovery found and what failed since.
     pub fn health(&self) -> DeferHealth {
-        DeferHealth {
-            truncated_bytes: self.truncated_bytes,
-            skipped_bytes: self.skipped_bytes,
-            corrupt_frames: self.corrupt_frames,
-            io_errors: self.io_errors,
-            cursor_reset: self.cursor_reset,
-        }
+        self.health
     }
 
     /// Records deferred and not yet replayed.
@@ -423,7 +409,7 @@ impl<T> SpillLog<T> {
     /// counts them as dropped), never silently skipped.
     ///
     /// A cursor that cannot be persisted does not fail the call: the records read are
-    /// returned (the next run may replay them again) and [`SpillLog::io_errors`] counts it.
+    /// returned (the next run may replay them again) and [`DeferHealth::io_errors`] counts it.
     ///
     /// # Errors
     /// An I/O error reading the log before any record was read; nothing was consumed then.
@@ -452,7 +438,7 @@ impl<T> SpillLog<T> {
                 }
                 Err(_) => {
                     // Hand out what was read; the next call retries from here.
-                    self.io_errors += 1;
+                    self.health.io_errors += 1;
                     break;
                 }
             };
@@ -473,7 +459,7 @@ impl<T> SpillLog<T> {
                         .ok()
                         .flatten()
                         .unwrap_or(self.write_off);
-                    self.skipped_bytes += next - self.read_off;
+                    self.health.skipped_bytes += next - self.read_off;
                     self.read_off = next;
                 }
             }
@@ -486,11 +472,11 @@ impl<T> SpillLog<T> {
             self.write_off = 0;
             self.skips.clear();
             if self.data.set_len(0).is_err() {
-                self.io_errors += 1;
+                self.health.io_errors += 1;
             }
         }
         if write_cursor(&self.cursor_path, self.read_off).is_err() {
-            self.io_errors += 1;
+            self.health.io_errors += 1;
         }
         Ok((out, first_created.map_or_else(Instant::now, instant_of)))
     }
