@@ -6,7 +6,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex};
-use sluice_engine::{Operator, Sink, SinkError, Source, SourceError, SourceStatus};
+use sluice_engine::{Ledger, Operator, Sink, SinkError, Source, SourceError, SourceStatus};
+pub use sluice_testkit::{Books, Oracle, StreamVerdict, Tag};
 
 /// Emits `0..n` (instance `s` of `p`: the values `i % p == s`).
 pub struct Range {
@@ -103,6 +104,54 @@ impl<T: Send + 'static> Sink<T> for GatedSink {
         self.0.pass();
         Ok(())
     }
+}
+
+/// Passes every batch through a gate, then collects it.
+pub struct GatedCollect<T> {
+    pub gate: Arc<Gate>,
+    pub out: Arc<Mutex<Vec<T>>>,
+}
+
+impl<T: Send + 'static> Sink<T> for GatedCollect<T> {
+    fn write(&mut self, records: Vec<T>) -> Result<(), SinkError> {
+        self.gate.pass();
+        self.out.lock().extend(records);
+        Ok(())
+    }
+}
+
+/// Sleeps per batch, then collects it.
+pub struct SlowCollect(pub Duration, pub Arc<Mutex<Vec<u64>>>);
+impl Sink<u64> for SlowCollect {
+    fn write(&mut self, records: Vec<u64>) -> Result<(), SinkError> {
+        std::thread::sleep(self.0);
+        self.1.lock().extend(records);
+        Ok(())
+    }
+}
+
+/// The ledger's side of an oracle reconciliation: delivered, and everything else it
+/// accounts for.
+pub fn books(l: &Ledger) -> Books {
+    Books {
+        delivered: l.delivered,
+        not_delivered: l.accounted() - l.delivered,
+    }
+}
+
+/// The verifying oracle over one run: the source offered the values `0..offered` (one
+/// stream), a sink received `got` in that order, and the ledger says `ledger`. Panics with
+/// both sides' numbers unless they reconcile; returns the totals (lost, duplicates, out of
+/// order) for the test's own expectations.
+pub fn verify(offered: u64, got: &[u64], ledger: &Ledger) -> StreamVerdict {
+    let mut o = Oracle::new();
+    o.expect(0, offered);
+    o.observe_all(got.iter().map(|&v| Tag::new(0, v)));
+    let v = o.verdict();
+    if let Err(e) = v.reconcile(books(ledger)) {
+        panic!("{e}; ledger: {}", ledger.explain());
+    }
+    v.total
 }
 
 /// Sleeps per batch.

@@ -56,19 +56,6 @@ impl<T: Send + 'static> Source<T> for Scripted<T> {
     }
 }
 
-struct GatedCollect<T> {
-    gate: Arc<Gate>,
-    out: Arc<Mutex<Vec<T>>>,
-}
-
-impl<T: Send + 'static> Sink<T> for GatedCollect<T> {
-    fn write(&mut self, records: Vec<T>) -> Result<(), SinkError> {
-        self.gate.pass();
-        self.out.lock().extend(records);
-        Ok(())
-    }
-}
-
 const B: usize = 10;
 
 /// Runs `records` through one edge with `policy` into a sink that holds the first batch until

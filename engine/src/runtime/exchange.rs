@@ -11,7 +11,7 @@ use crate::ack::{fail_acks, merge_acks, Ack};
 use crate::batch::Batch;
 use crate::edge::{SendError, Sender};
 use crate::metrics::{OpStats, TaskStats};
-use crate::runtime::task::{Emit, Halt};
+use crate::runtime::task::{set_held, Emit, Halt};
 
 fn send<T>(tx: &Sender<T>, batch: Batch<T>, task: &TaskStats) -> Result<(), Halt> {
     match tx.send(batch) {
@@ -88,8 +88,26 @@ pub(crate) struct Hash<T, H> {
     pub acks: Vec<Vec<Ack>>,
     /// Whether the current input batch's acks are already in each buffer.
     pub touched: Vec<bool>,
+    /// The target of each record of the batch being split (reused between batches).
+    pub targets: Vec<u32>,
     pub batch_size: usize,
     pub task: Arc<TaskStats>,
+}
+
+impl<T, H> Drop for Hash<T, H> {
+    /// Records still buffered when the chain is torn down (a source or operator failed, a
+    /// panic unwound it) are in flight, not gone: counted as abandoned, their acks failed.
+    fn drop(&mut self) {
+        let held: usize = self.bufs.iter().map(Vec::len).sum();
+        if held > 0 {
+            self.task.add_abandoned(held as u64);
+            for (b, a) in self.bufs.iter().zip(&self.acks) {
+                if !b.is_empty() {
+                    fail_acks(a);
+                }
+            }
+        }
+    }
 }
 
 impl<T, H> Hash<T, H> {
@@ -107,6 +125,7 @@ impl<T, H> Hash<T, H> {
             oldest: vec![None; n],
             acks: (0..n).map(|_| Vec::new()).collect(),
             touched: vec![false; n],
+            targets: Vec::new(),
             batch_size,
             task,
         }
@@ -150,9 +169,21 @@ impl<T: Send, H: Fn(&T) -> u64 + Send + Sync> Emit<T> for Hash<T, H> {
             acks,
         } = batch;
         self.touched.iter_mut().for_each(|t| *t = false);
+        // The key function is user code: run it over the whole batch before any record
+        // moves, so a panic in it leaves the batch whole (counted as held by the runtime).
+        set_held(records.len());
+        self.targets.clear();
+        self.targets.extend(
+            records
+                .iter()
+                .map(|r| partition_of((self.hash)(r), n) as u32),
+        );
+        set_held(0);
         let mut records = records.into_iter();
-        while let Some(r) = records.next() {
-            let i = partition_of((self.hash)(&r), n);
+        let mut targets = std::mem::take(&mut self.targets);
+        let mut i_iter = targets.drain(..);
+        while let (Some(r), Some(i)) = (records.next(), i_iter.next()) {
+            let i = i as usize;
             let buf = &mut self.bufs[i];
             if buf.capacity() == 0 {
                 buf.reserve_exact(self.batch_size);
@@ -169,10 +200,14 @@ impl<T: Send, H: Fn(&T) -> u64 + Send + Sync> Emit<T> for Hash<T, H> {
                 if let Err(h) = self.send_buf(i) {
                     self.task.add_abandoned(records.len() as u64);
                     fail_acks(&acks);
+                    drop(i_iter);
+                    self.targets = targets;
                     return Err(h);
                 }
             }
         }
+        drop(i_iter);
+        self.targets = targets;
         Ok(())
     }
 
@@ -242,7 +277,10 @@ impl<T: Send, P: Fn(&T) -> bool + Send + Sync> Emit<T> for Split<T, P> {
             created,
             acks,
         } = batch;
+        // The predicate is user code: while it runs the batch is held (a panic counts it).
+        set_held(records.len());
         let (yes, no): (Vec<T>, Vec<T>) = records.into_iter().partition(|r| (self.pred)(r));
+        set_held(0);
         if !yes.is_empty() {
             self.yes.emit(Batch {
                 records: yes,

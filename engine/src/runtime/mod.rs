@@ -33,7 +33,7 @@ use crate::policy::EdgePolicy;
 use crate::report::{JobEvent, JobReport, JobStatus, Snapshot};
 use crate::topology::Topology;
 use control::{Control, Failure};
-use task::{current_op, Halt};
+use task::{current_op, take_held, Halt};
 
 pub use exchange::partition_of;
 
@@ -228,6 +228,8 @@ pub(crate) fn spawn(plan: Plan, topology: Topology) -> Result<Job, BuildError> {
                             ctl.fail(Failure::SourceFailed { op, error })
                         }
                         Err(payload) => {
+                            // The batch the panicking code held is in flight, not gone.
+                            task.add_abandoned(take_held() as u64);
                             let op = current_op();
                             ctl.fail(Failure::Panicked {
                                 op,

@@ -31,6 +31,19 @@ pub(crate) enum Halt {
 thread_local! {
     /// The operator whose code this thread is running, for naming it when it panics.
     static CURRENT_OP: Cell<usize> = const { Cell::new(usize::MAX) };
+    /// Records the innermost link of this thread's chain holds right now (handed to user
+    /// code and not yet passed on, delivered or consumed): what a panic there takes with it,
+    /// counted as abandoned so the books still balance. Set once per batch per link.
+    static HELD: Cell<usize> = const { Cell::new(0) };
+}
+
+/// Records the innermost chain link of this thread held when it panicked (then zero).
+pub(crate) fn take_held() -> usize {
+    HELD.with(Cell::take)
+}
+
+pub(crate) fn set_held(n: usize) {
+    HELD.with(|c| c.set(n));
 }
 
 pub(crate) fn set_current_op(op: usize) {
@@ -74,6 +87,7 @@ where
     fn emit(&mut self, batch: Batch<I>) -> Result<(), Halt> {
         let n = batch.len();
         set_current_op(self.op_id);
+        set_held(n);
         let Batch {
             records,
             created,
@@ -81,6 +95,7 @@ where
         } = batch;
         let out = self.op.process(records);
         self.stats.add(n, out.len());
+        set_held(0);
         if out.is_empty() {
             // Everything was consumed (filtered): the records ended here.
             return Ok(());
@@ -98,6 +113,7 @@ where
 
     fn finish(&mut self) -> Result<(), Halt> {
         set_current_op(self.op_id);
+        set_held(0);
         let tail = self.op.finish();
         self.stats.add(0, tail.len());
         if !tail.is_empty() {
@@ -127,7 +143,10 @@ impl<T: Send, S: Sink<T>> Emit<T> for SinkLink<T, S> {
             mut acks,
         } = batch;
         let batch_created = created;
-        match self.sink.write_with_acks(records, &mut acks) {
+        set_held(n);
+        let written = self.sink.write_with_acks(records, &mut acks);
+        set_held(0);
+        match written {
             Ok(()) => {
                 // Dead letters reported now may belong to earlier batches (a sink that
                 // completes writes later): count them against this batch, and against what
