@@ -25,15 +25,65 @@ fn appends_and_replays_in_order_then_compacts() {
     log.append(&[4, 5], Instant::now()).unwrap();
     assert_eq!(log.pending(), 5);
     let mut bad = 0;
-    let (b, _) = log.read_batch(4, &mut bad).unwrap();
+    let (b, _, ack1) = log.read_batch(4, &mut bad).unwrap();
     assert_eq!(b, vec![1, 2, 3, 4]);
-    let (b, _) = log.read_batch(4, &mut bad).unwrap();
+    let (b, _, ack2) = log.read_batch(4, &mut bad).unwrap();
     assert_eq!(b, vec![5]);
+    assert_eq!(log.pending(), 0);
+    // Everything was read but not yet delivered: the file stays until the acks complete.
+    log.append(&[6], Instant::now()).unwrap();
+    assert!(log.bytes() > 0);
+    let (b, _, ack3) = log.read_batch(4, &mut bad).unwrap();
+    assert_eq!(b, vec![6]);
+    assert_eq!(log.replaying(), 3);
+    drop((ack1, ack2, ack3));
+    assert_eq!(log.replaying(), 0);
+    log.append(&[7], Instant::now()).unwrap();
     assert_eq!(
         (log.pending(), log.bytes(), bad),
-        (0, 0, 0),
-        "empty log truncated"
+        (1, 17, 0),
+        "the file was truncated before the append"
     );
+}
+
+#[test]
+fn the_cursor_moves_only_over_replayed_batches_that_ended() {
+    // Three batches replayed; the second ends first, then the first: the cursor moves over
+    // both; the third never ends (the process is killed): a reopen replays exactly it.
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let mut log = SpillLog::open(&spec(dir.path(), 1 << 20), "acked").unwrap();
+        log.append(&(0..9).collect::<Vec<u64>>(), Instant::now())
+            .unwrap();
+        let mut bad = 0;
+        let (_, _, a1) = log.read_batch(3, &mut bad).unwrap();
+        let (_, _, a2) = log.read_batch(3, &mut bad).unwrap();
+        let (b3, _, a3) = log.read_batch(3, &mut bad).unwrap();
+        assert_eq!(b3, vec![6, 7, 8]);
+        drop(a2);
+        drop(a1);
+        std::mem::forget(a3); // killed before the last batch ended
+    }
+    let mut log = SpillLog::open(&spec(dir.path(), 1 << 20), "acked").unwrap();
+    assert_eq!(log.restored, 3);
+    assert_eq!(read_all(&mut log).0, vec![6, 7, 8]);
+}
+
+#[test]
+fn an_abandoned_replay_holds_the_cursor() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let mut log = SpillLog::open(&spec(dir.path(), 1 << 20), "failed").unwrap();
+        log.append(&(0..6).collect::<Vec<u64>>(), Instant::now())
+            .unwrap();
+        let mut bad = 0;
+        let (_, _, a1) = log.read_batch(3, &mut bad).unwrap();
+        let (_, _, a2) = log.read_batch(3, &mut bad).unwrap();
+        a1.fail(); // the job aborted with these records in an edge
+        drop((a1, a2));
+    }
+    let mut log = SpillLog::open(&spec(dir.path(), 1 << 20), "failed").unwrap();
+    assert_eq!(read_all(&mut log).0, (0..6).collect::<Vec<_>>());
 }
 
 #[test]
@@ -55,8 +105,9 @@ fn reopen_restores_pending_and_truncates_a_torn_tail() {
         let mut log = SpillLog::open(&spec(dir.path(), 1 << 20), "c").unwrap();
         log.append(&[10, 11, 12, 13], Instant::now()).unwrap();
         let mut bad = 0;
-        let (b, _) = log.read_batch(1, &mut bad).unwrap();
+        let (b, _, ack) = log.read_batch(1, &mut bad).unwrap();
         assert_eq!(b, vec![10]);
+        drop(ack);
     }
     // A crash mid-write leaves half a frame at the end.
     let mut f = std::fs::OpenOptions::new()
@@ -69,7 +120,7 @@ fn reopen_restores_pending_and_truncates_a_torn_tail() {
     assert_eq!(log.restored, 3, "the cursor remembered what was replayed");
     assert_eq!(log.health.truncated_bytes, 6);
     let mut bad = 0;
-    let (b, _) = log.read_batch(10, &mut bad).unwrap();
+    let (b, _, _) = log.read_batch(10, &mut bad).unwrap();
     assert_eq!(b, vec![11, 12, 13]);
 }
 
@@ -80,7 +131,7 @@ fn damaged_cursor_replays_from_the_start() {
         let mut log = SpillLog::open(&spec(dir.path(), 1 << 20), "d").unwrap();
         log.append(&[1, 2, 3], Instant::now()).unwrap();
         let mut bad = 0;
-        log.read_batch(2, &mut bad).unwrap();
+        drop(log.read_batch(2, &mut bad).unwrap());
     }
     std::fs::write(dir.path().join("d.cursor"), b"garbage").unwrap();
     let log = SpillLog::open(&spec(dir.path(), 1 << 20), "d").unwrap();
@@ -103,7 +154,7 @@ fn read_all(log: &mut SpillLog<u64>) -> (Vec<u64>, u64) {
     let mut bad = 0;
     let mut out = Vec::new();
     loop {
-        let (b, _) = log.read_batch(100, &mut bad).unwrap();
+        let (b, _, _ack) = log.read_batch(100, &mut bad).unwrap();
         if b.is_empty() && log.pending() == 0 {
             return (out, bad);
         }
@@ -184,13 +235,14 @@ fn a_cursor_that_cannot_be_written_loses_no_record() {
     std::fs::create_dir(dir.path().join("cur.cursor")).unwrap();
     let mut log = SpillLog::open(&spec(dir.path(), 1 << 30), "cur").unwrap();
     let mut bad = 0;
-    let (a, _) = log.read_batch(8, &mut bad).unwrap();
+    let (a, _, ack) = log.read_batch(8, &mut bad).unwrap();
     assert_eq!(
         a,
         (0..8).collect::<Vec<_>>(),
         "handed out despite the cursor"
     );
-    assert!(log.health.io_errors >= 1);
+    drop(ack); // delivered: the cursor write is attempted, and fails
+    assert!(log.health().io_errors >= 1);
     drop(log);
     // Reopened: the cursor is unreadable, so the 8 come again (duplicates, counted as a
     // reset), and nothing is missing.

@@ -212,12 +212,15 @@ impl<T> Port<T> {
             }
         }
         self.drops[DropReason::DeferError.index()][Priority::DEFAULT.index()] += bad + lost;
-        let (records, created) = result.ok()?;
+        let (records, created, ack) = result.ok()?;
         self.replayed += records.len() as u64;
         if records.is_empty() {
             return None;
         }
-        Some(Batch::with_created(records, created))
+        let mut batch = Batch::with_created(records, created);
+        // The log's cursor passes these records only once they all ended.
+        batch.acks.push(ack);
+        Some(batch)
     }
 
     pub fn weight(&self, len: usize) -> usize {

@@ -19,10 +19,14 @@
 //!
 //! # Durability
 //! Frames are written with `write` (no `fsync`): they survive the job process being killed,
-//! not the machine losing power. The cursor is written after each replayed batch, so a crash
-//! between the two replays that batch again (at least once). A cursor that cannot be written
-//! (a full disk, a path that is a directory) never costs the records already read: they are
-//! handed out, the failure is counted ([`DeferHealth::io_errors`]) and a restart may replay them
+//! not the machine losing power. A replayed batch carries an [`Ack`]; the cursor moves past
+//! it only once that ack completes, that is once every record of the batch has ended
+//! (delivered, dropped by a policy, dead-lettered), and only over a contiguous prefix of
+//! completed batches. So a process killed while replayed records sit in an edge or a sink
+//! replays them again after the restart (at least once), never loses them; and the file is
+//! truncated (compacted) only when everything was read *and* every replayed batch ended. A
+//! cursor that cannot be written (a full disk, a path that is a directory) never costs
+//! records: the failure is counted ([`DeferHealth::io_errors`]) and a restart may replay them
 //! twice.
 //!
 //! # Recovery
@@ -52,6 +56,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use parking_lot::Mutex;
+
+use crate::ack::{Ack, AckOutcome, AckToken};
 use crate::codec::Codec;
 
 const HEADER: usize = 16;
@@ -118,6 +125,49 @@ pub struct SpillLog<T> {
     /// Damaged regions found at open, `(start, end)`, skipped when replay reaches them.
     skips: std::collections::VecDeque<(u64, u64)>,
     buf: Vec<u8>,
+    /// The persisted cursor, moved by the acks of replayed batches.
+    durable: Arc<Mutex<Durable>>,
+}
+
+/// What a replayed batch's ack did: its records all ended, or some were abandoned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Replay {
+    Out,
+    Ended,
+    Abandoned,
+}
+
+/// The persisted cursor and the replayed batches it waits for, shared with their acks.
+#[derive(Debug)]
+struct Durable {
+    cursor_path: PathBuf,
+    /// Replayed batches in read order: the offset just past each, and how it ended.
+    outstanding: std::collections::VecDeque<(u64, Replay)>,
+    /// Cursor writes that failed.
+    io_errors: u64,
+}
+
+impl Durable {
+    /// The batch ending at `end` ended; moves the cursor over the completed prefix. An
+    /// abandoned batch (the job aborted) holds the cursor where it is: a restart replays it.
+    fn complete(&mut self, end: u64, outcome: AckOutcome) {
+        if let Some(e) = self.outstanding.iter_mut().find(|e| e.0 == end) {
+            e.1 = match outcome {
+                AckOutcome::Done => Replay::Ended,
+                AckOutcome::Failed => Replay::Abandoned,
+            };
+        }
+        let mut advance = None;
+        while let Some(&(end, Replay::Ended)) = self.outstanding.front() {
+            advance = Some(end);
+            self.outstanding.pop_front();
+        }
+        if let Some(off) = advance {
+            if write_cursor(&self.cursor_path, off).is_err() {
+                self.io_errors += 1;
+            }
+        }
+    }
 }
 
 /// What a defer log recovered and failed to, for reports.
@@ -314,6 +364,11 @@ impl<T> SpillLog<T> {
         let mut log = SpillLog {
             data,
             data_path,
+            durable: Arc::new(Mutex::new(Durable {
+                cursor_path: cursor_path.clone(),
+                outstanding: std::collections::VecDeque::new(),
+                io_errors: 0,
+            })),
             cursor_path,
             read_off,
             write_off: found.end,
@@ -344,7 +399,31 @@ impl<T> SpillLog<T> {
 
     /// What recovery found and what failed since.
     pub fn health(&self) -> DeferHealth {
-        self.health
+        let mut h = self.health;
+        h.io_errors += self.durable.lock().io_errors;
+        h
+    }
+
+    /// Replayed batches whose records have not all ended yet (the cursor waits for them).
+    pub fn replaying(&self) -> usize {
+        self.durable.lock().outstanding.len()
+    }
+
+    /// Truncates the file once everything in it was read and every replayed batch ended.
+    fn compact_if_done(&mut self) {
+        if self.write_off == 0 || self.read_off < self.write_off {
+            return;
+        }
+        if !self.durable.lock().outstanding.is_empty() {
+            return;
+        }
+        if self.data.set_len(0).is_err() || write_cursor(&self.cursor_path, 0).is_err() {
+            self.health.io_errors += 1;
+            return;
+        }
+        self.read_off = 0;
+        self.write_off = 0;
+        self.skips.clear();
     }
 
     /// Records deferred and not yet replayed.
@@ -368,6 +447,7 @@ impl<T> SpillLog<T> {
     /// [`SpillError::Full`] when the records do not fit under the cap, a codec or I/O error
     /// otherwise.
     pub fn append(&mut self, records: &[T], created: Instant) -> Result<(), SpillError> {
+        self.compact_if_done();
         let wall = wall_ns(created);
         self.buf.clear();
         let mut payload = Vec::new();
@@ -404,12 +484,14 @@ impl<T> SpillLog<T> {
     }
 
     /// Reads up to `max` records in the order they were deferred, with the creation instant
-    /// of the first, and advances the persisted cursor. Records that fail to decode, and
-    /// records lost in a frame damaged while the job ran, are counted in `bad` (the caller
-    /// counts them as dropped), never silently skipped.
+    /// of the first and the batch's [`Ack`]: the persisted cursor moves past these records
+    /// only once the ack completes (the last clone dropped, as when every record ended;
+    /// see the module docs). Records that fail to decode, and records lost in a frame
+    /// damaged while the job ran, are counted in `bad` (the caller counts them as dropped),
+    /// never silently skipped.
     ///
-    /// A cursor that cannot be persisted does not fail the call: the records read are
-    /// returned (the next run may replay them again) and [`DeferHealth::io_errors`] counts it.
+    /// A cursor that cannot be persisted does not fail anything: the records are handed out
+    /// (the next run may replay them again) and [`DeferHealth::io_errors`] counts it.
     ///
     /// # Errors
     /// An I/O error reading the log before any record was read; nothing was consumed then.
@@ -417,7 +499,8 @@ impl<T> SpillLog<T> {
         &mut self,
         max: usize,
         bad: &mut u64,
-    ) -> Result<(Vec<T>, Instant), SpillError> {
+    ) -> Result<(Vec<T>, Instant, Ack), SpillError> {
+        self.compact_if_done();
         let mut out = Vec::new();
         let mut first_created = None;
         let mut payload = std::mem::take(&mut self.buf);
@@ -468,17 +551,19 @@ impl<T> SpillLog<T> {
         if self.read_off >= self.write_off {
             // Records still counted pending were in damaged frames: lost, and counted.
             *bad += std::mem::take(&mut self.pending);
-            self.read_off = 0;
-            self.write_off = 0;
-            self.skips.clear();
-            if self.data.set_len(0).is_err() {
-                self.health.io_errors += 1;
-            }
         }
-        if write_cursor(&self.cursor_path, self.read_off).is_err() {
-            self.health.io_errors += 1;
-        }
-        Ok((out, first_created.map_or_else(Instant::now, instant_of)))
+        let end = self.read_off;
+        self.durable
+            .lock()
+            .outstanding
+            .push_back((end, Replay::Out));
+        let durable = self.durable.clone();
+        let ack = AckToken::new(move |outcome| durable.lock().complete(end, outcome));
+        Ok((
+            out,
+            first_created.map_or_else(Instant::now, instant_of),
+            ack,
+        ))
     }
 }
 
