@@ -62,6 +62,11 @@ pub struct KafkaCopyArgs {
     /// Fail if no partition is assigned within this long (an unreachable broker).
     #[arg(long, default_value = "60s", value_parser = parse::duration)]
     assign_timeout: std::time::Duration,
+    /// Defer what the work cannot keep up with to an on-disk log in DIR (acknowledged to the
+    /// input once written, replayed when the work catches up, and by the next run with the
+    /// same DIR after a crash), instead of holding the input back.
+    #[arg(long, value_name = "DIR")]
+    defer_dir: Option<PathBuf>,
 }
 
 /// `sluice run passthrough`.
@@ -160,6 +165,7 @@ pub fn copy(a: &KafkaCopyArgs) -> Result<(), CliError> {
         end_when_idle: a.end_when_idle,
         props: a.props.clone(),
         assign_timeout: a.assign_timeout,
+        defer_dir: a.defer_dir.clone(),
     };
     // The partitions this member holds, whenever that changes (stderr), so a group of several
     // processes can be watched splitting and handing over partitions.

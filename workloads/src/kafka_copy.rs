@@ -10,7 +10,10 @@ use sluice_connectors::kafka::{
     codec, KafkaConfig, KafkaConfigError, KafkaPipelineExt, KafkaSinkConfig, KafkaSinkStats,
     KafkaSourceConfig, KafkaSourceStats, KafkaStreamExt,
 };
-use sluice_engine::{BuildError, JobError, JobReport, Pipeline};
+use sluice_engine::{
+    BuildError, DeferConfig, EdgePolicy, JobError, JobReport, JsonCodec, Pipeline, Priority,
+    WhenLogFull,
+};
 use sluice_operators::StreamExt;
 
 /// What to copy, and how.
@@ -33,6 +36,9 @@ pub struct CopyConfig {
     /// The job fails if this member holds no partition by then (an unreachable broker, a
     /// topic that does not exist).
     pub assign_timeout: Duration,
+    /// Defer what the work cannot keep up with to a log in this directory (the edge before
+    /// the work defers every record under pressure); `None`: the edge blocks.
+    pub defer_dir: Option<std::path::PathBuf>,
 }
 
 /// How a copy ended.
@@ -99,20 +105,35 @@ pub fn run(
     let stats = Arc::new(KafkaSourceStats::default());
     let delay = cfg.delay;
     let p = Pipeline::new("kafka-copy").batch_size(256);
-    p.kafka_source("input", 1, scfg, codec::raw(), stats.clone())
-        .map("work", move |b: Vec<u8>| {
-            if !delay.is_zero() {
-                std::thread::sleep(delay);
-            }
-            b
-        })
-        .edge_capacity(512)
-        .kafka_sink(
-            "output",
-            KafkaSinkConfig::new(kafka, &cfg.output),
-            Arc::new(|b: &Vec<u8>| (Some(b.clone()), b.clone())),
-            Arc::new(KafkaSinkStats::default()),
-        );
+    let input = p.kafka_source("input", 1, scfg, codec::raw(), stats.clone());
+    let work = move |b: Vec<u8>| {
+        if !delay.is_zero() {
+            std::thread::sleep(delay);
+        }
+        b
+    };
+    let output = match &cfg.defer_dir {
+        // Deferring: the work sits behind the edge, so the edge is where pressure shows; a
+        // record written to the log is acknowledged (its offset may be committed), and the
+        // log replays it to the work later, or in the next run with the same directory.
+        Some(dir) => input
+            .edge_capacity(512)
+            .edge_policy(EdgePolicy::Defer(DeferConfig {
+                below: Priority::WARN,
+                when_full: WhenLogFull::Block,
+            }))
+            .classify(|_: &Vec<u8>| Priority::DEBUG)
+            .defer_to(dir, 1 << 30, JsonCodec::<Vec<u8>>::new())
+            .new_chain()
+            .map("work", work),
+        None => input.map("work", work).edge_capacity(512),
+    };
+    output.kafka_sink(
+        "output",
+        KafkaSinkConfig::new(kafka, &cfg.output),
+        Arc::new(|b: &Vec<u8>| (Some(b.clone()), b.clone())),
+        Arc::new(KafkaSinkStats::default()),
+    );
     let job = p.run()?;
     let done = Arc::new(AtomicBool::new(false));
     let unassigned = Arc::new(AtomicBool::new(false));

@@ -92,9 +92,11 @@ pub struct KafkaSourceConfig {
     pub dead_letter_topic: Option<String>,
     /// End the stream after this many records (demos and tests; none: run until stopped).
     pub max_records: Option<u64>,
-    /// End the stream once no message arrived for this long after the first one, for reading
-    /// a finite topic to its end. (A source that never receives a message does not end by
-    /// itself: stop the job.)
+    /// End the stream once no message arrived for this long while this member held
+    /// partitions, for reading a finite topic to its end. Time without partitions (joining
+    /// the group, a rebalance), paused, or blocked on the graph does not count. A member
+    /// that restarts on a topic its group has already read to the end ends after this long
+    /// too (before, it waited for a first message forever).
     pub end_when_idle: Option<Duration>,
 }
 

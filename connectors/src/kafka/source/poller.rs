@@ -41,7 +41,6 @@ pub(super) fn poller<T: Send + 'static>(
     // Idleness (for `end_when_idle`) counts only while this member holds partitions, is not
     // paused and has nothing waiting: time spent in a rebalance, paused, or blocked on the
     // graph is not a quiet topic (counting it ended a member that was revoked mid-stream).
-    let mut seen_msg = false;
     let mut idle_since: Option<Instant> = None;
     let mut emitted = 0u64;
     // Acks are applied as they come; offsets are stored when acks arrived, at most every
@@ -143,7 +142,6 @@ pub(super) fn poller<T: Send + 'static>(
         }
         match polled {
             Some(Ok(m)) => {
-                seen_msg = true;
                 idle_since = None;
                 stats.polled.fetch_add(1, Ordering::Relaxed);
                 let (topic, partition, offset) = (m.topic().to_string(), m.partition(), m.offset());
@@ -212,7 +210,7 @@ pub(super) fn poller<T: Send + 'static>(
                 if !current.records.is_empty() && held.is_none() {
                     flush(&mut current, &mut held, &tracker, cfg.batch_size);
                 }
-                if let (Some(idle), true) = (cfg.end_when_idle, seen_msg) {
+                if let Some(idle) = cfg.end_when_idle {
                     let quiet = paused_at.is_none()
                         && held.is_none()
                         && current.records.is_empty()
