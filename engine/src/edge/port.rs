@@ -227,7 +227,15 @@ impl<T> Port<T> {
         len.min(self.capacity)
     }
 
-    fn push(&mut self, batch: Batch<T>, weight: usize) {
+    fn push(&mut self, mut batch: Batch<T>, weight: usize) {
+        // A bound in records must bound memory: a batch holding a few records in an
+        // allocation sized for many (a source that polled what was due, a filter that kept
+        // a few) would keep all of it while it waits, and an edge of 10,000 records full of
+        // 3-record batches held ~70 MB of 24-byte records. Such a batch is shrunk as it is
+        // queued (a copy of the few records; a full batch costs one comparison).
+        if batch.records.capacity() > 2 * batch.records.len() + 8 {
+            batch.records.shrink_to_fit();
+        }
         self.available -= weight;
         self.queued_records += batch.len();
         self.sent_records += batch.len() as u64;
