@@ -13,7 +13,7 @@ fn a_queued_small_batch_does_not_keep_a_large_allocation() {
         EdgePolicy::DropOldest,
     ] {
         let rx: Receiver<u64> = Receiver::new();
-        let tx = rx.add_port(10_000, policy.clone());
+        let tx = rx.add_port(10_000, policy);
         // What a paced source polled: three records due, in a buffer sized for a batch.
         for i in 0..1_000u64 {
             let mut v = Vec::with_capacity(1024);
