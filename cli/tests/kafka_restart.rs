@@ -67,24 +67,47 @@ fn kafka_copy(
     c
 }
 
+/// Creates this run's input and output topics (2 partitions each) and its group name, and
+/// produces `n` messages `m0`..`m{n-1}` to the input.
+fn copy_topics(brokers: &str, prefix: &str, n: u64) -> (String, String, String) {
+    let run = std::process::id();
+    let (tin, tout, group) = (
+        format!("{prefix}-in-{run}"),
+        format!("{prefix}-out-{run}"),
+        format!("{prefix}-{run}"),
+    );
+    create_topic(&tin, 2).unwrap();
+    create_topic(&tout, 2).unwrap();
+    produce(brokers, &tin, n, |i| {
+        (format!("m{i}"), format!("m{i}").into_bytes())
+    })
+    .unwrap();
+    (tin, tout, group)
+}
+
+/// The group's committed offsets on `topic`, summed: a job's progress, read without joining.
+fn committed_probe(brokers: &str, group: &str, topic: &str) -> impl Fn() -> u64 {
+    let probe: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", group)
+        .create()
+        .unwrap();
+    let topic = topic.to_string();
+    move || {
+        sluice::connectors::kafka::committed_offsets(&probe, &[&topic])
+            .iter()
+            .map(|(_, _, o)| (*o).max(0) as u64)
+            .sum()
+    }
+}
+
 #[test]
 fn kill_9_mid_stream_then_restart_loses_nothing() {
     let Some(brokers) = broker_from_env() else {
         return;
     };
-    let run = std::process::id();
-    let (tin, tout, group) = (
-        format!("k9-in-{run}"),
-        format!("k9-out-{run}"),
-        format!("k9-{run}"),
-    );
-    create_topic(&tin, 2).unwrap();
-    create_topic(&tout, 2).unwrap();
     let n = 20_000u64;
-    produce(&brokers, &tin, n, |i| {
-        (format!("m{i}"), format!("m{i}").into_bytes())
-    })
-    .unwrap();
+    let (tin, tout, group) = copy_topics(&brokers, "k9", n);
 
     let job = |delay: &str| {
         kafka_copy(&brokers, (&tin, &tout, &group), delay, "4s")
@@ -94,17 +117,7 @@ fn kill_9_mid_stream_then_restart_loses_nothing() {
     // A slow first run (about 1k records/s), killed with SIGKILL once part of the output exists.
     let mut first = job("1000");
     // Progress is read from the group's committed offsets (no group join needed).
-    let probe: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", &brokers)
-        .set("group.id", &group)
-        .create()
-        .unwrap();
-    let committed = || -> u64 {
-        sluice::connectors::kafka::committed_offsets(&probe, &[&tin])
-            .iter()
-            .map(|(_, _, o)| (*o).max(0) as u64)
-            .sum()
-    };
+    let committed = committed_probe(&brokers, &group, &tin);
     let deadline = Instant::now() + Duration::from_secs(90);
     let mut before_kill;
     loop {
@@ -147,19 +160,8 @@ fn kill_9_of_a_deferring_job_then_restart_replays_its_log_and_loses_nothing() {
     let Some(brokers) = broker_from_env() else {
         return;
     };
-    let run = std::process::id();
-    let (tin, tout, group) = (
-        format!("k9d-in-{run}"),
-        format!("k9d-out-{run}"),
-        format!("k9d-{run}"),
-    );
-    create_topic(&tin, 2).unwrap();
-    create_topic(&tout, 2).unwrap();
     let n = 20_000u64;
-    produce(&brokers, &tin, n, |i| {
-        (format!("m{i}"), format!("m{i}").into_bytes())
-    })
-    .unwrap();
+    let (tin, tout, group) = copy_topics(&brokers, "k9d", n);
     let dir = tempfile::tempdir().unwrap();
     let defer_dir = dir.path().to_str().unwrap();
     let job = |delay: &str| {
@@ -182,17 +184,7 @@ fn kill_9_of_a_deferring_job_then_restart_replays_its_log_and_loses_nothing() {
     // A slow first run (about 500 records/s): the source reads ahead, the edge defers what
     // the work cannot take, and the deferred offsets are committed.
     let mut first = job("2000");
-    let probe: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", &brokers)
-        .set("group.id", &group)
-        .create()
-        .unwrap();
-    let committed = || -> u64 {
-        sluice::connectors::kafka::committed_offsets(&probe, &[&tin])
-            .iter()
-            .map(|(_, _, o)| (*o).max(0) as u64)
-            .sum()
-    };
+    let committed = committed_probe(&brokers, &group, &tin);
     let deadline = Instant::now() + Duration::from_secs(90);
     let mut before_kill;
     loop {
