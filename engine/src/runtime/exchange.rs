@@ -179,10 +179,10 @@ impl<T: Send, H: Fn(&T) -> u64 + Send + Sync> Emit<T> for Hash<T, H> {
                 .map(|r| partition_of((self.hash)(r), n) as u32),
         );
         set_held(0);
-        let mut records = records.into_iter();
-        let mut targets = std::mem::take(&mut self.targets);
-        let mut i_iter = targets.drain(..);
-        while let (Some(r), Some(i)) = (records.next(), i_iter.next()) {
+        let targets = std::mem::take(&mut self.targets);
+        let mut records = records.into_iter().zip(&targets);
+        let mut result = Ok(());
+        while let Some((r, &i)) = records.next() {
             let i = i as usize;
             let buf = &mut self.bufs[i];
             if buf.capacity() == 0 {
@@ -200,15 +200,14 @@ impl<T: Send, H: Fn(&T) -> u64 + Send + Sync> Emit<T> for Hash<T, H> {
                 if let Err(h) = self.send_buf(i) {
                     self.task.add_abandoned(records.len() as u64);
                     fail_acks(&acks);
-                    drop(i_iter);
-                    self.targets = targets;
-                    return Err(h);
+                    result = Err(h);
+                    break;
                 }
             }
         }
-        drop(i_iter);
+        drop(records);
         self.targets = targets;
-        Ok(())
+        result
     }
 
     fn flush(&mut self) -> Result<(), Halt> {
