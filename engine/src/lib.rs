@@ -46,7 +46,8 @@ pub use operator::{
 };
 pub use plan::EdgeId;
 pub use policy::{
-    DeferConfig, DropReason, EdgePolicy, SampleConfig, Watermarks, WhenLogFull, REASONS,
+    DeferConfig, DropReason, EdgePolicy, SampleConfig, ServiceOrder, Shares, Watermarks,
+    WhenLogFull, REASONS,
 };
 pub use priority::{Classifier, Prioritized, Priority, CLASSES};
 pub use report::{

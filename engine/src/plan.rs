@@ -87,6 +87,7 @@ pub(crate) struct PlanEdge {
     pub exchange: ExchangeKind,
     pub capacity: usize,
     pub policy: EdgePolicy,
+    pub service: crate::policy::ServiceOrder,
     pub ports: Vec<(Arc<dyn EdgeProbe>, usize)>,
 }
 

@@ -229,3 +229,99 @@ mod duration_ms {
         u64::deserialize(d).map(Duration::from_millis)
     }
 }
+
+/// The order in which an edge's receiver takes queued records.
+///
+/// | order | the receiver takes | cost |
+/// | --- | --- | --- |
+/// | [`Fifo`](ServiceOrder::Fifo) | the oldest queued batch | none: batches stay as sent |
+/// | [`Priority`](ServiceOrder::Priority) | the oldest records of the highest class queued | classification and a split by class, only while two or more batches are queued |
+/// | [`Weighted`](ServiceOrder::Weighted) | the class furthest behind its share of service | as `Priority` |
+///
+/// Records are never reordered within a class and a sender. Across classes they are: under
+/// `Priority` an error sent after a debug record can be received before it. Keyed state
+/// downstream sees each key's records in order only if every record of a key has one class
+/// (the usual case: a key's level does not change), so order-sensitive operators should
+/// classify by something that is constant per key, or keep the edge `Fifo`.
+///
+/// The default ([`ServiceOrder::for_edge`]): `Priority` for an edge that classifies its
+/// records, `Fifo` for one that does not.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum ServiceOrder {
+    /// First in, first out, across classes.
+    #[default]
+    Fifo,
+    /// Highest class first; first in, first out within a class.
+    Priority,
+    /// Work-conserving shares per class: while several classes wait, each receives service in
+    /// proportion to its share, so a low class still gets its fraction under sustained
+    /// overload; a class alone gets everything.
+    Weighted(Shares),
+}
+
+impl ServiceOrder {
+    /// The default order for an edge: `Priority` if it classifies its records, else `Fifo`.
+    pub fn for_edge(classifies: bool) -> Self {
+        if classifies {
+            ServiceOrder::Priority
+        } else {
+            ServiceOrder::Fifo
+        }
+    }
+
+    /// Whether the edge keeps its records in per-class lanes.
+    pub fn by_class(self) -> bool {
+        !matches!(self, ServiceOrder::Fifo)
+    }
+}
+
+impl fmt::Display for ServiceOrder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ServiceOrder::Fifo => f.write_str("fifo"),
+            ServiceOrder::Priority => f.write_str("priority"),
+            ServiceOrder::Weighted(s) => {
+                f.write_str("weighted(")?;
+                let mut first = true;
+                for c in Priority::all() {
+                    let w = s.share[c.index()];
+                    if w > 0 {
+                        if !first {
+                            f.write_str(",")?;
+                        }
+                        write!(f, "{c}={w}")?;
+                        first = false;
+                    }
+                }
+                f.write_str(")")
+            }
+        }
+    }
+}
+
+/// Shares of service per class for [`ServiceOrder::Weighted`], indexed by class rank. A class
+/// with share 0 is served only when no class with a share waits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Shares {
+    /// Indexed by class rank.
+    pub share: [u32; CLASSES],
+}
+
+impl Default for Shares {
+    /// Each class twice the share of the one below it: debug 1, info 2, warn 4, error 8, ...
+    fn default() -> Self {
+        Shares {
+            share: std::array::from_fn(|c| 1 << c),
+        }
+    }
+}
+
+impl Shares {
+    /// Sets one class's share.
+    pub fn with(mut self, class: Priority, share: u32) -> Self {
+        self.share[class.index()] = share;
+        self
+    }
+}

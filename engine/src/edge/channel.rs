@@ -55,6 +55,9 @@ struct State<T> {
     no_replay: bool,
     /// Queued batches are merged up to this many records when taken (1: never).
     coalesce: usize,
+    /// Some port is served by class: the receiver takes from the port whose highest queued
+    /// class is highest (round-robin between equals) rather than round-robin.
+    by_class: bool,
 }
 
 /// Most records a replayed batch holds.
@@ -208,7 +211,7 @@ fn snapshot<T>(p: &Port<T>) -> PortSnapshot {
     PortSnapshot {
         capacity: p.capacity,
         available: p.available,
-        in_flight_credit: p.queue.iter().map(|e| e.weight).sum(),
+        in_flight_credit: p.entries().map(|e| e.weight).sum(),
         queued_records: p.queued_records,
         max_queued_records: p.max_queued_records,
         sent_records: p.sent_records,
@@ -442,6 +445,7 @@ impl<T> Receiver<T> {
                     aborted: false,
                     no_replay: false,
                     coalesce: 1,
+                    by_class: false,
                 }),
                 data_ready: Condvar::new(),
                 credit_ready: Condvar::new(),
@@ -467,7 +471,9 @@ impl<T> Receiver<T> {
         assert!(cfg.capacity > 0, "edge capacity must be at least 1");
         let mut st = self.shared.state.lock();
         let port = st.ports.len();
-        st.ports.push(Port::new(cfg));
+        let p = Port::new(cfg);
+        st.by_class |= p.lanes.is_some();
+        st.ports.push(p);
         drop(st);
         Sender {
             shared: self.shared.clone(),
@@ -547,13 +553,16 @@ impl<T> Receiver<T> {
             return Err(TryRecvError::Aborted);
         }
         let n = st.ports.len();
+        if st.by_class && n > 1 {
+            return self.take_by_class(st, tapped);
+        }
         let replay = !st.no_replay;
         let coalesce = st.coalesce;
         let mut expired = Vec::new();
         for i in 0..n {
             let idx = (st.cursor + i) % n;
             let port = &mut st.ports[idx];
-            if matches!(port.policy, EdgePolicy::Deadline(_)) && !port.queue.is_empty() {
+            if matches!(port.policy, EdgePolicy::Deadline(_)) && !port.is_empty() {
                 port.expire(Instant::now(), &mut expired);
                 tapped.extend(expired.drain(..).map(|d| (idx, d)));
             }
@@ -561,7 +570,7 @@ impl<T> Receiver<T> {
             // port's queue is empty. Replaying whenever the port had spare credit put
             // replayed low classes ahead of the higher-class records queued behind them (in
             // a burst of pages, high-rank p99 5.3 s instead of tens of ms).
-            if replay && port.queue.is_empty() && port.deferred_pending() > 0 {
+            if replay && port.is_empty() && port.deferred_pending() > 0 {
                 if let Some(batch) = port.replay(port.capacity.min(REPLAY_BATCH)) {
                     st.cursor = (idx + 1) % n;
                     return Ok(batch);
@@ -578,6 +587,69 @@ impl<T> Receiver<T> {
             if port.should_wake_senders() {
                 // Expired batches returned credit.
                 self.shared.credit_ready.notify_all();
+            }
+        }
+        if st.ports.iter().all(|p| p.ended(replay)) {
+            Err(TryRecvError::Closed)
+        } else {
+            Err(TryRecvError::Empty)
+        }
+    }
+
+    /// `take` for an inbox of several ports, one of them served by class: the port whose
+    /// highest queued class is highest goes first (an error on one input of a union is not
+    /// kept waiting by debug records on the other), round-robin between equals. Deferred
+    /// records are replayed only when no port has anything queued.
+    fn take_by_class(
+        &self,
+        st: &mut MutexGuard<'_, State<T>>,
+        tapped: &mut Vec<(usize, Dropped<T>)>,
+    ) -> Result<Batch<T>, TryRecvError> {
+        let n = st.ports.len();
+        let replay = !st.no_replay;
+        let coalesce = st.coalesce;
+        let now = Instant::now();
+        let mut expired = Vec::new();
+        let mut best: Option<(usize, usize)> = None;
+        let mut wake = false;
+        for i in 0..n {
+            let idx = (st.cursor + i) % n;
+            let port = &mut st.ports[idx];
+            if matches!(port.policy, EdgePolicy::Deadline(_)) && !port.is_empty() {
+                port.expire(now, &mut expired);
+                tapped.extend(expired.drain(..).map(|d| (idx, d)));
+                wake |= port.should_wake_senders();
+            }
+            if let Some(class) = port.top_class() {
+                if best.is_none_or(|(c, _)| class > c) {
+                    best = Some((class, idx));
+                }
+            }
+        }
+        if let Some((_, idx)) = best {
+            let port = &mut st.ports[idx];
+            if let Some(batch) = port.pop_coalesced(coalesce) {
+                wake |= port.should_wake_senders();
+                st.cursor = (idx + 1) % n;
+                if wake {
+                    self.shared.credit_ready.notify_all();
+                }
+                return Ok(batch);
+            }
+        }
+        if wake {
+            self.shared.credit_ready.notify_all();
+        }
+        if replay {
+            for i in 0..n {
+                let idx = (st.cursor + i) % n;
+                let port = &mut st.ports[idx];
+                if port.deferred_pending() > 0 {
+                    if let Some(batch) = port.replay(port.capacity.min(REPLAY_BATCH)) {
+                        st.cursor = (idx + 1) % n;
+                        return Ok(batch);
+                    }
+                }
             }
         }
         if st.ports.iter().all(|p| p.ended(replay)) {

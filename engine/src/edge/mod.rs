@@ -38,6 +38,7 @@
 
 mod channel;
 mod error;
+mod lanes;
 mod port;
 mod spill;
 

@@ -16,10 +16,12 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Instant;
 
+use super::lanes::Lanes;
 use super::spill::{DeferHealth, SpillError, SpillLog};
 use crate::batch::Batch;
 use crate::policy::{
-    DeferConfig, DropReason, EdgePolicy, SampleConfig, Watermarks, WhenLogFull, REASONS,
+    DeferConfig, DropReason, EdgePolicy, SampleConfig, ServiceOrder, Watermarks, WhenLogFull,
+    REASONS,
 };
 use crate::priority::{Classifier, Priority, CLASSES};
 
@@ -49,6 +51,9 @@ pub struct PortConfig<T> {
     pub tap: Option<(u64, DropTapFn<T>)>,
     /// The defer log of a `Defer` edge.
     pub spill: Option<SpillLog<T>>,
+    /// The order in which the receiver takes queued records (by class needs a classifier;
+    /// without one every record is of the default class and the order is FIFO).
+    pub service: ServiceOrder,
 }
 
 impl<T> PortConfig<T> {
@@ -60,6 +65,7 @@ impl<T> PortConfig<T> {
             classifier: None,
             tap: None,
             spill: None,
+            service: ServiceOrder::Fifo,
         }
     }
 }
@@ -99,7 +105,11 @@ pub(super) struct Port<T> {
     pub policy: EdgePolicy,
     pub classifier: Option<Classifier<T>>,
     pub tap: Option<(u64, DropTapFn<T>)>,
+    /// Batches as accepted (the whole queue of a FIFO port; the arrival queue of a port
+    /// served by class, whose older records are in `lanes`).
     pub queue: VecDeque<Entry<T>>,
+    /// Per-class lanes of a port served by class.
+    pub lanes: Option<Lanes<T>>,
     pub queued_records: usize,
     pub open_senders: usize,
     pub sent_records: u64,
@@ -131,6 +141,7 @@ pub const REPLAY_ATTEMPTS: u32 = 3;
 
 impl<T> Port<T> {
     pub fn new(cfg: PortConfig<T>) -> Self {
+        let classifies = cfg.classifier.is_some();
         Port {
             capacity: cfg.capacity,
             available: cfg.capacity,
@@ -138,6 +149,11 @@ impl<T> Port<T> {
             classifier: cfg.classifier,
             tap: cfg.tap,
             queue: VecDeque::new(),
+            lanes: if classifies {
+                Lanes::for_order(cfg.service)
+            } else {
+                None
+            },
             queued_records: 0,
             open_senders: 1,
             sent_records: 0,
@@ -171,7 +187,39 @@ impl<T> Port<T> {
     /// True when nothing more will come out of this port: its senders are closed, its queue
     /// is empty, and its defer log is empty (or not to be replayed in this run).
     pub fn ended(&self, replay: bool) -> bool {
-        self.open_senders == 0 && self.queue.is_empty() && (!replay || self.deferred_pending() == 0)
+        self.open_senders == 0 && self.is_empty() && (!replay || self.deferred_pending() == 0)
+    }
+
+    /// True when no record is queued.
+    pub fn is_empty(&self) -> bool {
+        self.queue.is_empty() && self.lanes.as_ref().is_none_or(Lanes::is_empty)
+    }
+
+    /// Every queued entry.
+    pub fn entries(&self) -> impl Iterator<Item = &Entry<T>> {
+        self.queue
+            .iter()
+            .chain(self.lanes.iter().flat_map(|l| l.entries()))
+    }
+
+    /// Moves the arrival queue into the lanes (a port served by class; no-op otherwise).
+    fn sort(&mut self) {
+        if let Some(lanes) = &mut self.lanes {
+            if !self.queue.is_empty() {
+                let classifier = &self.classifier;
+                lanes.sort_in(&mut self.queue, &|r| classify_with(classifier, r));
+            }
+        }
+    }
+
+    /// The highest class queued, for choosing between the ports of one inbox (`None`: empty).
+    /// A FIFO port's records count as the default class.
+    pub fn top_class(&mut self) -> Option<usize> {
+        if self.lanes.is_none() {
+            return (!self.queue.is_empty()).then_some(Priority::DEFAULT.index());
+        }
+        self.sort();
+        self.lanes.as_ref().and_then(Lanes::top)
     }
 
     /// Records in the defer log.
@@ -251,7 +299,7 @@ impl<T> Port<T> {
     /// Marks the acks of everything queued failed (the job is aborting: these records will
     /// not reach an end in this run).
     pub fn fail_queued(&self) {
-        for e in &self.queue {
+        for e in self.entries() {
             e.batch.fail_acks();
         }
     }
@@ -269,7 +317,22 @@ impl<T> Port<T> {
     /// total stays within `max` records: a stage behind a split or a slow consumer gets
     /// full batches instead of many small ones. The merged batch keeps the oldest creation
     /// instant.
+    ///
+    /// A port served by class takes from its lanes (merging only within a lane), except when
+    /// its lanes are empty and one batch is queued: that batch is taken as sent, unclassified.
     pub fn pop_coalesced(&mut self, max: usize) -> Option<Batch<T>> {
+        if self
+            .lanes
+            .as_ref()
+            .is_some_and(|l| !l.is_empty() || self.queue.len() > 1)
+        {
+            self.sort();
+            let (batch, weight) = self.lanes.as_mut()?.pop(max)?;
+            self.available += weight;
+            self.queued_records -= batch.len();
+            self.received_records += batch.len() as u64;
+            return Some(batch);
+        }
         let mut first = self.pop()?;
         while let Some(next) = self.queue.front() {
             if first.len() + next.batch.len() > max {
@@ -284,16 +347,7 @@ impl<T> Port<T> {
 
     /// Classes of `records`, in order (all `Priority::DEFAULT` without a classifier).
     fn classify(&self, records: &[T]) -> Vec<Priority> {
-        match &self.classifier {
-            Some(c) => {
-                let mut v = Vec::with_capacity(records.len());
-                c(records, &mut v);
-                // A classifier that returns too few classes gets the default for the rest.
-                v.resize(records.len(), Priority::DEFAULT);
-                v
-            }
-            None => vec![Priority::DEFAULT; records.len()],
-        }
+        classify_with(&self.classifier, records)
     }
 
     /// The classes of `batch`, from the sender's cache when it still matches the batch.
@@ -524,8 +578,28 @@ impl<T> Port<T> {
         }
     }
 
-    /// Evicts the oldest queued records until `needed` credits are available.
+    /// Evicts the oldest queued records until `needed` credits are available (on a port served
+    /// by class: the oldest of the lowest class queued).
     fn evict_oldest(&mut self, needed: usize, tapped: &mut Vec<Dropped<T>>) {
+        if self.lanes.is_some() {
+            self.sort();
+            let mut old = Vec::new();
+            while self.available < needed {
+                let Some(lanes) = self.lanes.as_mut() else {
+                    break;
+                };
+                let Some(class) = lanes.bottom() else { break };
+                let before = old.len();
+                let freed = lanes.evict_front(class, needed - self.available, &mut old);
+                self.available += freed;
+                self.queued_records -= old.len() - before;
+                let c = Priority::rank(class as u8);
+                for r in old.drain(..) {
+                    self.record_drop(r, c, DropReason::Oldest, tapped);
+                }
+            }
+            return;
+        }
         while self.available < needed {
             let Some(front) = self.queue.front_mut() else {
                 break;
@@ -541,7 +615,7 @@ impl<T> Port<T> {
             let old: Vec<T> = front.batch.records.drain(..take).collect();
             front.classes = None;
             let new_len = front.batch.len();
-            let new_w = new_len.min(self.capacity);
+            let new_w = front.weight.min(new_len);
             self.available += front.weight - new_w;
             front.weight = new_w;
             self.queued_records -= take;
@@ -569,69 +643,71 @@ impl<T> Port<T> {
         }
         // Under pressure: classify the incoming records (once per batch, across retries).
         let mut classes = self.classes_of(&batch, cache);
-        let mut counts = class_counts(&classes).map(|n| n as usize);
+        let counts = class_counts(&classes).map(|n| n as usize);
         // 1. Refuse incoming classes whose watermark is exceeded, lowest class first. The fill
         //    a class sees counts what it cannot displace: queued records of its own class and
         //    above, plus the incoming records of its class and above. (Counting everything
         //    queued let a queue full of info refuse warn outright, and info then took the
         //    room warn should have had: at 10x, warn was shed 50% while info got through.)
+        //    A class over its watermark is still not refused while records of a lower
+        //    sheddable class are queued: they make room for it first (step 2).
         let queued = self.queued_class_counts();
-        let mut refuse = [false; CLASSES];
+        let mut cut = [0usize; CLASSES];
         let mut remaining = batch.len();
+        let mut lower = 0usize;
         for c in 0..CLASSES {
-            if counts[c] == 0 {
-                continue;
-            }
             if let Some(f) = w.fill[c] {
-                let mine: usize = (c..CLASSES).map(|k| queued[k] + counts[k]).sum();
-                let fill = mine.min(in_use + remaining).min(self.capacity) as f64 / cap;
-                if fill > f {
-                    refuse[c] = true;
-                    remaining -= counts[c];
+                if counts[c] > 0 && lower == 0 {
+                    let mine: usize = (c..CLASSES).map(|k| queued[k] + counts[k]).sum();
+                    let fill = mine.min(in_use + remaining).min(self.capacity) as f64 / cap;
+                    if fill > f {
+                        cut[c] = counts[c];
+                        remaining -= counts[c];
+                    }
                 }
+                lower += queued[c];
             }
         }
-        if remaining < batch.len() {
-            let created = batch.created;
-            let acks = std::mem::take(&mut batch.acks);
-            let mut kept = Vec::with_capacity(remaining);
-            let mut kept_classes = Vec::with_capacity(remaining);
-            for (r, c) in batch.records.into_iter().zip(classes) {
-                if refuse[c.index()] {
-                    self.record_drop(r, c, DropReason::ShedRefused, tapped);
+        // 2. Admit the incoming classes highest first. A class that does not fit in the free
+        //    credit evicts queued records of lower sheddable classes (lowest class, oldest
+        //    first), never of its own class or above; what still does not fit is refused
+        //    (newest first) if the class is sheddable, and waits if it is not.
+        let mut room = self.available;
+        let mut wait = false;
+        for c in (0..CLASSES).rev() {
+            let n = counts[c] - cut[c];
+            if n == 0 {
+                continue;
+            }
+            for (k, queued_k) in queued.iter().enumerate().take(c) {
+                if room >= n {
+                    break;
+                }
+                if w.fill[k].is_some() && *queued_k > 0 {
+                    let before = self.available;
+                    self.evict_class(k, self.available + (n - room), tapped);
+                    room += self.available - before;
+                }
+            }
+            if room >= n {
+                room -= n;
+            } else {
+                if w.fill[c].is_some() {
+                    cut[c] += n - room;
                 } else {
-                    kept.push(r);
-                    kept_classes.push(c);
+                    wait = true;
                 }
+                room = 0;
             }
-            batch = Batch {
-                records: kept,
-                created,
-                acks,
-            };
-            classes = kept_classes;
-            for (c, r) in refuse.iter().zip(counts.iter_mut()) {
-                if *c {
-                    *r = 0;
-                }
-            }
+        }
+        if cut.iter().any(|n| *n > 0) {
+            (batch, classes) = self.refuse_newest(batch, classes, &counts, &cut, tapped);
         }
         if batch.is_empty() {
             return Offer::Done;
         }
-        // 2. Evict queued records of sheddable classes below the highest incoming class,
-        //    lowest class first, oldest first, until the rest fits.
         let weight = self.weight(batch.len());
-        let top = (0..CLASSES).rev().find(|&c| counts[c] > 0).unwrap_or(0);
-        for c in 0..top {
-            if self.available >= weight {
-                break;
-            }
-            if w.fill[c].is_some() {
-                self.evict_class(c, weight, tapped);
-            }
-        }
-        if self.available >= weight {
+        if !wait && self.available >= weight {
             self.push(batch, weight);
             Offer::Done
         } else {
@@ -641,8 +717,48 @@ impl<T> Port<T> {
         }
     }
 
+    /// Refuses the newest `cut[c]` of the `counts[c]` records of each class `c` in `batch`
+    /// (counted as `ShedRefused`); returns the rest and their classes, in order.
+    fn refuse_newest(
+        &mut self,
+        mut batch: Batch<T>,
+        classes: Vec<Priority>,
+        counts: &[usize; CLASSES],
+        cut: &[usize; CLASSES],
+        tapped: &mut Vec<Dropped<T>>,
+    ) -> (Batch<T>, Vec<Priority>) {
+        let keep_n: usize = (0..CLASSES).map(|c| counts[c] - cut[c]).sum();
+        let created = batch.created;
+        let acks = std::mem::take(&mut batch.acks);
+        let mut kept = Vec::with_capacity(keep_n);
+        let mut kept_classes = Vec::with_capacity(keep_n);
+        let mut seen = [0usize; CLASSES];
+        for (r, c) in batch.records.into_iter().zip(classes) {
+            let k = c.index();
+            seen[k] += 1;
+            if seen[k] > counts[k] - cut[k] {
+                self.record_drop(r, c, DropReason::ShedRefused, tapped);
+            } else {
+                kept.push(r);
+                kept_classes.push(c);
+            }
+        }
+        (
+            Batch {
+                records: kept,
+                created,
+                acks,
+            },
+            kept_classes,
+        )
+    }
+
     /// Records queued per class (classifying queued batches whose classes are not cached yet).
     fn queued_class_counts(&mut self) -> [usize; CLASSES] {
+        if self.lanes.is_some() {
+            self.sort();
+            return self.lanes.as_ref().map_or([0; CLASSES], |l| l.records);
+        }
         let mut total = [0usize; CLASSES];
         for i in 0..self.queue.len() {
             let counts = match self.queue[i].classes {
@@ -662,6 +778,26 @@ impl<T> Port<T> {
 
     /// Evicts queued records of class `class`, oldest first, until `needed` credits are free.
     fn evict_class(&mut self, class: usize, needed: usize, tapped: &mut Vec<Dropped<T>>) {
+        let c = Priority::rank(class as u8);
+        if self.lanes.is_some() {
+            self.sort();
+            let mut evicted = Vec::new();
+            while self.available < needed {
+                let Some(lanes) = self.lanes.as_mut() else {
+                    break;
+                };
+                if lanes.records[class] == 0 {
+                    break;
+                }
+                let before = evicted.len();
+                self.available += lanes.evict_front(class, needed - self.available, &mut evicted);
+                self.queued_records -= evicted.len() - before;
+            }
+            for r in evicted {
+                self.record_drop(r, c, DropReason::ShedEvicted, tapped);
+            }
+            return;
+        }
         let cap = self.capacity;
         let mut evicted: Vec<T> = Vec::new();
         for i in 0..self.queue.len() {
@@ -700,13 +836,12 @@ impl<T> Port<T> {
             if let Some(c) = &mut e.classes {
                 c[class] -= removed as u32;
             }
-            let new_w = e.batch.len().min(cap);
+            let new_w = e.weight.min(e.batch.len()).min(cap);
             self.available += e.weight - new_w;
             e.weight = new_w;
             self.queued_records -= removed;
         }
         self.queue.retain(|e| !e.batch.is_empty());
-        let c = Priority::rank(class as u8);
         for r in evicted {
             self.record_drop(r, c, DropReason::ShedEvicted, tapped);
         }
@@ -718,6 +853,17 @@ impl<T> Port<T> {
         let EdgePolicy::Deadline(d) = self.policy else {
             return;
         };
+        if let Some(lanes) = self.lanes.as_mut() {
+            let mut gone = Vec::new();
+            let freed = lanes.expire(now, d, &mut |records, class| gone.push((records, class)));
+            self.available += freed;
+            for (records, class) in gone {
+                self.queued_records -= records.len();
+                for r in records {
+                    self.record_drop(r, class, DropReason::Expired, tapped);
+                }
+            }
+        }
         while let Some(front) = self.queue.front() {
             if now.saturating_duration_since(front.batch.created) <= d {
                 break;
@@ -729,5 +875,19 @@ impl<T> Port<T> {
             self.queued_records -= e.batch.len();
             self.drop_all(e.batch.records, DropReason::Expired, tapped);
         }
+    }
+}
+
+/// Classes of `records`, in order (all `Priority::DEFAULT` without a classifier).
+fn classify_with<T>(classifier: &Option<Classifier<T>>, records: &[T]) -> Vec<Priority> {
+    match classifier {
+        Some(c) => {
+            let mut v = Vec::with_capacity(records.len());
+            c(records, &mut v);
+            // A classifier that returns too few classes gets the default for the rest.
+            v.resize(records.len(), Priority::DEFAULT);
+            v
+        }
+        None => vec![Priority::DEFAULT; records.len()],
     }
 }

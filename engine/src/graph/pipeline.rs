@@ -146,6 +146,7 @@ impl Pipeline {
             classifier: None,
             tap: None,
             spill: None,
+            service: None,
             chain,
         }
     }

@@ -14,6 +14,7 @@ use crate::operator::Operator;
 use crate::operator::Sink;
 use crate::plan::EdgeId;
 use crate::policy::EdgePolicy;
+use crate::policy::ServiceOrder;
 use crate::priority::Classifier;
 use crate::priority::Prioritized;
 use crate::priority::Priority;
@@ -42,6 +43,8 @@ pub struct Stream<T> {
     pub(super) classifier: Option<Classifier<T>>,
     pub(super) tap: Option<(u64, DropTapFn<T>)>,
     pub(super) spill: Option<SpillSpec<T>>,
+    /// `None`: the default for the edge ([`ServiceOrder::for_edge`]).
+    pub(super) service: Option<ServiceOrder>,
     pub(super) chain: ChainFn<T>,
 }
 
@@ -100,9 +103,24 @@ impl<T: Send + 'static> Stream<T> {
         self
     }
 
-    /// Classifies records for the next edge's policy. Set it after the last operator before
-    /// the edge (an operator starts a new stream without one). Called only when the edge is
-    /// under pressure.
+    /// Sets the order in which the next edge's receiver takes queued records.
+    ///
+    /// The default is [`ServiceOrder::Priority`] for an edge with a classifier
+    /// ([`Stream::classify`], [`Stream::prioritized`]) and [`ServiceOrder::Fifo`] for one
+    /// without; a by-class order on an edge without a classifier is FIFO (every record is of
+    /// the default class). Under `Priority` the receiver always takes the oldest records of
+    /// the highest class queued, so a delivered error never waits behind queued debug
+    /// records; records are reordered across classes but never within a class and a sender
+    /// (see [`ServiceOrder`] for what that means for keyed state downstream).
+    pub fn service_order(mut self, order: ServiceOrder) -> Self {
+        self.service = Some(order);
+        self
+    }
+
+    /// Classifies records for the next edge's policy and service order. Set it after the last
+    /// operator before the edge (an operator starts a new stream without one). Called only
+    /// when the edge is under pressure: on its policy's slow path, or, on an edge served by
+    /// class, when two or more batches are queued.
     pub fn classify<F>(mut self, f: F) -> Self
     where
         F: Fn(&T) -> Priority + Send + Sync + 'static,
@@ -163,6 +181,7 @@ impl<T: Send + 'static> Stream<T> {
             stage,
             capacity,
             policy,
+            service,
             mut chain,
             ..
         } = self;
@@ -200,6 +219,7 @@ impl<T: Send + 'static> Stream<T> {
             classifier: None,
             tap: None,
             spill: None,
+            service,
             chain: next,
         }
     }

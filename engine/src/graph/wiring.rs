@@ -14,6 +14,7 @@ use crate::error::BuildError;
 use crate::metrics::TaskStats;
 use crate::plan::PlanEdge;
 use crate::policy::EdgePolicy;
+use crate::policy::ServiceOrder;
 use crate::runtime::task::Emit;
 use crate::runtime::task::InboxRunner;
 use crate::topology::ExchangeKind;
@@ -66,6 +67,12 @@ impl<T: Send + 'static> Stream<T> {
             let edge = format!("{} -> #{to_stage}", bm.plan.ops[from_op].name);
             bm.error(BuildError::DeferNeedsLog { edge });
         }
+        // Without a classifier every record is of one class: a by-class order is FIFO.
+        let service = match (self.classifier.is_some(), self.service) {
+            (false, _) => ServiceOrder::Fifo,
+            (true, Some(s)) => s,
+            (true, None) => ServiceOrder::for_edge(true),
+        };
         let mut probes = Vec::with_capacity(p_down);
         let mut senders = Vec::with_capacity(p_down);
         for (instance, rx) in rxs.iter().enumerate() {
@@ -92,6 +99,7 @@ impl<T: Send + 'static> Stream<T> {
                 classifier: self.classifier.clone(),
                 tap: self.tap.clone(),
                 spill,
+                service,
             }));
             probes.push((rx.probe(), rx.ports() - 1));
         }
@@ -103,6 +111,7 @@ impl<T: Send + 'static> Stream<T> {
             exchange,
             capacity: cap,
             policy: self.policy,
+            service,
             ports: probes,
         });
         let forward = exchange == ExchangeKind::Forward && p_up == p_down;
@@ -190,6 +199,7 @@ impl<T: Send + 'static> Stream<T> {
             classifier: None,
             tap: None,
             spill: None,
+            service: None,
             chain,
         }
     }

@@ -59,6 +59,7 @@ pub(crate) fn assemble(snap: &Snapshot<'_>) -> JobReport {
                 to: snap.stages[e.to_stage].name.clone(),
                 exchange: e.exchange,
                 policy: e.policy,
+                service: e.service,
                 capacity: e.capacity,
                 ports: e.ports.len(),
                 sent: 0,

@@ -78,6 +78,8 @@ pub struct EdgeReport {
     pub exchange: ExchangeKind,
     /// Overload policy.
     pub policy: EdgePolicy,
+    /// The order in which the receiver takes queued records.
+    pub service: crate::policy::ServiceOrder,
     /// Capacity per port, in records.
     pub capacity: usize,
     /// Ports (downstream instances).

@@ -1,0 +1,236 @@
+//! Per-class lanes: the queue of a port whose service order is by class.
+//!
+//! A port with [`ServiceOrder::Priority`] or [`ServiceOrder::Weighted`] keeps two queues: its
+//! arrival queue (batches as sent, the same `VecDeque` a FIFO port uses) and one lane per
+//! class. Senders only ever push to the arrival queue, so sending costs what it costs on a
+//! FIFO edge. Batches move to the lanes, classified and split by class, only when the order
+//! matters: when the receiver takes a batch while two or more are queued, or when a policy
+//! needs the queued records by class. A receiver that keeps up (zero or one batch queued)
+//! never classifies anything.
+//!
+//! # Invariants
+//! - Every record is in exactly one place: the arrival queue or the lane of its class.
+//! - Within a lane, records keep the order in which their port accepted them; the arrival
+//!   queue is newer than every lane (sorting moves its oldest entries first).
+//! - `records[c]` is the number of records in lane `c`.
+//! - Splitting a batch keeps its weight: the parts' weights add up to the whole's (a clamped
+//!   batch of more records than the capacity gives its weight to its first parts), so the
+//!   port's `available + in_flight == capacity` is untouched by sorting. An entry's weight
+//!   never exceeds its length after a split, and shrinking an entry sets its weight to
+//!   `min(weight, len)`.
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+use super::port::Entry;
+use crate::batch::Batch;
+use crate::policy::{ServiceOrder, Shares};
+use crate::priority::{Priority, CLASSES};
+
+/// Virtual time one record of share 1 costs under weighted service.
+const VT_UNIT: u64 = 1 << 20;
+
+pub(super) struct Lanes<T> {
+    lanes: [VecDeque<Entry<T>>; CLASSES],
+    pub records: [usize; CLASSES],
+    /// `None`: strict priority.
+    shares: Option<Shares>,
+    /// Weighted service: each lane's virtual finish time, and the start tag of the last
+    /// service (a lane that becomes busy starts there, so idle time earns no credit).
+    vt: [u64; CLASSES],
+    vnow: u64,
+}
+
+impl<T> Lanes<T> {
+    /// Lanes for a by-class order; `None` for `Fifo`.
+    pub fn for_order(order: ServiceOrder) -> Option<Self> {
+        let shares = match order {
+            ServiceOrder::Fifo => return None,
+            ServiceOrder::Priority => None,
+            ServiceOrder::Weighted(s) => Some(s),
+        };
+        Some(Lanes {
+            lanes: std::array::from_fn(|_| VecDeque::new()),
+            records: [0; CLASSES],
+            shares,
+            vt: [0; CLASSES],
+            vnow: 0,
+        })
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.records.iter().all(|n| *n == 0) && self.lanes.iter().all(VecDeque::is_empty)
+    }
+
+    /// Every queued entry, lane by lane.
+    pub fn entries(&self) -> impl Iterator<Item = &Entry<T>> {
+        self.lanes.iter().flatten()
+    }
+
+    fn push(&mut self, class: usize, e: Entry<T>) {
+        if self.lanes[class].is_empty() {
+            // A lane that becomes busy starts at the current virtual time.
+            self.vt[class] = self.vt[class].max(self.vnow);
+        }
+        self.records[class] += e.batch.len();
+        self.lanes[class].push_back(e);
+    }
+
+    /// Moves every entry of the arrival queue to the lanes, oldest first, splitting mixed
+    /// batches by class. `classify` returns one class per record.
+    pub fn sort_in(
+        &mut self,
+        queue: &mut VecDeque<Entry<T>>,
+        classify: &dyn Fn(&[T]) -> Vec<Priority>,
+    ) {
+        while let Some(e) = queue.pop_front() {
+            let classes = classify(&e.batch.records);
+            let first = classes.first().map_or(Priority::DEFAULT, |c| *c);
+            if classes.iter().all(|c| *c == first) {
+                self.push(first.index(), e);
+                continue;
+            }
+            let mut counts = [0usize; CLASSES];
+            for c in &classes {
+                counts[c.index()] += 1;
+            }
+            let Entry { batch, weight, .. } = e;
+            let Batch {
+                records,
+                created,
+                acks,
+            } = batch;
+            let mut parts: [Vec<T>; CLASSES] =
+                std::array::from_fn(|k| Vec::with_capacity(counts[k]));
+            for (r, c) in records.into_iter().zip(&classes) {
+                parts[c.index()].push(r);
+            }
+            // The weight goes to the highest classes first (they are taken first).
+            let mut left = weight;
+            for (k, records) in parts.into_iter().enumerate().rev() {
+                if records.is_empty() {
+                    continue;
+                }
+                let w = records.len().min(left);
+                left -= w;
+                let mut classes = [0u32; CLASSES];
+                classes[k] = records.len() as u32;
+                self.push(
+                    k,
+                    Entry {
+                        batch: Batch {
+                            records,
+                            created,
+                            acks: acks.clone(),
+                        },
+                        weight: w,
+                        classes: Some(classes),
+                    },
+                );
+            }
+        }
+    }
+
+    /// The lane the receiver is served from next.
+    pub fn next_lane(&self) -> Option<usize> {
+        let busy = |c: &usize| !self.lanes[*c].is_empty();
+        match &self.shares {
+            None => (0..CLASSES).rev().find(busy),
+            Some(s) => (0..CLASSES)
+                .rev()
+                .filter(busy)
+                .filter(|c| s.share[*c] > 0)
+                .min_by_key(|c| self.vt[*c])
+                .or_else(|| (0..CLASSES).rev().find(busy)),
+        }
+    }
+
+    /// The highest class queued.
+    pub fn top(&self) -> Option<usize> {
+        (0..CLASSES).rev().find(|c| !self.lanes[*c].is_empty())
+    }
+
+    /// Takes the front of the next lane, merged with the entries behind it in the same lane
+    /// while the total stays within `max` records. Returns the batch and its weight.
+    pub fn pop(&mut self, max: usize) -> Option<(Batch<T>, usize)> {
+        let lane = self.next_lane()?;
+        let q = &mut self.lanes[lane];
+        let first = q.pop_front()?;
+        let mut batch = first.batch;
+        let mut weight = first.weight;
+        while let Some(next) = q.front() {
+            if batch.len() + next.batch.len() > max {
+                break;
+            }
+            let Some(mut e) = q.pop_front() else { break };
+            weight += e.weight;
+            if e.batch.created < batch.created {
+                batch.created = e.batch.created;
+            }
+            batch.records.append(&mut e.batch.records);
+            crate::ack::merge_acks(&mut batch.acks, &e.batch.acks);
+        }
+        self.records[lane] -= batch.len();
+        if let Some(s) = &self.shares {
+            let cost = (batch.len() as u64 * VT_UNIT).checked_div(u64::from(s.share[lane]));
+            if let Some(cost) = cost {
+                self.vnow = self.vt[lane];
+                self.vt[lane] = self.vt[lane].saturating_add(cost);
+            }
+        }
+        Some((batch, weight))
+    }
+
+    /// Removes up to `n` of the oldest records of lane `class`. Returns them and the credit
+    /// they held.
+    pub fn evict_front(&mut self, class: usize, n: usize, out: &mut Vec<T>) -> usize {
+        let mut freed = 0;
+        let mut left = n;
+        let q = &mut self.lanes[class];
+        while left > 0 {
+            let Some(front) = q.front_mut() else { break };
+            let take = left.min(front.batch.len());
+            out.extend(front.batch.records.drain(..take));
+            left -= take;
+            let new_w = front.weight.min(front.batch.len());
+            freed += front.weight - new_w;
+            front.weight = new_w;
+            if let Some(c) = &mut front.classes {
+                c[class] = c[class].saturating_sub(take as u32);
+            }
+            if front.batch.is_empty() {
+                q.pop_front();
+            }
+        }
+        self.records[class] -= n - left;
+        freed
+    }
+
+    /// The lowest class queued.
+    pub fn bottom(&self) -> Option<usize> {
+        (0..CLASSES).find(|c| !self.lanes[*c].is_empty())
+    }
+
+    /// Removes, from the front of every lane, the entries created more than `d` before
+    /// `now`. Calls `dropped` with each one's records and class; returns the credit freed.
+    pub fn expire(
+        &mut self,
+        now: Instant,
+        d: Duration,
+        dropped: &mut dyn FnMut(Vec<T>, Priority),
+    ) -> usize {
+        let mut freed = 0;
+        for (class, q) in self.lanes.iter_mut().enumerate() {
+            while q
+                .front()
+                .is_some_and(|e| now.saturating_duration_since(e.batch.created) > d)
+            {
+                let Some(e) = q.pop_front() else { break };
+                freed += e.weight;
+                self.records[class] -= e.batch.len();
+                dropped(e.batch.records, Priority::rank(class as u8));
+            }
+        }
+        freed
+    }
+}
