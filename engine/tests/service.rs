@@ -391,10 +391,10 @@ fn shedding_keeps_every_warn_while_lower_classes_are_queued() {
     // and info are shed.
     let cap = 8192usize;
     let n = 200_000u64;
-    let class = |r: &u64| match r % 50 {
+    let class = |r: &u64| match r % 100 {
         0 => Priority::ERROR,
         1..=4 => Priority::WARN,
-        5..=14 => Priority::INFO,
+        5..=24 => Priority::INFO,
         _ => Priority::DEBUG,
     };
     let out = Arc::new(Mutex::new(Vec::new()));
@@ -410,7 +410,7 @@ fn shedding_keeps_every_warn_while_lower_classes_are_queued() {
     .new_chain()
     .sink("sink", {
         let out = out.clone();
-        move |_| Busy(Duration::from_nanos(500), out.clone())
+        move |_| Busy(Duration::from_micros(1), out.clone())
     });
     let report = p.run().expect("valid graph").wait().expect("job runs");
     assert!(report.ledger.balanced);
@@ -427,5 +427,40 @@ fn shedding_keeps_every_warn_while_lower_classes_are_queued() {
         of(Priority::DEBUG),
         of(Priority::INFO)
     );
-    assert_eq!(of(Priority::WARN), n / 50 * 4);
+    assert_eq!(of(Priority::WARN), n / 100 * 4);
+}
+
+#[test]
+fn a_class_over_its_watermark_displaces_lower_classes_before_it_is_refused() {
+    use sluice_engine::edge::{PortConfig, Receiver};
+    // Capacity 100: 4 debug records, then 96 warn (above warn's 95 % watermark counting only
+    // warn and up, but 4 debug records are queued), then one more warn. Each warn is admitted
+    // by evicting a debug record; none is refused while debug is queued.
+    let rx: Receiver<u64> = Receiver::new();
+    let mut cfg = PortConfig::new(100);
+    cfg.policy = EdgePolicy::shed_by_priority();
+    cfg.classifier = Some(Arc::new(|records: &[u64], out: &mut Vec<Priority>| {
+        out.clear();
+        out.extend(records.iter().map(|r| {
+            if *r >= 1000 {
+                Priority::WARN
+            } else {
+                Priority::DEBUG
+            }
+        }));
+    }));
+    let tx = rx.add_port_with(cfg);
+    let send = |v: Vec<u64>| tx.try_send(sluice_engine::Batch::new(v)).is_ok();
+    assert!(send((0..4).collect()));
+    assert!(send((1000..1096).collect()));
+    assert!(send(vec![2000]));
+    let s = rx.snapshot(0);
+    let warn_dropped: u64 = s.drops.iter().map(|r| r[Priority::WARN.index()]).sum();
+    assert_eq!(warn_dropped, 0, "warn refused while debug was queued");
+    assert_eq!(s.queued_records, 100);
+    assert_eq!(
+        s.drops[sluice_engine::DropReason::ShedEvicted.index()][0],
+        1
+    );
+    assert_eq!(s.available + s.in_flight_credit, s.capacity);
 }

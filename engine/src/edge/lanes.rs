@@ -13,11 +13,12 @@
 //! - Within a lane, records keep the order in which their port accepted them; the arrival
 //!   queue is newer than every lane (sorting moves its oldest entries first).
 //! - `records[c]` is the number of records in lane `c`.
-//! - Splitting a batch keeps its weight: the parts' weights add up to the whole's (a clamped
-//!   batch of more records than the capacity gives its weight to its first parts), so the
-//!   port's `available + in_flight == capacity` is untouched by sorting. An entry's weight
-//!   never exceeds its length after a split, and shrinking an entry sets its weight to
-//!   `min(weight, len)`.
+//! - Splitting a batch keeps its weight: the parts' weights add up to the whole's, so the
+//!   port's `available + in_flight == capacity` is untouched by sorting. A part's weight never
+//!   exceeds its length, and shrinking an entry sets its weight to `min(weight, len)`. A
+//!   clamped batch (more records than the capacity, weight = capacity) gives its weight to
+//!   its lowest classes, taken last; its other parts weigh 0, so an edge holds at most one
+//!   batch's overshoot beyond its capacity, as a FIFO edge does.
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
@@ -105,9 +106,11 @@ impl<T> Lanes<T> {
             for (r, c) in records.into_iter().zip(&classes) {
                 parts[c.index()].push(r);
             }
-            // The weight goes to the highest classes first (they are taken first).
+            // A clamped batch (more records than the capacity) holds the whole capacity; its
+            // weight goes to the lowest classes first, which are taken last, so the credit
+            // stays reserved while most of the batch waits.
             let mut left = weight;
-            for (k, records) in parts.into_iter().enumerate().rev() {
+            for (k, records) in parts.into_iter().enumerate() {
                 if records.is_empty() {
                     continue;
                 }
