@@ -8,9 +8,9 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use clap::Args;
-use sluice::engine::{Priority, CLASSES};
+use sluice::engine::{Priority, ServiceOrder, Shares, CLASSES};
 use sluice_workloads::overload::{
-    self, KafkaFeed, PolicyChoice, Profile, Scenario, ScenarioJob, ScenarioResult,
+    self, KafkaFeed, PipelineShape, PolicyChoice, Profile, Scenario, ScenarioJob, ScenarioResult,
 };
 
 use sluice::engine::shutdown::received_signal;
@@ -56,9 +56,19 @@ pub struct OverloadArgs {
     /// Offered load as a multiple of the sink capacity (N).
     #[arg(long, default_value = "10", value_parser = parse::factor)]
     overload: f64,
-    /// Edge capacity in records (e.g. 512, 4k).
-    #[arg(long, default_value = "512", value_parser = parse::capacity)]
-    capacity: u64,
+    /// Edge capacity in records (e.g. 512, 4k); a comma-separated list sweeps the sizes
+    /// (e.g. 512,10k,100k: every policy at every size).
+    #[arg(long, default_value = "512", value_parser = capacities)]
+    capacity: Capacities,
+    /// The order in which the edges serve queued records: fifo, priority (the highest class
+    /// queued first), weighted (shares per class: debug 1, info 2, warn 4, error 8). Default:
+    /// priority, since the benchmark's edges classify their records.
+    #[arg(long, value_parser = service)]
+    service: Option<ServiceOrder>,
+    /// The pipeline: edge (producer -> the edge under test -> sink) or keyed (three edges:
+    /// the edge under test, then a second edge and a keyed exchange into 2 sink instances).
+    #[arg(long, value_enum, default_value = "edge")]
+    pipeline: PipelineShape,
     /// Class mix in percent, e.g. debug=70,info=20,warn=8,error=2.
     #[arg(long, default_value = "debug=70,info=20,warn=8,error=2", value_parser = mix)]
     mix: Mix,
@@ -114,6 +124,40 @@ pub struct ScenarioJobArgs {
     out: OutputArgs,
 }
 
+/// One or more edge capacities.
+#[derive(Debug, Clone)]
+pub struct Capacities(Vec<u64>);
+
+fn capacities(s: &str) -> Result<Capacities, String> {
+    let v = s
+        .split(',')
+        .map(|c| parse::capacity(c.trim()))
+        .collect::<Result<Vec<u64>, String>>()?;
+    if v.contains(&0) {
+        return Err("an edge capacity must be at least 1 record".into());
+    }
+    Ok(Capacities(v))
+}
+
+fn service(s: &str) -> Result<ServiceOrder, String> {
+    match s.trim() {
+        "fifo" => Ok(ServiceOrder::Fifo),
+        "priority" => Ok(ServiceOrder::Priority),
+        "weighted" => Ok(ServiceOrder::Weighted(Shares::default())),
+        other => Err(format!(
+            "unknown service order `{other}`: use fifo, priority or weighted"
+        )),
+    }
+}
+
+fn service_name(o: ServiceOrder) -> &'static str {
+    match o {
+        ServiceOrder::Fifo => "fifo",
+        ServiceOrder::Weighted(_) => "weighted",
+        _ => "priority",
+    }
+}
+
 /// A comma-separated list of policies.
 #[derive(Debug, Clone)]
 pub struct PolicyList(Vec<PolicyChoice>);
@@ -165,14 +209,16 @@ fn mix(s: &str) -> Result<Mix, String> {
     Ok(Mix(m, s.to_string()))
 }
 
-fn scenario(a: &OverloadArgs, policy: PolicyChoice) -> Scenario {
+fn scenario(a: &OverloadArgs, policy: PolicyChoice, capacity: u64) -> Scenario {
     Scenario {
         policy,
         profile: a.profile,
         duration: a.duration,
         sink_capacity: a.sink_capacity as f64,
         overload: a.overload,
-        capacity: a.capacity as usize,
+        capacity: capacity as usize,
+        service: a.service,
+        pipeline: a.pipeline,
         mix: a.mix.0,
         max_rss_bytes: a.max_rss,
         defer_dir: a.defer_dir.clone(),
@@ -188,8 +234,10 @@ pub fn bench(a: &OverloadArgs) -> Result<(), CliError> {
     if a.child {
         return run_child(a);
     }
-    for &policy in &a.policy.0 {
-        check_scenario(&scenario(a, policy))?;
+    for &capacity in &a.capacity.0 {
+        for &policy in &a.policy.0 {
+            check_scenario(&scenario(a, policy, capacity))?;
+        }
     }
     check_writable(a.out.json.as_deref())?;
     check_writable(a.out.plot.as_deref())?;
@@ -199,25 +247,30 @@ pub fn bench(a: &OverloadArgs) -> Result<(), CliError> {
             format!("cannot find the sluice executable to run scenarios: {e}"),
         )
     })?;
+    let sizes: Vec<String> = a.capacity.0.iter().map(u64::to_string).collect();
     outln!(
-        "overload: {} profile, producer at up to {}x a sink of {} rec/s for {:.1}s, edge capacity {}, class mix {}",
+        "overload: {} profile, producer at up to {}x a sink of {} rec/s for {:.1}s, edge capacity {}, class mix {}, {} pipeline, {} service",
         a.profile.name(),
         a.overload,
         a.sink_capacity,
         a.duration.as_secs_f64(),
-        a.capacity,
-        a.mix.1
+        sizes.join(", "),
+        a.mix.1,
+        a.pipeline.name(),
+        a.service.map_or("priority", service_name),
     );
     let mut results = Vec::new();
-    for &policy in &a.policy.0 {
-        if received_signal().is_some() {
-            // Stopped: the policies not yet run are skipped; what ran is reported.
-            break;
+    'sweep: for &capacity in &a.capacity.0 {
+        for &policy in &a.policy.0 {
+            if received_signal().is_some() {
+                // Stopped: the runs not yet made are skipped; what ran is reported.
+                break 'sweep;
+            }
+            let r = run_in_child(&exe, a, policy, capacity)
+                .map_err(|e| CliError::job(format!("overload ({})", policy.name()), e))?;
+            print_row(&r, results.is_empty());
+            results.push(r);
         }
-        let r = run_in_child(&exe, a, policy)
-            .map_err(|e| CliError::job(format!("overload ({})", policy.name()), e))?;
-        print_row(&r, results.is_empty());
-        results.push(r);
     }
     for r in results.iter().filter(|r| r.memory_capped) {
         outln!(
@@ -250,7 +303,8 @@ fn run_child(a: &OverloadArgs) -> Result<(), CliError> {
             eprintln!("{SAMPLE}{j}");
         }
     };
-    let r = overload::run(&scenario(a, policy), &mut progress)
+    let capacity = a.capacity.0.first().copied().unwrap_or(512);
+    let r = overload::run(&scenario(a, policy, capacity), &mut progress)
         .map_err(|e| CliError::job(format!("overload ({})", policy.name()), e))?;
     outln!("{}", serde_json::to_string(&r)?);
     Ok(())
@@ -261,6 +315,7 @@ fn run_in_child(
     exe: &std::path::Path,
     a: &OverloadArgs,
     policy: PolicyChoice,
+    capacity: u64,
 ) -> Result<ScenarioResult, String> {
     let mut child = Command::new(exe)
         .args([
@@ -280,7 +335,9 @@ fn run_in_child(
             "--overload",
             &a.overload.to_string(),
             "--capacity",
-            &a.capacity.to_string(),
+            &capacity.to_string(),
+            "--pipeline",
+            a.pipeline.name(),
             "--mix",
             &a.mix.1,
             "--max-rss",
@@ -290,6 +347,11 @@ fn run_in_child(
             a.defer_dir
                 .iter()
                 .flat_map(|d| [std::ffi::OsStr::new("--defer-dir"), d.as_os_str()]),
+        )
+        .args(
+            a.service
+                .iter()
+                .flat_map(|o| ["--service", service_name(*o)]),
         )
         // The child stops (drains and reports) when this end closes: on a signal here, or
         // when this process dies.
@@ -312,7 +374,7 @@ fn run_in_child(
         a.out.progress,
         policy.name(),
         a.duration.as_secs_f64(),
-        a.capacity,
+        capacity,
     );
     let mut errors = String::new();
     if let Some(stderr) = child.stderr.take() {
@@ -644,8 +706,9 @@ fn print_row(r: &ScenarioResult, header: bool) {
     if header {
         outln!();
         outln!(
-            "{:<12} {:>10} {:>8} {:>26} {:>34} {:>9} {:>9}",
+            "{:<12} {:>7} {:>10} {:>8} {:>26} {:>34} {:>9} {:>9}",
             "policy",
+            "edge",
             "delivered/s",
             "goodput",
             "dropped % (dbg/inf/wrn/err)",
@@ -675,8 +738,9 @@ fn print_row(r: &ScenarioResult, header: bool) {
         })
         .collect();
     outln!(
-        "{:<12} {:>10.0} {:>7.1}% {:>26} {:>34} {:>8.0}M {:>9}",
+        "{:<12} {:>7} {:>10.0} {:>7.1}% {:>26} {:>34} {:>8.0}M {:>9}",
         r.policy,
+        r.edge_capacity,
         r.delivered_rate,
         100.0 * r.goodput_ratio,
         dropped.join("/"),

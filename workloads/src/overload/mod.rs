@@ -20,6 +20,7 @@
 //! - `kafka_feed`: the same schedule fed through a Kafka topic (feature `kafka`).
 //! - [`result`]: what a run measured (the JSON report).
 //! - `run`: one scenario in this process.
+//! - [`oracle`]: the hand-written baseline (per-class queues under one lock).
 //! - [`jobs`]: the presets of the example jobs (telemetry, orders, indexing, ingest).
 
 pub mod jobs;
@@ -29,6 +30,7 @@ mod kafka_feed;
 #[path = "kafka_feed_off.rs"]
 mod kafka_feed;
 mod open_loop;
+pub mod oracle;
 mod paced_sink;
 pub mod result;
 mod run;
@@ -40,5 +42,5 @@ pub use result::{
     peak_rss_bytes, recovery, rss_bytes, ClassResult, DropRow, Percentiles, Sample, ScenarioResult,
 };
 pub use run::run;
-pub use scenario::{KafkaFeed, PolicyChoice, Scenario};
+pub use scenario::{KafkaFeed, PipelineShape, PolicyChoice, Scenario};
 pub use schedule::{Event, Profile, Schedule};

@@ -4,9 +4,9 @@ use std::collections::BTreeMap;
 
 use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
-use sluice_engine::{DropReason, Ledger, Priority};
+use sluice_engine::{DropReason, Ledger, Priority, ServiceOrder};
 
-use super::scenario::PolicyChoice;
+use super::scenario::{PipelineShape, PolicyChoice};
 use super::schedule::Profile;
 
 /// Per-class results.
@@ -89,6 +89,9 @@ pub struct Sample {
     /// Resident memory of the process, bytes (0 where the OS does not say).
     #[serde(default)]
     pub rss_bytes: u64,
+    /// The capacity of the edge under test now, in records (it moves under an edge budget).
+    #[serde(default)]
+    pub capacity: u64,
 }
 
 impl Sample {
@@ -158,6 +161,13 @@ pub struct ScenarioResult {
     pub drops: Vec<DropRow>,
     /// The job's ledger.
     pub ledger: Ledger,
+    /// The service order of the edges (none: the oracle baseline, or a report from before
+    /// service orders).
+    #[serde(default)]
+    pub service: Option<ServiceOrder>,
+    /// The pipeline.
+    #[serde(default)]
+    pub pipeline: PipelineShape,
     /// The time series, every 100 ms.
     pub series: Vec<Sample>,
 }

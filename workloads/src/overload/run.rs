@@ -12,6 +12,7 @@ use sluice_engine::{
     CLASSES,
 };
 use sluice_operators::resilience::Backoff;
+use sluice_operators::StreamExt;
 
 use super::kafka_feed::KafkaRun;
 use super::open_loop::OpenLoop;
@@ -19,8 +20,11 @@ use super::paced_sink::{histograms, ClassCounters, PacedSink};
 use super::result::{
     peak_rss_bytes, recovery, rss_bytes, ClassResult, DropRow, Percentiles, Sample, ScenarioResult,
 };
-use super::scenario::{PolicyChoice, Scenario};
+use super::scenario::{PipelineShape, PolicyChoice, Scenario};
 use super::schedule::{class_of, Event, Schedule};
+
+/// Sink instances of the keyed pipeline.
+const KEYED_SINKS: usize = 2;
 
 fn by_class(
     values: impl Iterator<Item = (Priority, u64)>,
@@ -31,6 +35,18 @@ fn by_class(
         .collect()
 }
 
+/// The cumulative shares of the class mix, for [`class_of`].
+pub(super) fn cumulative(mix: &[f64; CLASSES]) -> [f64; CLASSES] {
+    let mut cumulative = [0.0; CLASSES];
+    let sum: f64 = mix.iter().sum::<f64>().max(1e-12);
+    let mut acc = 0.0;
+    for (c, m) in cumulative.iter_mut().zip(mix) {
+        acc += m / sum;
+        *c = acc;
+    }
+    cumulative
+}
+
 /// Runs one scenario in this process, calling `progress` with every sample (every 100 ms).
 ///
 /// # Errors
@@ -39,6 +55,12 @@ pub fn run(
     s: &Scenario,
     progress: &mut dyn FnMut(&Sample),
 ) -> Result<ScenarioResult, Box<dyn std::error::Error>> {
+    if s.policy == PolicyChoice::Oracle {
+        if s.kafka.is_some() {
+            return Err("the oracle baseline runs in-process only, not fed through Kafka".into());
+        }
+        return super::oracle::run(s, progress);
+    }
     let schedule = Arc::new(Schedule::new(
         s.profile,
         s.duration,
@@ -46,13 +68,7 @@ pub fn run(
         s.overload,
     ));
     let total = schedule.total();
-    let mut cumulative = [0.0; CLASSES];
-    let sum: f64 = s.mix.iter().sum::<f64>().max(1e-12);
-    let mut acc = 0.0;
-    for (c, m) in cumulative.iter_mut().zip(s.mix) {
-        acc += m / sum;
-        *c = acc;
-    }
+    let cumulative = cumulative(&s.mix);
     // A deferring edge's log: in the given directory it outlives the run (a stopped run's
     // deferred records are replayed by the next one); otherwise in a temporary directory
     // removed when the run ends.
@@ -95,6 +111,7 @@ pub fn run(
                 when_full: WhenLogFull::Drop,
             }),
         ),
+        PolicyChoice::Oracle => return Err("the oracle is not a Sluice policy".into()),
     };
     let hists = Arc::new(Mutex::new(histograms()));
     let h2 = hists.clone();
@@ -102,7 +119,10 @@ pub fn run(
     let d2 = delivered.clone();
     let retries = Arc::new(AtomicU64::new(0));
     let r2 = retries.clone();
-    let workers = s.kafka.as_ref().map_or(1, |k| k.workers.max(1));
+    let workers = match s.pipeline {
+        PipelineShape::Edge => s.kafka.as_ref().map_or(1, |k| k.workers.max(1)),
+        PipelineShape::Keyed => KEYED_SINKS,
+    };
     let per_record = Duration::from_secs_f64(workers as f64 / s.sink_capacity.max(1.0));
     let failure_rate = s.sink_failure_rate;
     let nonce = std::time::SystemTime::now()
@@ -127,31 +147,56 @@ pub fn run(
             })
         }
     };
-    stream
+    let class = |e: &Event| e.class;
+    let mut first = stream
         .edge_capacity(capacity)
         .edge_policy(policy)
-        .classify(|e: &Event| e.class)
-        .defer_to(&defer_dir, 256 << 20, JsonCodec::<Event>::new())
-        .new_chain()
-        .sink("sink", move |_| PacedSink {
-            epoch: base,
-            per_record,
-            next: None,
-            hists: histograms(),
-            out: h2.clone(),
-            delivered: d2.clone(),
-            failure_rate,
-            backoff: Backoff::new(
-                Duration::from_millis(1),
-                Duration::from_millis(50),
-                20,
-                Duration::from_secs(10),
-                7,
-            ),
-            retries: r2.clone(),
-            calls: 0,
-            dead: 0,
-        });
+        .classify(class)
+        .defer_to(&defer_dir, 256 << 20, JsonCodec::<Event>::new());
+    if let Some(o) = s.service {
+        first = first.service_order(o);
+    }
+    let order = |st: sluice_engine::Stream<Event>| match s.service {
+        Some(o) => st.service_order(o),
+        None => st,
+    };
+    let tail = match s.pipeline {
+        PipelineShape::Edge => first.new_chain(),
+        PipelineShape::Keyed => {
+            let parsed = first
+                .new_chain()
+                .map("parse", |e: Event| e)
+                .edge_capacity(capacity)
+                .classify(class);
+            let enriched = order(parsed)
+                .new_chain()
+                .map("enrich", |e: Event| e)
+                .edge_capacity(capacity)
+                .classify(class);
+            order(enriched).partition_by(KEYED_SINKS, |e: &Event| {
+                e.seq.wrapping_mul(0x9E37_79B9_7F4A_7C15)
+            })
+        }
+    };
+    tail.sink("sink", move |_| PacedSink {
+        epoch: base,
+        per_record,
+        next: None,
+        hists: histograms(),
+        out: h2.clone(),
+        delivered: d2.clone(),
+        failure_rate,
+        backoff: Backoff::new(
+            Duration::from_millis(1),
+            Duration::from_millis(50),
+            20,
+            Duration::from_secs(10),
+            7,
+        ),
+        retries: r2.clone(),
+        calls: 0,
+        dead: 0,
+    });
     let mut job = Some(p.run()?);
     // A Kafka feed: once the group holds its partitions, the producer starts the schedule.
     if let (Some(feed), Some(k)) = (&s.kafka, kafka.as_mut()) {
@@ -205,6 +250,7 @@ pub fn run(
             deferred: r.ledger.deferred_pending,
             buffered: produced.map_or(0, |n| n.saturating_sub(r.source_emitted)),
             rss_bytes: rss_bytes().unwrap_or(0),
+            capacity: r.edges.first().map_or(0, |e| e.capacity as u64),
         };
         let ended = sample.delivered_total() + sample.dropped_total() + r.ledger.dead_lettered;
         let sample_rss = sample.rss_bytes;
@@ -367,6 +413,8 @@ pub fn run(
             })
             .collect(),
         ledger: report.ledger,
+        service: report.edges.first().map(|e| e.service),
+        pipeline: s.pipeline,
         series,
     })
 }

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use sluice_engine::{Priority, CLASSES};
+use sluice_engine::{Priority, ServiceOrder, CLASSES};
 
 use super::schedule::Profile;
 
@@ -28,11 +28,14 @@ pub enum PolicyChoice {
     Deadline,
     /// Defer Debug and Info to an on-disk log.
     Defer,
+    /// Not Sluice: the hand-written baseline, per-class queues under one lock with the same
+    /// bound, serving the highest class first and evicting the oldest of the lowest class.
+    Oracle,
 }
 
 impl PolicyChoice {
     /// Every choice, in the order reports list them.
-    pub const ALL: [PolicyChoice; 8] = [
+    pub const ALL: [PolicyChoice; 9] = [
         PolicyChoice::Unbounded,
         PolicyChoice::Block,
         PolicyChoice::DropNewest,
@@ -41,6 +44,7 @@ impl PolicyChoice {
         PolicyChoice::Sample,
         PolicyChoice::Deadline,
         PolicyChoice::Defer,
+        PolicyChoice::Oracle,
     ];
 
     /// The name used on the command line and in reports.
@@ -54,12 +58,36 @@ impl PolicyChoice {
             PolicyChoice::Sample => "sample",
             PolicyChoice::Deadline => "deadline",
             PolicyChoice::Defer => "defer",
+            PolicyChoice::Oracle => "oracle",
         }
     }
 
     /// Parses a name.
     pub fn parse(s: &str) -> Option<PolicyChoice> {
         PolicyChoice::ALL.into_iter().find(|p| p.name() == s)
+    }
+}
+
+/// The pipeline a scenario drives.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum PipelineShape {
+    /// producer -> [the edge under test] -> sink.
+    #[default]
+    Edge,
+    /// producer -> [the edge under test] -> parse -> [edge] -> enrich -> [keyed exchange] ->
+    /// 2 sink instances, each with half the capacity: three edges, every one served in the
+    /// scenario's order and holding the same number of records.
+    Keyed,
+}
+
+impl PipelineShape {
+    /// The name used on the command line and in reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            PipelineShape::Edge => "edge",
+            PipelineShape::Keyed => "keyed",
+        }
     }
 }
 
@@ -107,6 +135,12 @@ pub struct Scenario {
     /// Where a deferring edge keeps its log; none: a temporary directory removed at the end.
     #[serde(default)]
     pub defer_dir: Option<std::path::PathBuf>,
+    /// The edges' service order; none: the default (priority, since the edges classify).
+    #[serde(default)]
+    pub service: Option<ServiceOrder>,
+    /// The pipeline.
+    #[serde(default)]
+    pub pipeline: PipelineShape,
 }
 
 /// 2 GiB.
@@ -134,6 +168,8 @@ impl Default for Scenario {
             kafka: None,
             max_rss_bytes: default_max_rss(),
             defer_dir: None,
+            service: None,
+            pipeline: PipelineShape::Edge,
         }
     }
 }
