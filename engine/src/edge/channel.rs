@@ -471,7 +471,10 @@ impl<T> Receiver<T> {
         assert!(cfg.capacity > 0, "edge capacity must be at least 1");
         let mut st = self.shared.state.lock();
         let port = st.ports.len();
-        let p = Port::new(cfg);
+        let mut p = Port::new(cfg);
+        if let Some(l) = &mut p.lanes {
+            l.merge_to(st.coalesce);
+        }
         st.by_class |= p.lanes.is_some();
         st.ports.push(p);
         drop(st);
@@ -662,7 +665,13 @@ impl<T> Receiver<T> {
     /// Merges queued batches up to `max` records when the receiver takes them (default 1:
     /// batches are taken as sent). The runtime sets the pipeline's batch size.
     pub fn coalesce_to(&self, max: usize) {
-        self.shared.state.lock().coalesce = max.max(1);
+        let mut st = self.shared.state.lock();
+        st.coalesce = max.max(1);
+        for p in &mut st.ports {
+            if let Some(l) = &mut p.lanes {
+                l.merge_to(max);
+            }
+        }
     }
 
     /// Number of ports.

@@ -40,6 +40,11 @@ pub(super) struct Lanes<T> {
     /// service (a lane that becomes busy starts there, so idle time earns no credit).
     vt: [u64; CLASSES],
     vnow: u64,
+    /// Entries are merged into the lane's last one while the total stays within this many
+    /// records (the receiver's batch): a lane of small parts would otherwise hold one
+    /// allocation per part (an edge of 100,000 records in 3-record parts: 40 MB instead of
+    /// 16). 1: never.
+    merge: usize,
 }
 
 impl<T> Lanes<T> {
@@ -56,6 +61,7 @@ impl<T> Lanes<T> {
             shares,
             vt: [0; CLASSES],
             vnow: 0,
+            merge: 1,
         })
     }
 
@@ -68,13 +74,34 @@ impl<T> Lanes<T> {
         self.lanes.iter().flatten()
     }
 
-    fn push(&mut self, class: usize, e: Entry<T>) {
-        if self.lanes[class].is_empty() {
+    /// Sets the most records a merged entry holds.
+    pub fn merge_to(&mut self, max: usize) {
+        self.merge = max.max(1);
+    }
+
+    fn push(&mut self, class: usize, mut e: Entry<T>) {
+        let lane = &mut self.lanes[class];
+        self.records[class] += e.batch.len();
+        if let Some(back) = lane.back_mut() {
+            if back.batch.len() + e.batch.len() <= self.merge {
+                back.batch.records.append(&mut e.batch.records);
+                back.weight += e.weight;
+                back.batch.created = back.batch.created.min(e.batch.created);
+                for a in e.batch.acks.drain(..) {
+                    if !back.batch.acks.iter().any(|b| std::sync::Arc::ptr_eq(&a, b)) {
+                        back.batch.acks.push(a);
+                    }
+                }
+                if let Some(c) = &mut back.classes {
+                    c[class] = back.batch.len() as u32;
+                }
+                return;
+            }
+        } else {
             // A lane that becomes busy starts at the current virtual time.
             self.vt[class] = self.vt[class].max(self.vnow);
         }
-        self.records[class] += e.batch.len();
-        self.lanes[class].push_back(e);
+        lane.push_back(e);
     }
 
     /// Moves every entry of the arrival queue to the lanes, oldest first, splitting mixed
