@@ -64,7 +64,7 @@ struct State<T> {
 const REPLAY_BATCH: usize = 1024;
 
 /// A point-in-time view of one port's counters.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
 pub struct PortSnapshot {
     /// Capacity in records (credits).
     pub capacity: usize,
@@ -101,6 +101,9 @@ pub struct PortSnapshot {
     pub restored: u64,
     /// What the defer log's recovery found, and its I/O failures since.
     pub defer: super::DeferHealth,
+    /// On a port sized in time: its receiver's measured drain rate, records per second
+    /// (0 before the first estimate).
+    pub drain_rate: Option<f64>,
 }
 
 impl PortSnapshot {
@@ -226,6 +229,7 @@ fn snapshot<T>(p: &Port<T>) -> PortSnapshot {
         replayed: p.replayed,
         restored: p.spill.as_ref().map_or(p.restored_at_open, |s| s.restored),
         defer: p.defer_health(),
+        drain_rate: p.drain_rate(),
     }
 }
 

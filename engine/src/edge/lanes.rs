@@ -88,7 +88,12 @@ impl<T> Lanes<T> {
                 back.weight += e.weight;
                 back.batch.created = back.batch.created.min(e.batch.created);
                 for a in e.batch.acks.drain(..) {
-                    if !back.batch.acks.iter().any(|b| std::sync::Arc::ptr_eq(&a, b)) {
+                    if !back
+                        .batch
+                        .acks
+                        .iter()
+                        .any(|b| std::sync::Arc::ptr_eq(&a, b))
+                    {
                         back.batch.acks.push(a);
                     }
                 }

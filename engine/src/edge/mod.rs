@@ -36,6 +36,7 @@
 //! [`RecvError::Closed`] only when every port has ended. An abort (a failing job) wakes every
 //! waiter on both sides and makes every later call fail with `Aborted`.
 
+mod budget;
 mod channel;
 mod error;
 mod lanes;

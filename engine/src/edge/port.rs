@@ -16,6 +16,7 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Instant;
 
+use super::budget::Sizer;
 use super::lanes::Lanes;
 use super::spill::{DeferHealth, SpillError, SpillLog};
 use crate::batch::Batch;
@@ -54,6 +55,9 @@ pub struct PortConfig<T> {
     /// The order in which the receiver takes queued records (by class needs a classifier;
     /// without one every record is of the default class and the order is FIFO).
     pub service: ServiceOrder,
+    /// Size the port in time: its capacity follows `budget x` the receiver's drain rate,
+    /// between 1 record and `capacity` (see the `budget` module docs).
+    pub budget: Option<std::time::Duration>,
 }
 
 impl<T> PortConfig<T> {
@@ -66,6 +70,7 @@ impl<T> PortConfig<T> {
             tap: None,
             spill: None,
             service: ServiceOrder::Fifo,
+            budget: None,
         }
     }
 }
@@ -110,6 +115,8 @@ pub(super) struct Port<T> {
     pub queue: VecDeque<Entry<T>>,
     /// Per-class lanes of a port served by class.
     pub lanes: Option<Lanes<T>>,
+    /// The capacity's controller on a port sized in time.
+    sizer: Option<Sizer>,
     pub queued_records: usize,
     pub open_senders: usize,
     pub sent_records: u64,
@@ -154,6 +161,7 @@ impl<T> Port<T> {
             } else {
                 None
             },
+            sizer: cfg.budget.map(|b| Sizer::new(b, cfg.capacity)),
             queued_records: 0,
             open_senders: 1,
             sent_records: 0,
@@ -331,6 +339,7 @@ impl<T> Port<T> {
             self.available += weight;
             self.queued_records -= batch.len();
             self.received_records += batch.len() as u64;
+            self.after_take(batch.len());
             return Some(batch);
         }
         let mut first = self.pop()?;
@@ -342,7 +351,32 @@ impl<T> Port<T> {
             first.records.append(&mut b.records);
             crate::ack::merge_acks(&mut first.acks, &b.acks);
         }
+        self.after_take(first.len());
         Some(first)
+    }
+
+    /// On a port sized in time: measures the drain and moves the capacity toward its target,
+    /// growing with new credit, shrinking only by credit that is free.
+    fn after_take(&mut self, taken: usize) {
+        let Some(sizer) = &mut self.sizer else {
+            return;
+        };
+        let still_queued = self.queued_records > 0;
+        sizer.observe(Instant::now(), taken, still_queued);
+        let target = sizer.target;
+        if self.capacity > target {
+            let x = self.available.min(self.capacity - target);
+            self.capacity -= x;
+            self.available -= x;
+        } else if self.capacity < target {
+            self.available += target - self.capacity;
+            self.capacity = target;
+        }
+    }
+
+    /// The drain rate a port sized in time measured, records per second.
+    pub fn drain_rate(&self) -> Option<f64> {
+        self.sizer.as_ref().map(Sizer::rate)
     }
 
     /// Classes of `records`, in order (all `Priority::DEFAULT` without a classifier).

@@ -11,6 +11,12 @@ pub enum BuildError {
         /// The edge, `upstream -> downstream`.
         edge: String,
     },
+    /// An edge was given a time budget of zero; it could never hold a record.
+    #[error("edge `{edge}` has a budget of 0: give it at least 1 ms of its receiver's work (`edge_budget`)")]
+    ZeroBudget {
+        /// The edge, `upstream -> downstream`.
+        edge: String,
+    },
     /// An edge's policy acts on priority classes but the edge has no classifier.
     #[error("edge `{edge}` uses policy {policy}, which needs record classes: call `.classify(..)` or `.prioritized()` before the edge")]
     PolicyNeedsClassifier {

@@ -147,6 +147,7 @@ impl Pipeline {
             tap: None,
             spill: None,
             service: None,
+            budget: None,
             chain,
         }
     }

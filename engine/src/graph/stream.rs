@@ -45,6 +45,8 @@ pub struct Stream<T> {
     pub(super) spill: Option<SpillSpec<T>>,
     /// `None`: the default for the edge ([`ServiceOrder::for_edge`]).
     pub(super) service: Option<ServiceOrder>,
+    /// Size the next edge in time (its capacity is then the upper bound).
+    pub(super) budget: Option<std::time::Duration>,
     pub(super) chain: ChainFn<T>,
 }
 
@@ -89,6 +91,18 @@ impl<T: Send + 'static> Stream<T> {
     /// Sets the capacity, in records, of the next edge out of this stream.
     pub fn edge_capacity(mut self, capacity: usize) -> Self {
         self.capacity = Some(capacity);
+        self
+    }
+
+    /// Sizes the next edge in time: its capacity follows `budget` times the rate at which its
+    /// receiver drains it (measured while records wait, re-estimated every 20 ms of busy
+    /// time), between 1 record and the edge's capacity ([`Stream::edge_capacity`], or the
+    /// pipeline's default), so the edge holds about `budget` of work whatever the receiver's
+    /// speed. Combined with a shedding policy, a receiver that slows down five times gets an
+    /// edge five times smaller, and the classes still served keep their latency. The report
+    /// shows the capacity the edge has now.
+    pub fn edge_budget(mut self, budget: std::time::Duration) -> Self {
+        self.budget = Some(budget);
         self
     }
 
@@ -182,6 +196,7 @@ impl<T: Send + 'static> Stream<T> {
             capacity,
             policy,
             service,
+            budget,
             mut chain,
             ..
         } = self;
@@ -220,6 +235,7 @@ impl<T: Send + 'static> Stream<T> {
             tap: None,
             spill: None,
             service,
+            budget,
             chain: next,
         }
     }

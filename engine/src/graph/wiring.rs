@@ -50,6 +50,10 @@ impl<T: Send + 'static> Stream<T> {
             bm.error(BuildError::ZeroCapacity { edge });
             cap = 1;
         }
+        if self.budget.is_some_and(|b| b.is_zero()) {
+            let edge = format!("{} -> #{to_stage}", bm.plan.ops[from_op].name);
+            bm.error(BuildError::ZeroBudget { edge });
+        }
         if self.policy.uses_classes() && self.classifier.is_none() {
             let edge = format!("{} -> #{to_stage}", bm.plan.ops[from_op].name);
             bm.error(BuildError::PolicyNeedsClassifier {
@@ -100,6 +104,7 @@ impl<T: Send + 'static> Stream<T> {
                 tap: self.tap.clone(),
                 spill,
                 service,
+                budget: self.budget,
             }));
             probes.push((rx.probe(), rx.ports() - 1));
         }
@@ -200,6 +205,7 @@ impl<T: Send + 'static> Stream<T> {
             tap: None,
             spill: None,
             service: None,
+            budget: None,
             chain,
         }
     }

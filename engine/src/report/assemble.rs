@@ -76,9 +76,15 @@ pub(crate) fn assemble(snap: &Snapshot<'_>) -> JobReport {
                 defer_corrupt_frames: 0,
                 defer_io_errors: 0,
                 defer_cursor_resets: 0,
+                drain_rate: None,
             };
+            let mut live_capacity = 0;
             for (probe, port) in &e.ports {
                 let s = probe.port_snapshot(*port);
+                live_capacity = live_capacity.max(s.capacity);
+                if let Some(rate) = s.drain_rate {
+                    *r.drain_rate.get_or_insert(0.0) += rate;
+                }
                 r.sent += s.sent_records;
                 r.batches += s.sent_batches;
                 r.queued += s.queued_records as u64;
@@ -98,6 +104,9 @@ pub(crate) fn assemble(snap: &Snapshot<'_>) -> JobReport {
                         drop_matrix[ri][ci] += n;
                     }
                 }
+            }
+            if live_capacity > 0 {
+                r.capacity = live_capacity;
             }
             for (ri, per_class) in drop_matrix.iter().enumerate() {
                 for (ci, &n) in per_class.iter().enumerate() {

@@ -80,8 +80,13 @@ pub struct EdgeReport {
     pub policy: EdgePolicy,
     /// The order in which the receiver takes queued records.
     pub service: crate::policy::ServiceOrder,
-    /// Capacity per port, in records.
+    /// Capacity per port, in records, at the time of the report (the largest over the ports:
+    /// an edge sized in time moves it; otherwise it is the configured capacity).
     pub capacity: usize,
+    /// On an edge sized in time ([`Stream::edge_budget`](crate::Stream::edge_budget)): its
+    /// receivers' measured drain rate, records per second, summed over the ports.
+    #[serde(default)]
+    pub drain_rate: Option<f64>,
     /// Ports (downstream instances).
     pub ports: usize,
     /// Records sent.
