@@ -219,8 +219,16 @@ fn queue_panel(area: &Area<'_>, run: &ScenarioResult) -> Result<(), String> {
         .iter()
         .map(|s| (s.t_s, s.buffered as f64))
         .collect();
+    // An edge sized in time: its capacity moves, and is drawn with the backlog.
+    let capacity: Vec<(f64, f64)> = run
+        .series
+        .iter()
+        .map(|s| (s.t_s, s.capacity as f64))
+        .collect();
+    let moves = capacity.windows(2).any(|w| w[0].1 != w[1].1);
+    let capacity = if moves { capacity } else { Vec::new() };
     let t_max = run.series.last().map_or(1.0, |s| s.t_s).max(0.1);
-    let y_max = max_y(&[&queued, &deferred, &held, &buffered]);
+    let y_max = max_y(&[&queued, &deferred, &held, &buffered, &capacity]);
     let mut chart = time_chart(
         area,
         if run.edge_capacity > 0 {
@@ -240,6 +248,11 @@ fn queue_panel(area: &Area<'_>, run: &ScenarioResult) -> Result<(), String> {
         ("deferred (on disk)", deferred, RGBColor(44, 160, 44)),
         ("held back at the producer", held, RED),
         ("buffered in Kafka", buffered, RGBColor(148, 103, 189)),
+        (
+            "edge capacity (sized in time)",
+            capacity,
+            RGBColor(127, 127, 127),
+        ),
     ];
     for (name, points, color) in series {
         if points.iter().all(|p| p.1 == 0.0) {

@@ -11,6 +11,7 @@ use clap::Args;
 use sluice::engine::{Priority, ServiceOrder, Shares, CLASSES};
 use sluice_workloads::overload::{
     self, KafkaFeed, PipelineShape, PolicyChoice, Profile, Scenario, ScenarioJob, ScenarioResult,
+    SinkStep,
 };
 
 use sluice::engine::shutdown::received_signal;
@@ -69,6 +70,14 @@ pub struct OverloadArgs {
     /// the edge under test, then a second edge and a keyed exchange into 2 sink instances).
     #[arg(long, value_enum, default_value = "edge")]
     pipeline: PipelineShape,
+    /// Size the edge under test in time (e.g. 5ms): its capacity follows this much of the
+    /// sink's measured drain rate, up to --capacity.
+    #[arg(long, value_parser = parse::duration)]
+    budget: Option<Duration>,
+    /// Change the sink's capacity during the run, AT:RATE (e.g. 2.5s:20k): the report gives
+    /// latency per class and the edge's capacity before and after.
+    #[arg(long, value_parser = sink_step)]
+    sink_step: Option<SinkStep>,
     /// Class mix in percent, e.g. debug=70,info=20,warn=8,error=2.
     #[arg(long, default_value = "debug=70,info=20,warn=8,error=2", value_parser = mix)]
     mix: Mix,
@@ -137,6 +146,23 @@ fn capacities(s: &str) -> Result<Capacities, String> {
         return Err("an edge capacity must be at least 1 record".into());
     }
     Ok(Capacities(v))
+}
+
+fn sink_step(s: &str) -> Result<SinkStep, String> {
+    let Some((at, rate)) = s.split_once(':') else {
+        return Err(format!(
+            "`{s}` is not a step: write AT:RATE, e.g. 2.5s:20k (the sink does 20k records/s from 2.5 s on)"
+        ));
+    };
+    let at = parse::duration(at)?;
+    let capacity = parse::count(rate)?;
+    if capacity == 0 {
+        return Err("a sink step needs a rate above 0".into());
+    }
+    Ok(SinkStep {
+        at,
+        capacity: capacity as f64,
+    })
 }
 
 fn service(s: &str) -> Result<ServiceOrder, String> {
@@ -219,6 +245,8 @@ fn scenario(a: &OverloadArgs, policy: PolicyChoice, capacity: u64) -> Scenario {
         capacity: capacity as usize,
         service: a.service,
         pipeline: a.pipeline,
+        budget: a.budget,
+        sink_step: a.sink_step,
         mix: a.mix.0,
         max_rss_bytes: a.max_rss,
         defer_dir: a.defer_dir.clone(),
@@ -278,6 +306,45 @@ pub fn bench(a: &OverloadArgs) -> Result<(), CliError> {
             r.policy,
             a.max_rss as f64 / 1e6
         );
+    }
+    if let Some(st) = a.sink_step {
+        outln!();
+        outln!(
+            "the sink steps from {} to {} rec/s at {:.1}s{}:",
+            a.sink_capacity,
+            st.capacity,
+            st.at.as_secs_f64(),
+            a.budget.map_or(String::new(), |b| format!(
+                ", edge budget {} ms",
+                b.as_secs_f64() * 1e3
+            ))
+        );
+        outln!(
+            "{:<12} {:>7} {:>22} {:>24} {:>24}",
+            "policy",
+            "edge",
+            "edge cap before/after",
+            "p99 ms before (wrn/err)",
+            "p99 ms after (wrn/err)"
+        );
+        for r in &results {
+            let Some(step) = &r.step else { continue };
+            let p99 = |side: &std::collections::BTreeMap<Priority, overload::Percentiles>| {
+                [Priority::WARN, Priority::ERROR]
+                    .iter()
+                    .map(|c| side.get(c).map_or("-".into(), |p| format!("{:.1}", p.p99)))
+                    .collect::<Vec<String>>()
+                    .join("/")
+            };
+            outln!(
+                "{:<12} {:>7} {:>22} {:>24} {:>24}",
+                r.policy,
+                r.edge_capacity,
+                format!("{}/{}", step.edge_capacity[0], step.edge_capacity[1]),
+                p99(&step.before),
+                p99(&step.after)
+            );
+        }
     }
     if a.profile == Profile::Burst {
         outln!();
@@ -353,6 +420,17 @@ fn run_in_child(
                 .iter()
                 .flat_map(|o| ["--service", service_name(*o)]),
         )
+        .args(
+            a.budget
+                .iter()
+                .flat_map(|b| ["--budget".to_string(), format!("{}us", b.as_micros())]),
+        )
+        .args(a.sink_step.iter().flat_map(|st| {
+            [
+                "--sink-step".to_string(),
+                format!("{}ms:{}", st.at.as_millis(), st.capacity as u64),
+            ]
+        }))
         // The child stops (drains and reports) when this end closes: on a signal here, or
         // when this process dies.
         .stdin(Stdio::piped())

@@ -40,7 +40,8 @@ pub mod schedule;
 pub use jobs::ScenarioJob;
 pub use result::{
     peak_rss_bytes, recovery, rss_bytes, ClassResult, DropRow, Percentiles, Sample, ScenarioResult,
+    StepResult,
 };
 pub use run::run;
-pub use scenario::{KafkaFeed, PipelineShape, PolicyChoice, Scenario};
+pub use scenario::{KafkaFeed, PipelineShape, PolicyChoice, Scenario, SinkStep};
 pub use schedule::{Event, Profile, Schedule};

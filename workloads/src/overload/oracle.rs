@@ -20,7 +20,7 @@ use sluice_engine::{DropReason, Ledger, Priority, Source, SourceStatus, CLASSES}
 use sluice_operators::resilience::Backoff;
 
 use super::open_loop::OpenLoop;
-use super::paced_sink::{histograms, ClassCounters, PacedSink};
+use super::paced_sink::{histograms, step_histograms, ClassCounters, PacedSink, Step};
 use super::result::{
     peak_rss_bytes, rss_bytes, ClassResult, DropRow, Percentiles, Sample, ScenarioResult,
 };
@@ -85,6 +85,7 @@ pub fn run(
     let consumer_done = Arc::new(AtomicBool::new(false));
     let hists = Arc::new(Mutex::new(histograms()));
     let delivered: ClassCounters = Arc::new(std::array::from_fn(|_| AtomicU64::new(0)));
+    let step_hists = step_histograms();
     let base = Instant::now();
     let mut source = OpenLoop {
         epoch: base,
@@ -117,6 +118,13 @@ pub fn run(
         retries: Arc::new(AtomicU64::new(0)),
         calls: 0,
         dead: 0,
+        step: s.sink_step.map(|st| {
+            Step::new(
+                st.at,
+                Duration::from_secs_f64(1.0 / st.capacity.max(1.0)),
+                &step_hists,
+            )
+        }),
     };
     let consumer = {
         let (shared, done) = (shared.clone(), consumer_done.clone());
@@ -217,7 +225,7 @@ pub fn run(
         emitted: produced,
         delivered_rate: delivered_window as f64 / window,
         sink_capacity: s.sink_capacity,
-        goodput_ratio: delivered_window as f64 / window / s.sink_capacity,
+        goodput_ratio: delivered_window as f64 / window / s.mean_sink_capacity(window),
         overload: s.overload,
         edge_capacity: cap,
         peak_rss_bytes: peak_rss_bytes(),
@@ -236,6 +244,7 @@ pub fn run(
         ledger: Ledger::new(produced, delivered_total, 0, dropped_total, 0, 0, 0),
         service: None,
         pipeline: s.pipeline,
+        step: super::run::step_result(s, &series, &step_hists),
         series,
     })
 }

@@ -29,6 +29,56 @@ pub(super) struct PacedSink {
     pub(super) retries: Arc<AtomicU64>,
     pub(super) calls: u64,
     pub(super) dead: u64,
+    /// A change of pace during the run, and latency on both sides of it.
+    pub(super) step: Option<Step>,
+}
+
+/// The sink's change of pace.
+pub(super) struct Step {
+    /// When, in nanoseconds after the epoch.
+    pub(super) at_ns: u64,
+    /// The time per record from then on.
+    pub(super) per_record: Duration,
+    /// Latency per class of what was delivered before and after.
+    pub(super) hists: [Vec<Histogram<u64>>; 2],
+    pub(super) out: StepHistograms,
+}
+
+impl Step {
+    pub(super) fn new(at: Duration, per_record: Duration, out: &StepHistograms) -> Self {
+        Step {
+            at_ns: at.as_nanos() as u64,
+            per_record,
+            hists: [histograms(), histograms()],
+            out: out.clone(),
+        }
+    }
+}
+
+/// Latency per class before and after a step, shared by a sink's instances.
+pub(super) type StepHistograms = Arc<Mutex<[Vec<Histogram<u64>>; 2]>>;
+
+/// Empty step histograms.
+pub(super) fn step_histograms() -> StepHistograms {
+    Arc::new(Mutex::new([histograms(), histograms()]))
+}
+
+/// Latency percentiles per class of one side of a step (classes that delivered nothing are
+/// left out).
+pub(super) fn step_side(
+    hists: &[Histogram<u64>],
+) -> std::collections::BTreeMap<sluice_engine::Priority, super::result::Percentiles> {
+    hists
+        .iter()
+        .enumerate()
+        .filter(|(_, h)| !h.is_empty())
+        .map(|(c, h)| {
+            (
+                sluice_engine::Priority::rank(c as u8),
+                super::result::Percentiles::of(h),
+            )
+        })
+        .collect()
 }
 
 impl PacedSink {
@@ -40,7 +90,11 @@ impl PacedSink {
             Some(t) if t + Duration::from_millis(1) > now => t,
             _ => now,
         };
-        let done = start + self.per_record * n as u32;
+        let per_record = match &self.step {
+            Some(s) if self.epoch.elapsed().as_nanos() as u64 >= s.at_ns => s.per_record,
+            _ => self.per_record,
+        };
+        let done = start + per_record * n as u32;
         self.next = Some(done);
         loop {
             let now = Instant::now();
@@ -94,9 +148,16 @@ impl Sink<Event> for PacedSink {
         self.pace(records.len());
         let now_ns = self.epoch.elapsed().as_nanos() as u64;
         let mut counts = [0u64; CLASSES];
+        let mut phase = self
+            .step
+            .as_mut()
+            .map(|s| &mut s.hists[usize::from(now_ns >= s.at_ns)]);
         for r in &records {
             let us = now_ns.saturating_sub(r.intended_ns) / 1000;
             if let Some(h) = self.hists.get_mut(r.class.index()) {
+                h.saturating_record(us.max(1));
+            }
+            if let Some(h) = phase.as_mut().and_then(|p| p.get_mut(r.class.index())) {
                 h.saturating_record(us.max(1));
             }
             if let Some(c) = counts.get_mut(r.class.index()) {
@@ -127,6 +188,13 @@ impl PacedSink {
         for (o, h) in out.iter_mut().zip(&mut self.hists) {
             let _ = o.add(&*h);
             h.reset();
+        }
+        if let Some(s) = &mut self.step {
+            let mut out = s.out.lock();
+            for (o, h) in out.iter_mut().flatten().zip(s.hists.iter_mut().flatten()) {
+                let _ = o.add(&*h);
+                h.reset();
+            }
         }
     }
 }

@@ -142,7 +142,7 @@ pub struct ScenarioResult {
     pub delivered_rate: f64,
     /// The sink's capacity, records per second.
     pub sink_capacity: f64,
-    /// Delivered rate over sink capacity, while the load was offered.
+    /// Delivered rate over sink capacity (its mean, if it stepped), while the load was offered.
     pub goodput_ratio: f64,
     /// Offered rate as a multiple of capacity in the overloaded part of the profile.
     pub overload: f64,
@@ -168,8 +168,28 @@ pub struct ScenarioResult {
     /// The pipeline.
     #[serde(default)]
     pub pipeline: PipelineShape,
+    /// Latency before and after the sink's step, when the scenario had one.
+    #[serde(default)]
+    pub step: Option<StepResult>,
     /// The time series, every 100 ms.
     pub series: Vec<Sample>,
+}
+
+/// Latency per class on both sides of a change of the sink's capacity (by when records were
+/// delivered).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StepResult {
+    /// Seconds after the start.
+    pub at_s: f64,
+    /// Sink capacity before and after, records per second.
+    pub sink_capacity: [f64; 2],
+    /// Median edge capacity over the samples before and after (the second half of each
+    /// phase, once an edge sized in time has settled).
+    pub edge_capacity: [u64; 2],
+    /// Latency of the records delivered before the step.
+    pub before: BTreeMap<Priority, Percentiles>,
+    /// Latency of the records delivered after it.
+    pub after: BTreeMap<Priority, Percentiles>,
 }
 
 /// Resident set size of this process now (`VmRSS`), where the OS reports it.

@@ -16,9 +16,12 @@ use sluice_operators::StreamExt;
 
 use super::kafka_feed::KafkaRun;
 use super::open_loop::OpenLoop;
-use super::paced_sink::{histograms, ClassCounters, PacedSink};
+use super::paced_sink::{
+    histograms, step_histograms, step_side, ClassCounters, PacedSink, Step, StepHistograms,
+};
 use super::result::{
     peak_rss_bytes, recovery, rss_bytes, ClassResult, DropRow, Percentiles, Sample, ScenarioResult,
+    StepResult,
 };
 use super::scenario::{PipelineShape, PolicyChoice, Scenario};
 use super::schedule::{class_of, Event, Schedule};
@@ -147,6 +150,14 @@ pub fn run(
             })
         }
     };
+    let step_hists = step_histograms();
+    let so = step_hists.clone();
+    let step = s.sink_step.map(|st| {
+        (
+            st.at,
+            Duration::from_secs_f64(workers as f64 / st.capacity.max(1.0)),
+        )
+    });
     let class = |e: &Event| e.class;
     let mut first = stream
         .edge_capacity(capacity)
@@ -155,6 +166,9 @@ pub fn run(
         .defer_to(&defer_dir, 256 << 20, JsonCodec::<Event>::new());
     if let Some(o) = s.service {
         first = first.service_order(o);
+    }
+    if let Some(b) = s.budget {
+        first = first.edge_budget(b);
     }
     let order = |st: sluice_engine::Stream<Event>| match s.service {
         Some(o) => st.service_order(o),
@@ -196,6 +210,7 @@ pub fn run(
         retries: r2.clone(),
         calls: 0,
         dead: 0,
+        step: step.map(|(at, per)| Step::new(at, per, &so)),
     });
     let mut job = Some(p.run()?);
     // A Kafka feed: once the group holds its partitions, the producer starts the schedule.
@@ -395,7 +410,7 @@ pub fn run(
         emitted: report.source_emitted,
         delivered_rate: delivered_window as f64 / window,
         sink_capacity: s.sink_capacity,
-        goodput_ratio: delivered_window as f64 / window / s.sink_capacity,
+        goodput_ratio: delivered_window as f64 / window / s.mean_sink_capacity(window),
         overload: s.overload,
         edge_capacity: s.capacity,
         peak_rss_bytes: peak_rss_bytes(),
@@ -415,6 +430,35 @@ pub fn run(
         ledger: report.ledger,
         service: report.edges.first().map(|e| e.service),
         pipeline: s.pipeline,
+        step: step_result(s, &series, &step_hists),
         series,
+    })
+}
+
+/// Latency and edge capacity on both sides of the sink's step, if the scenario has one.
+pub(super) fn step_result(
+    s: &Scenario,
+    series: &[Sample],
+    hists: &StepHistograms,
+) -> Option<StepResult> {
+    let st = s.sink_step?;
+    let at = st.at.as_secs_f64();
+    let end = s.duration.as_secs_f64();
+    let median = |from: f64, to: f64| {
+        let mut v: Vec<u64> = series
+            .iter()
+            .filter(|x| x.t_s >= from && x.t_s < to)
+            .map(|x| x.capacity)
+            .collect();
+        v.sort_unstable();
+        v.get(v.len() / 2).copied().unwrap_or(0)
+    };
+    let h = hists.lock();
+    Some(StepResult {
+        at_s: at,
+        sink_capacity: [s.sink_capacity, st.capacity],
+        edge_capacity: [median(at / 2.0, at), median(at + (end - at) / 2.0, end)],
+        before: step_side(&h[0]),
+        after: step_side(&h[1]),
     })
 }

@@ -141,6 +141,22 @@ pub struct Scenario {
     /// The pipeline.
     #[serde(default)]
     pub pipeline: PipelineShape,
+    /// Size the edge under test in time: its capacity follows this much of the sink's
+    /// measured drain rate, up to `capacity`.
+    #[serde(default)]
+    pub budget: Option<Duration>,
+    /// The sink slows down (or speeds up) during the run.
+    #[serde(default)]
+    pub sink_step: Option<SinkStep>,
+}
+
+/// A change of the sink's capacity during a run.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct SinkStep {
+    /// When, after the start.
+    pub at: Duration,
+    /// Records per second the sink processes from then on.
+    pub capacity: f64,
 }
 
 /// 2 GiB.
@@ -170,6 +186,22 @@ impl Default for Scenario {
             defer_dir: None,
             service: None,
             pipeline: PipelineShape::Edge,
+            budget: None,
+            sink_step: None,
+        }
+    }
+}
+
+impl Scenario {
+    /// The sink's capacity averaged over the first `window` seconds (its capacity, unless it
+    /// steps within the window).
+    pub fn mean_sink_capacity(&self, window: f64) -> f64 {
+        match self.sink_step {
+            Some(st) if st.at.as_secs_f64() < window && window > 0.0 => {
+                let at = st.at.as_secs_f64();
+                (at * self.sink_capacity + (window - at) * st.capacity) / window
+            }
+            _ => self.sink_capacity,
         }
     }
 }
