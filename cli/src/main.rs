@@ -93,7 +93,7 @@ enum Job {
 enum Bench {
     /// An open-loop producer at N x the sink's capacity through each overload policy, side by
     /// side: goodput, drops by class, latency by class, peak memory, the ledger.
-    Overload(scenario::OverloadArgs),
+    Overload(Box<scenario::OverloadArgs>),
     /// Kafka passthrough (topic -> map -> topic, at least once) on Sluice against a
     /// hand-written rdkafka consume -> produce loop, same cluster, same run.
     #[cfg(feature = "kafka")]

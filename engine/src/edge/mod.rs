@@ -30,6 +30,21 @@
 //! only when one of them is waiting for credit, so the steady state costs one uncontended lock
 //! per batch and no futex calls.
 //!
+//! # Service order
+//! A port is served FIFO unless it classifies its records and its [`ServiceOrder`](crate::ServiceOrder) is by
+//! class ([`PortConfig::service`]). Then it keeps per-class lanes (`lanes.rs`): senders still
+//! push to the arrival queue; the arrival queue is classified and split into the lanes only
+//! when the order matters (two or more batches queued, or a policy needs the classes), and the
+//! receiver takes the highest class (or, weighted, the class furthest behind its share). An
+//! inbox with a class-served port takes from the port whose highest queued class is highest.
+//! Splitting keeps weights: the parts of a batch carry its weight between them, so the credit
+//! identity below is untouched by sorting.
+//!
+//! # Sized in time
+//! A port with a budget ([`PortConfig::budget`], `budget.rs`) measures how fast its receiver
+//! drains it and moves its capacity toward `budget x rate`, growing by adding credit and
+//! shrinking only by absorbing credit that is free, so the identity holds throughout.
+//!
 //! # End of stream and abort
 //! End of stream is in-band: when the last sender of a port is closed (or dropped), the port
 //! ends after its queued batches are received. [`Receiver::recv`] reports

@@ -72,10 +72,10 @@ impl PolicyChoice {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "kebab-case")]
 pub enum PipelineShape {
-    /// producer -> [the edge under test] -> sink.
+    /// producer -> (the edge under test) -> sink.
     #[default]
     Edge,
-    /// producer -> [the edge under test] -> parse -> [edge] -> enrich -> [keyed exchange] ->
+    /// producer -> (the edge under test) -> parse -> (edge) -> enrich -> (keyed exchange) ->
     /// 2 sink instances, each with half the capacity: three edges, every one served in the
     /// scenario's order and holding the same number of records.
     Keyed,
