@@ -464,3 +464,47 @@ fn a_class_over_its_watermark_displaces_lower_classes_before_it_is_refused() {
     );
     assert_eq!(s.available + s.in_flight_credit, s.capacity);
 }
+
+#[test]
+fn a_shedding_edge_takes_a_batch_larger_than_itself_when_empty() {
+    use sluice_engine::edge::{PortConfig, Receiver};
+    // Capacity 9, a batch of 24 of which 12 are errors (never shed): the empty edge takes it
+    // whole, clamped to its capacity, as any edge does; it must not wait for room that can
+    // never exist (this deadlocked a keyed edge of 9 records fed batches of 24).
+    let rx: Receiver<u64> = Receiver::new();
+    let mut cfg = PortConfig::new(9);
+    cfg.policy = EdgePolicy::shed_by_priority();
+    cfg.classifier = Some(Arc::new(|records: &[u64], out: &mut Vec<Priority>| {
+        out.clear();
+        out.extend(records.iter().map(|r| {
+            if r % 2 == 0 {
+                Priority::ERROR
+            } else {
+                Priority::DEBUG
+            }
+        }));
+    }));
+    let tx = rx.add_port_with(cfg);
+    tx.try_send(sluice_engine::Batch::new((0..24).collect()))
+        .expect("an empty edge takes an oversized batch");
+    let s = rx.snapshot(0);
+    assert_eq!(s.available, 0);
+    assert_eq!(s.queued_records + s.dropped() as usize, 24);
+    assert_eq!(
+        s.drops
+            .iter()
+            .map(|r| r[Priority::ERROR.index()])
+            .sum::<u64>(),
+        0
+    );
+    let mut got = Vec::new();
+    while let Ok(b) = rx.try_recv() {
+        got.extend(b.records);
+    }
+    assert_eq!(
+        got.iter().filter(|r| *r % 2 == 0).count(),
+        12,
+        "every error delivered"
+    );
+    assert_eq!(rx.snapshot(0).available, 9);
+}

@@ -706,7 +706,14 @@ impl<T> Port<T> {
         //    credit evicts queued records of lower sheddable classes (lowest class, oldest
         //    first), never of its own class or above; what still does not fit is refused
         //    (newest first) if the class is sheddable, and waits if it is not.
-        let mut room = self.available;
+        // An empty port takes a batch of any size (clamped to the capacity, as on any edge):
+        // counting its room in records would make a batch of more unsheddable records than
+        // the capacity wait forever.
+        let mut room = if self.available == self.capacity {
+            usize::MAX
+        } else {
+            self.available
+        };
         let mut wait = false;
         for c in (0..CLASSES).rev() {
             let n = counts[c] - cut[c];
@@ -720,7 +727,7 @@ impl<T> Port<T> {
                 if w.fill[k].is_some() && *queued_k > 0 {
                     let before = self.available;
                     self.evict_class(k, self.available + (n - room), tapped);
-                    room += self.available - before;
+                    room = room.saturating_add(self.available - before);
                 }
             }
             if room >= n {
