@@ -364,7 +364,138 @@ fn kafka_faults_arguments_are_checked() {
 }
 
 #[test]
+fn bench_overload_sweeps_edge_sizes_next_to_the_oracle_and_steps_the_sink() {
+    let dir = std::env::temp_dir().join(format!("sluice-sweep-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("tmp dir");
+    let json = dir.join("sweep.json");
+    let out = sluice(&[
+        "bench",
+        "overload",
+        "--policy",
+        "shed,oracle",
+        "--capacity",
+        "512,2k",
+        "--duration",
+        "600ms",
+        "--sink-capacity",
+        "20k",
+        "--overload",
+        "8",
+        "--budget",
+        "5ms",
+        "--sink-step",
+        "300ms:5k",
+        "--progress",
+        "off",
+        "--json",
+        json.to_str().expect("utf8 path"),
+    ]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("the sink steps from 20000 to 5000"),
+        "{stdout}"
+    );
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).expect("written")).expect("json");
+    let runs = v.as_array().expect("one result per size and policy");
+    let seen: Vec<(String, u64)> = runs
+        .iter()
+        .map(|r| {
+            (
+                r["policy"].as_str().unwrap_or("").to_string(),
+                r["edge_capacity"].as_u64().unwrap_or(0),
+            )
+        })
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            ("shed".to_string(), 512),
+            ("oracle".to_string(), 512),
+            ("shed".to_string(), 2000),
+            ("oracle".to_string(), 2000)
+        ]
+    );
+    for r in runs {
+        assert_schema(r);
+        assert_eq!(r["ledger"]["balanced"], true, "{r}");
+        assert_eq!(r["classes"]["error"]["dropped"], 0);
+        let step = &r["step"];
+        assert_eq!(step["sink_capacity"][1], 5000.0);
+        assert!(step["before"]["error"]["p99"].as_f64().is_some(), "{step}");
+        assert!(step["after"]["error"]["p99"].as_f64().is_some(), "{step}");
+    }
+    // Sluice's edge is served by priority and sized in time: its capacity is in the series.
+    assert_eq!(runs[0]["service"], "priority");
+    assert!(runs[1]["service"].is_null(), "the oracle is not Sluice");
+    let caps: Vec<u64> = runs[2]["series"]
+        .as_array()
+        .expect("series")
+        .iter()
+        .filter_map(|x| x["capacity"].as_u64())
+        .collect();
+    assert!(
+        caps.iter().any(|c| *c > 0 && *c < 2000),
+        "a 5 ms budget keeps the edge below its 2,000 records: {caps:?}"
+    );
+
+    // The same through three edges and a keyed exchange.
+    let out = sluice(&[
+        "bench",
+        "overload",
+        "--policy",
+        "shed",
+        "--pipeline",
+        "keyed",
+        "--duration",
+        "400ms",
+        "--sink-capacity",
+        "20k",
+        "--progress",
+        "off",
+        "--json",
+        json.to_str().expect("utf8 path"),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).expect("written")).expect("json");
+    let r = &v[0];
+    assert_eq!(r["pipeline"], "keyed");
+    assert_eq!(r["ledger"]["balanced"], true);
+    assert_eq!(r["classes"]["error"]["dropped"], 0);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
 fn bench_overload_rejects_bad_values() {
+    for (args, what) in [
+        (&["bench", "overload", "--sink-step", "2s"][..], "AT:RATE"),
+        (&["bench", "overload", "--sink-step", "2s:0"][..], "at least 1"),
+        (
+            &["bench", "overload", "--capacity", "512,0"][..],
+            "at least 1",
+        ),
+        (
+            &["bench", "overload", "--service", "fast"][..],
+            "fifo, priority or weighted",
+        ),
+        (&["bench", "overload", "--budget", "0ms"][..], "positive"),
+        (&["bench", "overload", "--pipeline", "ring"][..], "keyed"),
+    ] {
+        let out = sluice(args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert!(err.contains(what), "{args:?}: {err}");
+    }
     let out = sluice(&["bench", "overload", "--duration", "ten"]);
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("250ms"));
