@@ -508,3 +508,93 @@ fn a_shedding_edge_takes_a_batch_larger_than_itself_when_empty() {
     );
     assert_eq!(rx.snapshot(0).available, 9);
 }
+
+/// Emits `debug` records 0.., then waits for `release`, then `errors` records from 1,000,000.
+struct Phased {
+    next: u64,
+    debug: u64,
+    errors: u64,
+    sent_errors: u64,
+    release: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Source<u64> for Phased {
+    fn poll_batch(&mut self, out: &mut Vec<u64>, max: usize) -> Result<SourceStatus, SourceError> {
+        if self.next < self.debug {
+            let n = (max as u64).min(self.debug - self.next);
+            out.extend(self.next..self.next + n);
+            self.next += n;
+            return Ok(SourceStatus::More);
+        }
+        if !self.release.load(std::sync::atomic::Ordering::Acquire) {
+            return Ok(SourceStatus::Idle);
+        }
+        let n = (max as u64).min(self.errors - self.sent_errors);
+        out.extend((self.sent_errors..self.sent_errors + n).map(|e| 1_000_000 + e));
+        self.sent_errors += n;
+        Ok(if self.sent_errors >= self.errors {
+            SourceStatus::Done
+        } else {
+            SourceStatus::More
+        })
+    }
+}
+
+#[test]
+fn errors_overtake_deferred_records_being_replayed() {
+    use sluice_engine::{DeferConfig, JsonCodec, WhenLogFull};
+    // 4,000 debug records overflow an edge of 100 into its defer log; while the log is being
+    // replayed, 50 errors arrive. They queue as errors: each is taken before the next replayed
+    // batch, so hundreds of deferred records are still delivered after the last error.
+    let dir = tempfile::tempdir().expect("tmp");
+    let release = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let out: Arc<Mutex<Vec<u64>>> = Arc::default();
+    let p = Pipeline::new("defer-priority").batch_size(B);
+    let r = release.clone();
+    p.source("source", 1, move |_: &InstanceInfo| Phased {
+        next: 0,
+        debug: 4000,
+        errors: 50,
+        sent_errors: 0,
+        release: r.clone(),
+    })
+    .edge_capacity(100)
+    .edge_policy(EdgePolicy::Defer(DeferConfig {
+        below: Priority::WARN,
+        when_full: WhenLogFull::Drop,
+    }))
+    .classify(|r: &u64| {
+        if *r >= 1_000_000 {
+            Priority::ERROR
+        } else {
+            Priority::DEBUG
+        }
+    })
+    .defer_to(dir.path(), 64 << 20, JsonCodec::<u64>::new())
+    .new_chain()
+    .sink("sink", {
+        let out = out.clone();
+        move |_| SlowCollect(Duration::from_millis(1), out.clone())
+    });
+    let job = p.run().expect("valid graph");
+    // Release the errors once the replay is under way with much of the log still to go.
+    assert!(
+        wait_until(Duration::from_secs(20), || {
+            let e = &job.report().edges[0];
+            e.deferred > 1000 && e.deferred_pending < e.deferred && e.deferred_pending > 1000
+        }),
+        "the log never started replaying: {:?}",
+        job.report().edges
+    );
+    release.store(true, std::sync::atomic::Ordering::Release);
+    let report = job.wait().expect("job runs");
+    assert!(report.ledger.balanced);
+    assert_eq!(report.ledger.delivered, 4050, "{}", report.ledger.explain());
+    let got = out.lock().clone();
+    let last_error = got.iter().rposition(|r| *r >= 1_000_000).unwrap_or(0);
+    let debug_after = got[last_error..].iter().filter(|r| **r < 1_000_000).count();
+    assert!(
+        debug_after > 500,
+        "only {debug_after} deferred records came after the last error"
+    );
+}
