@@ -177,11 +177,7 @@ fn service(s: &str) -> Result<ServiceOrder, String> {
 }
 
 fn service_name(o: ServiceOrder) -> &'static str {
-    match o {
-        ServiceOrder::Fifo => "fifo",
-        ServiceOrder::Weighted(_) => "weighted",
-        _ => "priority",
-    }
+    o.name()
 }
 
 /// A comma-separated list of policies.

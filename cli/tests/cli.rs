@@ -479,7 +479,10 @@ fn bench_overload_sweeps_edge_sizes_next_to_the_oracle_and_steps_the_sink() {
 fn bench_overload_rejects_bad_values() {
     for (args, what) in [
         (&["bench", "overload", "--sink-step", "2s"][..], "AT:RATE"),
-        (&["bench", "overload", "--sink-step", "2s:0"][..], "at least 1"),
+        (
+            &["bench", "overload", "--sink-step", "2s:0"][..],
+            "at least 1",
+        ),
         (
             &["bench", "overload", "--capacity", "512,0"][..],
             "at least 1",

@@ -271,6 +271,15 @@ impl ServiceOrder {
         }
     }
 
+    /// The order's name: `fifo`, `priority` or `weighted`.
+    pub fn name(self) -> &'static str {
+        match self {
+            ServiceOrder::Fifo => "fifo",
+            ServiceOrder::Priority => "priority",
+            ServiceOrder::Weighted(_) => "weighted",
+        }
+    }
+
     /// Whether the edge keeps its records in per-class lanes.
     pub fn by_class(self) -> bool {
         !matches!(self, ServiceOrder::Fifo)

@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{bounded, Receiver, Sender};
 use rustc_hash::{FxBuildHasher, FxHashMap};
 use sluice_connectors::{GeneratorConfig, PipelineExt};
-use sluice_engine::{partition_of, EdgePolicy, JobError, JobReport, Pipeline, Priority};
+use sluice_engine::{partition_of, EdgePolicy, JobError, JobReport, Pipeline, Priority, Stream};
 use sluice_operators::{SinkExt, StreamExt};
 
 /// One W1 record.
@@ -130,40 +130,50 @@ pub fn build(p: &Pipeline, cfg: &Config) -> sluice_operators::FoldSinkHandle<(u6
     } else {
         EdgePolicy::Block
     };
+    // Only the shedding variant classifies: a classifying edge is served by class, and plain
+    // W1 measures FIFO edges.
     let class = |_: &Record| Priority::ERROR;
-    p.generator(
-        "source",
-        cfg.parallelism,
-        GeneratorConfig::count(cfg.records),
-        gen,
-    )
-    .map("rotate", rotate)
-    .filter("keep", keep)
-    .edge_capacity(cfg.capacity)
-    .edge_policy(policy)
-    .classify(class)
-    .key_by(key)
-    .fold(
-        "running sum",
-        || 0u64,
-        |sum, mut r: Record| {
-            *sum = sum.wrapping_add(r.value);
-            r.value = *sum;
-            r
-        },
-    )
-    .edge_policy(policy)
-    .classify(class)
-    .new_chain()
-    .edge_capacity(cfg.capacity)
-    .fold_sink(
-        "checksum",
-        || (0u64, 0u64),
-        |acc, r: Record| {
-            acc.0 += 1;
-            acc.1 ^= r.value;
-        },
-    )
+    let classify = |s: Stream<Record>| {
+        if cfg.shed_policy {
+            s.classify(class)
+        } else {
+            s
+        }
+    };
+    let filtered = p
+        .generator(
+            "source",
+            cfg.parallelism,
+            GeneratorConfig::count(cfg.records),
+            gen,
+        )
+        .map("rotate", rotate)
+        .filter("keep", keep)
+        .edge_capacity(cfg.capacity)
+        .edge_policy(policy);
+    let summed = classify(filtered)
+        .key_by(key)
+        .fold(
+            "running sum",
+            || 0u64,
+            |sum, mut r: Record| {
+                *sum = sum.wrapping_add(r.value);
+                r.value = *sum;
+                r
+            },
+        )
+        .edge_policy(policy);
+    classify(summed)
+        .new_chain()
+        .edge_capacity(cfg.capacity)
+        .fold_sink(
+            "checksum",
+            || (0u64, 0u64),
+            |acc, r: Record| {
+                acc.0 += 1;
+                acc.1 ^= r.value;
+            },
+        )
 }
 
 /// Runs W1 on Sluice.

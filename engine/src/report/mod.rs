@@ -327,10 +327,11 @@ impl fmt::Display for JobReport {
         writeln!(f)?;
         writeln!(
             f,
-            "{:<34} {:<11} {:<17} {:>8} {:>14} {:>12} {:>8} {:>9} {:>11}",
+            "{:<34} {:<11} {:<17} {:<8} {:>8} {:>14} {:>12} {:>8} {:>9} {:>11}",
             "edge",
             "exchange",
             "policy",
+            "service",
             "capacity",
             "sent",
             "dropped",
@@ -341,10 +342,11 @@ impl fmt::Display for JobReport {
         for e in &self.edges {
             writeln!(
                 f,
-                "{:<34} {:<11} {:<17} {:>8} {:>14} {:>12} {:>8} {:>9} {:>10.3}s",
+                "{:<34} {:<11} {:<17} {:<8} {:>8} {:>14} {:>12} {:>8} {:>9} {:>10.3}s",
                 truncate(&e.name, 34),
                 e.exchange.to_string(),
                 truncate(&e.policy.to_string(), 17),
+                e.service.name(),
                 count(e.capacity as u64),
                 count(e.sent),
                 count(e.dropped),
