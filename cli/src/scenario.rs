@@ -74,6 +74,10 @@ pub struct OverloadArgs {
     /// sink's measured drain rate, up to --capacity.
     #[arg(long, value_parser = parse::duration)]
     budget: Option<Duration>,
+    /// Records per batch: the most the producer emits and the sink takes at once (e.g. 5k;
+    /// default 256). Batches up to half the edge show how shedding admits a burst.
+    #[arg(long, value_parser = parse::capacity)]
+    batch: Option<u64>,
     /// Change the sink's capacity during the run, AT:RATE (e.g. 2.5s:20k): the report gives
     /// latency per class and the edge's capacity before and after.
     #[arg(long, value_parser = sink_step)]
@@ -243,6 +247,7 @@ fn scenario(a: &OverloadArgs, policy: PolicyChoice, capacity: u64) -> Scenario {
         pipeline: a.pipeline,
         budget: a.budget,
         sink_step: a.sink_step,
+        batch: a.batch.map(|b| b as usize),
         mix: a.mix.0,
         max_rss_bytes: a.max_rss,
         defer_dir: a.defer_dir.clone(),
@@ -420,6 +425,11 @@ fn run_in_child(
             a.budget
                 .iter()
                 .flat_map(|b| ["--budget".to_string(), format!("{}us", b.as_micros())]),
+        )
+        .args(
+            a.batch
+                .iter()
+                .flat_map(|b| ["--batch".to_string(), b.to_string()]),
         )
         .args(a.sink_step.iter().flat_map(|st| {
             [
@@ -652,7 +662,16 @@ const MAX_OFFERED: u64 = 2_000_000_000;
 const MAX_SINK_CAPACITY: f64 = 100_000_000.0;
 
 /// Refuses, before anything runs, a scenario that cannot work.
+/// The largest batch a scenario accepts.
+const MAX_BATCH: usize = 1_000_000;
+
 fn check_scenario(s: &Scenario) -> Result<(), CliError> {
+    if s.batch.is_some_and(|b| b > MAX_BATCH) {
+        return Err(CliError::Usage(format!(
+            "--batch {} is more than a batch can usefully be: at most {MAX_BATCH} records",
+            s.batch.unwrap_or(0)
+        )));
+    }
     if s.sink_capacity > MAX_SINK_CAPACITY {
         return Err(CliError::Usage(format!(
             "--sink-capacity {} is beyond what a paced sink can do here: at most 100M records/s",

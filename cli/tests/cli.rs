@@ -493,6 +493,10 @@ fn bench_overload_rejects_bad_values() {
         ),
         (&["bench", "overload", "--budget", "0ms"][..], "positive"),
         (&["bench", "overload", "--pipeline", "ring"][..], "keyed"),
+        (
+            &["bench", "overload", "--batch", "5000000"][..],
+            "at most 1000000",
+        ),
     ] {
         let out = sluice(args);
         let err = String::from_utf8_lossy(&out.stderr);

@@ -6,8 +6,8 @@
 //! uses); at the bound it evicts the oldest record of the lowest class queued, or drops the
 //! incoming record when its own class is the lowest (Error and up wait instead of being
 //! dropped, as under Sluice's default watermarks). The consumer thread takes up to a batch
-//! (256 records, Sluice's batch in the benchmark) from the highest class queued and hands it
-//! to the same paced sink. No ledger, no operators, no credit: the ideal a priority edge is
+//! (the scenario's, 256 records by default, as Sluice's) from the highest class queued and
+//! hands it to the same paced sink. No ledger, no operators, no credit: the ideal a priority edge is
 //! measured against.
 
 use std::collections::{BTreeMap, VecDeque};
@@ -26,9 +26,6 @@ use super::result::{
 };
 use super::scenario::Scenario;
 use super::schedule::{class_of, Event, Schedule};
-
-/// Records the producer and the consumer move at a time (the benchmark's batch size).
-const BATCH: usize = 256;
 
 struct Queues {
     lanes: [VecDeque<Event>; CLASSES],
@@ -71,6 +68,7 @@ pub fn run(
     let total = schedule.total();
     let cumulative = super::run::cumulative(&s.mix);
     let cap = s.capacity.max(1);
+    let batch = s.batch();
     let shared = Arc::new(Shared {
         q: Mutex::new(Queues {
             lanes: std::array::from_fn(|_| VecDeque::new()),
@@ -98,7 +96,7 @@ pub fn run(
         let (shared, emitted) = (shared.clone(), emitted.clone());
         std::thread::Builder::new()
             .name("oracle-producer".into())
-            .spawn(move || produce(&mut source, &shared, &emitted, cap))?
+            .spawn(move || produce(&mut source, &shared, &emitted, cap, batch))?
     };
     let mut sink = PacedSink {
         epoch: base,
@@ -131,7 +129,7 @@ pub fn run(
         std::thread::Builder::new()
             .name("oracle-consumer".into())
             .spawn(move || {
-                consume(&mut sink, &shared);
+                consume(&mut sink, &shared, batch);
                 drop(sink);
                 done.store(true, Ordering::Release);
             })?
@@ -250,11 +248,11 @@ pub fn run(
 }
 
 /// The producer: offers what is due, evicting the oldest of the lowest class at the bound.
-fn produce(source: &mut OpenLoop, shared: &Shared, emitted: &AtomicU64, cap: usize) {
-    let mut buf = Vec::with_capacity(BATCH);
+fn produce(source: &mut OpenLoop, shared: &Shared, emitted: &AtomicU64, cap: usize, batch: usize) {
+    let mut buf = Vec::with_capacity(batch.min(1 << 16));
     loop {
         buf.clear();
-        let status = source.poll_batch(&mut buf, BATCH);
+        let status = source.poll_batch(&mut buf, batch);
         if !buf.is_empty() {
             let mut q = shared.q.lock();
             for e in buf.drain(..) {
@@ -297,14 +295,14 @@ fn admit(q: &mut parking_lot::MutexGuard<'_, Queues>, e: Event, cap: usize, shar
 }
 
 /// The consumer: takes up to a batch of the highest class queued and hands it to the sink.
-fn consume(sink: &mut PacedSink, shared: &Shared) {
+fn consume(sink: &mut PacedSink, shared: &Shared, batch: usize) {
     use sluice_engine::Sink;
     loop {
         let batch: Vec<Event> = {
             let mut q = shared.q.lock();
             loop {
                 if let Some(top) = q.highest() {
-                    let n = q.lanes[top].len().min(BATCH);
+                    let n = q.lanes[top].len().min(batch);
                     let b: Vec<Event> = q.lanes[top].drain(..n).collect();
                     q.len -= n;
                     break b;

@@ -83,7 +83,7 @@ pub fn run(
         }
         None => temp.path().to_path_buf(),
     };
-    let p = Pipeline::new(format!("{}-{}", s.job, s.policy.name())).batch_size(256);
+    let p = Pipeline::new(format!("{}-{}", s.job, s.policy.name())).batch_size(s.batch());
     // Latency is measured from `base`. The in-process producer's schedule starts there; a
     // Kafka feed's starts once the consumer group holds its partitions (`epoch`).
     let base = Instant::now();

@@ -148,6 +148,20 @@ pub struct Scenario {
     /// The sink slows down (or speeds up) during the run.
     #[serde(default)]
     pub sink_step: Option<SinkStep>,
+    /// Records per batch: the most the producer emits at once and the sink takes at once
+    /// (default [`DEFAULT_BATCH`]).
+    #[serde(default)]
+    pub batch: Option<usize>,
+}
+
+/// The benchmark's batch size unless a scenario sets one.
+pub const DEFAULT_BATCH: usize = 256;
+
+impl Scenario {
+    /// Records per batch.
+    pub fn batch(&self) -> usize {
+        self.batch.unwrap_or(DEFAULT_BATCH).max(1)
+    }
 }
 
 /// A change of the sink's capacity during a run.
@@ -188,6 +202,7 @@ impl Default for Scenario {
             pipeline: PipelineShape::Edge,
             budget: None,
             sink_step: None,
+            batch: None,
         }
     }
 }
