@@ -189,3 +189,66 @@ fn panic_and_abort_fail_acks_never_complete_them() {
         .filter(|(id, _)| *id >= 300)
         .all(|(_, o)| *o == AckOutcome::Failed));
 }
+
+/// Emits `0..n` with an ack per batch, then waits (idle) until every ack has completed, and
+/// records whether they did while the job was running.
+struct WaitsForAcks {
+    inner: Acked,
+    total: usize,
+    deadline: Option<std::time::Instant>,
+    completed_while_running: Arc<Mutex<Option<bool>>>,
+}
+
+impl Source<u64> for WaitsForAcks {
+    fn poll_batch(&mut self, out: &mut Vec<u64>, max: usize) -> Result<SourceStatus, SourceError> {
+        if self.inner.next < self.inner.end {
+            self.inner.poll_batch(out, max)?;
+            return Ok(SourceStatus::More);
+        }
+        let deadline = *self
+            .deadline
+            .get_or_insert_with(|| std::time::Instant::now() + Duration::from_secs(10));
+        let done = self.inner.log.lock().len() == self.total;
+        if done || std::time::Instant::now() > deadline {
+            *self.completed_while_running.lock() = Some(done);
+            return Ok(SourceStatus::Done);
+        }
+        Ok(SourceStatus::Idle)
+    }
+    fn take_ack(&mut self) -> Option<Ack> {
+        self.inner.take_ack()
+    }
+}
+
+#[test]
+fn a_keyed_exchange_passes_acks_on_with_its_batches() {
+    // A Kafka source commits what its acks report: acks must complete while the job runs,
+    // not when the exchange is torn down at the end (the hash exchange kept every ack of
+    // every input batch until then, so nothing behind a `key_by` was ever committed early).
+    let log: Log = Arc::default();
+    let seen = Arc::new(Mutex::new(None));
+    let (l, s) = (log.clone(), seen.clone());
+    let p = Pipeline::new("keyed-acks").batch_size(100);
+    p.source("src", 1, move |_| WaitsForAcks {
+        inner: Acked {
+            next: 0,
+            end: 5_000,
+            log: l.clone(),
+            pending: None,
+        },
+        total: 50,
+        deadline: None,
+        completed_while_running: s.clone(),
+    })
+    .partition_by(2, |x: &u64| x.wrapping_mul(0x9E37_79B9_7F4A_7C15))
+    .sink("sink", |_| SlowSink(Duration::ZERO));
+    let report = p.run().unwrap().wait().unwrap();
+    assert!(report.ledger.balanced);
+    assert_eq!(
+        *seen.lock(),
+        Some(true),
+        "acks completed only at the end: {} of 50 while running",
+        log.lock().len()
+    );
+    assert!(log.lock().iter().all(|(_, o)| *o == AckOutcome::Done));
+}

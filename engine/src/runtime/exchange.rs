@@ -140,16 +140,21 @@ impl<T, H> Hash<T, H> {
             return Ok(());
         }
         let created = self.oldest[i].take().unwrap_or_else(Instant::now);
-        let r = send(
-            &self.txs[i],
-            Batch::with_created(records, created),
-            &self.task,
-        );
+        let mut batch = Batch::with_created(records, created);
+        // The batch carries the acks of the input batches its records came from; the rest
+        // of the current input batch, if any, goes to a new buffer that needs them again.
+        batch.acks = std::mem::take(&mut self.acks[i]);
+        self.touched[i] = false;
+        let r = send(&self.txs[i], batch, &self.task);
         if r.is_err() {
             let held: usize = self.bufs.iter().map(Vec::len).sum();
             self.task.add_abandoned(held as u64);
-            for b in &mut self.bufs {
+            for (b, a) in self.bufs.iter_mut().zip(&mut self.acks) {
+                if !b.is_empty() {
+                    fail_acks(a);
+                }
                 b.clear();
+                a.clear();
             }
         }
         r
