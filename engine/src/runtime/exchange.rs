@@ -90,6 +90,8 @@ pub(crate) struct Hash<T, H> {
     pub touched: Vec<bool>,
     /// The target of each record of the batch being split (reused between batches).
     pub targets: Vec<u32>,
+    /// Records of the batch being split per target (reused between batches).
+    pub counts: Vec<usize>,
     pub batch_size: usize,
     pub task: Arc<TaskStats>,
 }
@@ -126,6 +128,7 @@ impl<T, H> Hash<T, H> {
             acks: (0..n).map(|_| Vec::new()).collect(),
             touched: vec![false; n],
             targets: Vec::new(),
+            counts: Vec::new(),
             batch_size,
             task,
         }
@@ -185,34 +188,44 @@ impl<T: Send, H: Fn(&T) -> u64 + Send + Sync> Emit<T> for Hash<T, H> {
         );
         set_held(0);
         let targets = std::mem::take(&mut self.targets);
-        let mut records = records.into_iter().zip(&targets);
-        let mut result = Ok(());
-        while let Some((r, &i)) = records.next() {
-            let i = i as usize;
-            let buf = &mut self.bufs[i];
+        // Scatter in one tight loop (a push per record, nothing else), then do the per-target
+        // bookkeeping once per batch: a buffer may pass the batch size by less than one input
+        // batch before it is sent. (Checking capacity, creation time, acks and fullness per
+        // record cost about a third of W1's source thread.)
+        self.counts.clear();
+        self.counts.resize(n, 0);
+        for &t in &targets {
+            self.counts[t as usize] += 1;
+        }
+        for (buf, &c) in self.bufs.iter_mut().zip(&self.counts) {
             if buf.capacity() == 0 {
-                buf.reserve_exact(self.batch_size);
+                // A fresh buffer: room for a batch and the overshoot of this input batch.
+                buf.reserve_exact(self.batch_size + c);
+            } else {
+                buf.reserve(c);
             }
-            buf.push(r);
+        }
+        for (r, &t) in records.into_iter().zip(&targets) {
+            self.bufs[t as usize].push(r);
+        }
+        self.targets = targets;
+        for i in 0..n {
+            if self.counts[i] == 0 {
+                continue;
+            }
             if self.oldest[i].is_none() {
                 self.oldest[i] = Some(created);
             }
-            if !self.touched[i] {
-                self.touched[i] = true;
-                merge_acks(&mut self.acks[i], &acks);
-            }
-            if buf.len() >= self.batch_size {
-                if let Err(h) = self.send_buf(i) {
-                    self.task.add_abandoned(records.len() as u64);
-                    fail_acks(&acks);
-                    result = Err(h);
-                    break;
-                }
+            merge_acks(&mut self.acks[i], &acks);
+        }
+        for i in 0..n {
+            if self.bufs[i].len() >= self.batch_size {
+                // On failure, `send_buf` counts every buffered record as abandoned and fails
+                // their acks.
+                self.send_buf(i)?;
             }
         }
-        drop(records);
-        self.targets = targets;
-        result
+        Ok(())
     }
 
     fn flush(&mut self) -> Result<(), Halt> {
