@@ -52,10 +52,8 @@ fn dense_index<K: 'static>(k: &K) -> Option<usize> {
         usize::try_from(*v).ok()
     } else if let Some(v) = any.downcast_ref::<u16>() {
         Some(usize::from(*v))
-    } else if let Some(v) = any.downcast_ref::<u8>() {
-        Some(usize::from(*v))
     } else {
-        None
+        any.downcast_ref::<u8>().map(|v| usize::from(*v))
     };
     i.filter(|i| *i < DENSE_KEYS)
 }
