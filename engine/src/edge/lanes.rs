@@ -23,10 +23,18 @@
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
-use super::port::Entry;
 use crate::batch::Batch;
 use crate::policy::{ServiceOrder, Shares};
 use crate::priority::{Priority, CLASSES};
+
+/// A queued batch: its records, the credit it holds, and its records per class once known.
+/// (The arrival queue of every port and the lanes of a class-served one hold these.)
+pub(super) struct Entry<T> {
+    pub batch: Batch<T>,
+    pub weight: usize,
+    /// Records per class, computed the first time a policy needs it.
+    pub classes: Option<[u32; CLASSES]>,
+}
 
 /// Virtual time one record of share 1 costs under weighted service.
 const VT_UNIT: u64 = 1 << 20;

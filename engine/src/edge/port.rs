@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use super::budget::Sizer;
-use super::lanes::Lanes;
+use super::lanes::{Entry, Lanes};
 use super::spill::{DeferHealth, SpillError, SpillLog};
 use crate::batch::Batch;
 use crate::policy::{
@@ -87,13 +87,6 @@ fn class_counts(classes: &[Priority]) -> [u32; CLASSES] {
         }
     }
     counts
-}
-
-pub(super) struct Entry<T> {
-    pub batch: Batch<T>,
-    pub weight: usize,
-    /// Records per class, computed the first time a policy needs it.
-    pub classes: Option<[u32; CLASSES]>,
 }
 
 /// What became of an offered batch.

@@ -20,12 +20,12 @@ use sluice_engine::{DropReason, Ledger, Priority, Source, SourceStatus, CLASSES}
 use sluice_operators::resilience::Backoff;
 
 use super::open_loop::OpenLoop;
-use super::paced_sink::{histograms, step_histograms, ClassCounters, PacedSink, Step};
+use super::paced_sink::{histograms, step_histograms, step_result, ClassCounters, PacedSink, Step};
 use super::result::{
     peak_rss_bytes, rss_bytes, ClassResult, DropRow, Percentiles, Sample, ScenarioResult,
 };
 use super::scenario::Scenario;
-use super::schedule::{class_of, Event, Schedule};
+use super::schedule::{class_of, cumulative, Event, Schedule};
 
 struct Queues {
     lanes: [VecDeque<Event>; CLASSES],
@@ -66,7 +66,7 @@ pub fn run(
         s.overload,
     ));
     let total = schedule.total();
-    let cumulative = super::run::cumulative(&s.mix);
+    let cumulative = cumulative(&s.mix);
     let cap = s.capacity.max(1);
     let batch = s.batch();
     let shared = Arc::new(Shared {
@@ -242,7 +242,7 @@ pub fn run(
         ledger: Ledger::new(produced, delivered_total, 0, dropped_total, 0, 0, 0),
         service: None,
         pipeline: s.pipeline,
-        step: super::run::step_result(s, &series, &step_hists),
+        step: step_result(s, &series, &step_hists),
         series,
     })
 }

@@ -9,6 +9,8 @@ use parking_lot::Mutex;
 use sluice_engine::{Sink, SinkError, CLASSES};
 use sluice_operators::resilience::{Backoff, RetryDecision};
 
+use super::result::{Sample, StepResult};
+use super::scenario::Scenario;
 use super::schedule::Event;
 
 /// Counters the sink shares with the sampler: delivered records per class.
@@ -213,4 +215,32 @@ pub(super) fn histograms() -> Vec<Histogram<u64>> {
     (0..CLASSES)
         .filter_map(|_| Histogram::new_with_bounds(1, 3_600_000_000, 3).ok())
         .collect()
+}
+
+/// Latency and edge capacity on both sides of the sink's step, if the scenario has one.
+pub(super) fn step_result(
+    s: &Scenario,
+    series: &[Sample],
+    hists: &StepHistograms,
+) -> Option<StepResult> {
+    let st = s.sink_step?;
+    let at = st.at.as_secs_f64();
+    let end = s.duration.as_secs_f64();
+    let median = |from: f64, to: f64| {
+        let mut v: Vec<u64> = series
+            .iter()
+            .filter(|x| x.t_s >= from && x.t_s < to)
+            .map(|x| x.capacity)
+            .collect();
+        v.sort_unstable();
+        v.get(v.len() / 2).copied().unwrap_or(0)
+    };
+    let h = hists.lock();
+    Some(StepResult {
+        at_s: at,
+        sink_capacity: [s.sink_capacity, st.capacity],
+        edge_capacity: [median(at / 2.0, at), median(at + (end - at) / 2.0, end)],
+        before: step_side(&h[0]),
+        after: step_side(&h[1]),
+    })
 }

@@ -16,15 +16,12 @@ use sluice_operators::StreamExt;
 
 use super::kafka_feed::KafkaRun;
 use super::open_loop::OpenLoop;
-use super::paced_sink::{
-    histograms, step_histograms, step_side, ClassCounters, PacedSink, Step, StepHistograms,
-};
+use super::paced_sink::{histograms, step_histograms, step_result, ClassCounters, PacedSink, Step};
 use super::result::{
     peak_rss_bytes, recovery, rss_bytes, ClassResult, DropRow, Percentiles, Sample, ScenarioResult,
-    StepResult,
 };
 use super::scenario::{PipelineShape, PolicyChoice, Scenario};
-use super::schedule::{class_of, Event, Schedule};
+use super::schedule::{class_of, cumulative, Event, Schedule};
 
 /// Sink instances of the keyed pipeline.
 const KEYED_SINKS: usize = 2;
@@ -36,18 +33,6 @@ fn by_class(
     values
         .filter(|(c, _)| mix.get(c.index()).is_some_and(|m| *m > 0.0))
         .collect()
-}
-
-/// The cumulative shares of the class mix, for [`class_of`].
-pub(super) fn cumulative(mix: &[f64; CLASSES]) -> [f64; CLASSES] {
-    let mut cumulative = [0.0; CLASSES];
-    let sum: f64 = mix.iter().sum::<f64>().max(1e-12);
-    let mut acc = 0.0;
-    for (c, m) in cumulative.iter_mut().zip(mix) {
-        acc += m / sum;
-        *c = acc;
-    }
-    cumulative
 }
 
 /// Runs one scenario in this process, calling `progress` with every sample (every 100 ms).
@@ -432,33 +417,5 @@ pub fn run(
         pipeline: s.pipeline,
         step: step_result(s, &series, &step_hists),
         series,
-    })
-}
-
-/// Latency and edge capacity on both sides of the sink's step, if the scenario has one.
-pub(super) fn step_result(
-    s: &Scenario,
-    series: &[Sample],
-    hists: &StepHistograms,
-) -> Option<StepResult> {
-    let st = s.sink_step?;
-    let at = st.at.as_secs_f64();
-    let end = s.duration.as_secs_f64();
-    let median = |from: f64, to: f64| {
-        let mut v: Vec<u64> = series
-            .iter()
-            .filter(|x| x.t_s >= from && x.t_s < to)
-            .map(|x| x.capacity)
-            .collect();
-        v.sort_unstable();
-        v.get(v.len() / 2).copied().unwrap_or(0)
-    };
-    let h = hists.lock();
-    Some(StepResult {
-        at_s: at,
-        sink_capacity: [s.sink_capacity, st.capacity],
-        edge_capacity: [median(at / 2.0, at), median(at + (end - at) / 2.0, end)],
-        before: step_side(&h[0]),
-        after: step_side(&h[1]),
     })
 }

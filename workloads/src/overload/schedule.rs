@@ -126,6 +126,18 @@ impl Schedule {
     }
 }
 
+/// The cumulative shares of the class mix, for [`class_of`].
+pub(crate) fn cumulative(mix: &[f64; CLASSES]) -> [f64; CLASSES] {
+    let mut cumulative = [0.0; CLASSES];
+    let sum: f64 = mix.iter().sum::<f64>().max(1e-12);
+    let mut acc = 0.0;
+    for (c, m) in cumulative.iter_mut().zip(mix) {
+        acc += m / sum;
+        *c = acc;
+    }
+    cumulative
+}
+
 pub(crate) fn class_of(seq: u64, cumulative: &[f64; CLASSES]) -> Priority {
     let u = unit(seq);
     let idx = cumulative
