@@ -16,8 +16,12 @@ use sluice_engine::{EdgePolicy, Operator, Priority, Stream};
 type StateMap<K, S> = std::collections::HashMap<K, S, FxBuildHasher>;
 
 /// Integer keys below this index keyed state directly (a vector grown to the largest such key
-/// seen), so a fold keyed by `id % 1024` costs an index, not a hash-map entry.
+/// seen), so a fold keyed by `id % 1024` costs an index, not a hash-map entry. For large
+/// states the bound is lower: the vector never takes more than [`DENSE_BYTES`].
 pub const DENSE_KEYS: usize = 1 << 16;
+
+/// The most memory the dense part of one instance's keyed state may take.
+pub const DENSE_BYTES: usize = 4 << 20;
 
 /// The state of one keyed-operator instance: a vector for small integer keys, a hash map for
 /// the rest. Which one holds a key depends only on the key, so each key has one state.
@@ -62,7 +66,9 @@ impl<K: Hash + Eq + 'static, S> KeyedState<K, S> {
     /// The state of `k`, created with `init` the first time.
     #[inline]
     pub fn get_or_insert_with(&mut self, k: K, init: impl FnOnce() -> S) -> &mut S {
-        match dense_index(&k) {
+        // Which keys are dense depends only on the key and the state's type.
+        let limit = (DENSE_BYTES / std::mem::size_of::<Option<S>>().max(1)).min(DENSE_KEYS);
+        match dense_index(&k).filter(|i| *i < limit) {
             Some(i) => {
                 if i >= self.dense.len() {
                     self.dense.resize_with(i + 1, || None);
@@ -232,5 +238,12 @@ mod tests {
         let mut s: KeyedState<String, u8> = KeyedState::default();
         s.get_or_insert_with("a".into(), || 1);
         assert!(s.dense.is_empty() && s.map.len() == 1 && !s.is_empty());
+
+        // A large state: the dense part stays within its byte budget.
+        let mut big: KeyedState<u32, [u8; 4096]> = KeyedState::default();
+        big.get_or_insert_with(60_000, || [0; 4096]);
+        big.get_or_insert_with(5, || [0; 4096]);
+        assert!(big.dense.len() * std::mem::size_of::<Option<[u8; 4096]>>() <= DENSE_BYTES);
+        assert_eq!((big.dense.len(), big.map.len()), (6, 1));
     }
 }

@@ -34,7 +34,7 @@ mod record;
 pub mod resilience;
 mod sink;
 
-pub use keyed::{FoldOp, KeyedState, KeyedStream, DENSE_KEYS};
+pub use keyed::{FoldOp, KeyedState, KeyedStream, DENSE_BYTES, DENSE_KEYS};
 pub use record::{Filter, FlatMap, Inspect, Map};
 pub use resilience::ResilienceExt;
 pub use sink::{Collected, Counted, FoldSinkHandle, SinkExt};
