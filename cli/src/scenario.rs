@@ -678,8 +678,7 @@ fn check_scenario(s: &Scenario) -> Result<(), CliError> {
             s.sink_capacity
         )));
     }
-    let offered =
-        overload::Schedule::new(s.profile, s.duration, s.sink_capacity, s.overload).total();
+    let offered = s.schedule().total();
     if offered > MAX_OFFERED {
         return Err(CliError::Usage(format!(
             "this scenario offers {offered} records ({}x a sink of {} records/s for {:.1} s); at most {MAX_OFFERED}: lower --overload, --sink-capacity or --duration",

@@ -49,7 +49,7 @@ pub use policy::{
     DeferConfig, DropReason, EdgePolicy, SampleConfig, ServiceOrder, Shares, Watermarks,
     WhenLogFull, REASONS,
 };
-pub use priority::{Classifier, Prioritized, Priority, CLASSES};
+pub use priority::{classifier, Classifier, Prioritized, Priority, CLASSES};
 pub use report::{
     DropCount, EdgeReport, JobEvent, JobReport, JobStatus, LatencySummary, OperatorReport,
     SinkReport, StageReport,

@@ -279,11 +279,6 @@ impl ServiceOrder {
             ServiceOrder::Weighted(_) => "weighted",
         }
     }
-
-    /// Whether the edge keeps its records in per-class lanes.
-    pub fn by_class(self) -> bool {
-        !matches!(self, ServiceOrder::Fifo)
-    }
 }
 
 impl fmt::Display for ServiceOrder {

@@ -9,6 +9,17 @@ use parking_lot::{Condvar, Mutex};
 use sluice_engine::{Ledger, Operator, Sink, SinkError, Source, SourceError, SourceStatus};
 pub use sluice_testkit::{Books, Oracle, StreamVerdict, Tag};
 
+/// Record `i` has class debug for i%10 in 0..7, info for 7, warn for 8, error for 9.
+pub fn level(r: &u64) -> sluice_engine::Priority {
+    use sluice_engine::Priority;
+    match r % 10 {
+        7 => Priority::INFO,
+        8 => Priority::WARN,
+        9 => Priority::ERROR,
+        _ => Priority::DEBUG,
+    }
+}
+
 /// Emits `0..n` (instance `s` of `p`: the values `i % p == s`).
 pub struct Range {
     pub next: u64,

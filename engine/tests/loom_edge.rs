@@ -126,9 +126,8 @@ fn priority_port_keeps_credit_and_serves_the_higher_class_first() {
     model(|| {
         let rx = edge::Receiver::<u32>::new();
         let mut cfg = PortConfig::new(2);
-        cfg.classifier = Some(std::sync::Arc::new(|r: &[u32], out: &mut Vec<Priority>| {
-            out.clear();
-            out.extend(r.iter().map(|v| Priority::rank(*v as u8 % 2 * 3)));
+        cfg.classifier = Some(sluice_engine::classifier(|v: &u32| {
+            Priority::rank(*v as u8 % 2 * 3)
         }));
         cfg.service = ServiceOrder::Priority;
         let tx = rx.add_port_with(cfg);

@@ -142,16 +142,6 @@ fn drop_oldest_keeps_the_newest() {
     assert!(report.ledger.balanced);
 }
 
-/// Record `i` has class debug for i%10 in 0..7, info for 7, warn for 8, error for 9.
-fn level(r: &u64) -> Priority {
-    match r % 10 {
-        7 => Priority::INFO,
-        8 => Priority::WARN,
-        9 => Priority::ERROR,
-        _ => Priority::DEBUG,
-    }
-}
-
 #[test]
 fn shed_by_priority_under_10x_overload_never_drops_errors() {
     let n = 1000u64; // ten times the 100-record capacity

@@ -11,21 +11,11 @@ use std::time::{Duration, Instant};
 use common::*;
 use parking_lot::Mutex;
 use sluice_engine::{
-    EdgePolicy, InstanceInfo, Job, JobReport, Pipeline, Priority, ServiceOrder, Shares, Sink,
-    SinkError, Source, SourceError, SourceStatus, TaskState,
+    classifier, EdgePolicy, InstanceInfo, Job, JobReport, Pipeline, Priority, ServiceOrder, Shares,
+    Sink, SinkError, Source, SourceError, SourceStatus, TaskState,
 };
 
 const B: usize = 10;
-
-/// Record `i`: error for i%10 == 9, warn for 8, info for 7, debug otherwise.
-fn level(r: &u64) -> Priority {
-    match r % 10 {
-        7 => Priority::INFO,
-        8 => Priority::WARN,
-        9 => Priority::ERROR,
-        _ => Priority::DEBUG,
-    }
-}
 
 /// `records` as a priority edge would serve them: highest class first, each class in order.
 fn by_class(records: &[u64], class: fn(&u64) -> Priority) -> Vec<u64> {
@@ -439,15 +429,12 @@ fn a_class_over_its_watermark_displaces_lower_classes_before_it_is_refused() {
     let rx: Receiver<u64> = Receiver::new();
     let mut cfg = PortConfig::new(100);
     cfg.policy = EdgePolicy::shed_by_priority();
-    cfg.classifier = Some(Arc::new(|records: &[u64], out: &mut Vec<Priority>| {
-        out.clear();
-        out.extend(records.iter().map(|r| {
-            if *r >= 1000 {
-                Priority::WARN
-            } else {
-                Priority::DEBUG
-            }
-        }));
+    cfg.classifier = Some(classifier(|r: &u64| {
+        if *r >= 1000 {
+            Priority::WARN
+        } else {
+            Priority::DEBUG
+        }
     }));
     let tx = rx.add_port_with(cfg);
     let send = |v: Vec<u64>| tx.try_send(sluice_engine::Batch::new(v)).is_ok();
@@ -474,15 +461,12 @@ fn a_shedding_edge_takes_a_batch_larger_than_itself_when_empty() {
     let rx: Receiver<u64> = Receiver::new();
     let mut cfg = PortConfig::new(9);
     cfg.policy = EdgePolicy::shed_by_priority();
-    cfg.classifier = Some(Arc::new(|records: &[u64], out: &mut Vec<Priority>| {
-        out.clear();
-        out.extend(records.iter().map(|r| {
-            if r % 2 == 0 {
-                Priority::ERROR
-            } else {
-                Priority::DEBUG
-            }
-        }));
+    cfg.classifier = Some(classifier(|r: &u64| {
+        if r % 2 == 0 {
+            Priority::ERROR
+        } else {
+            Priority::DEBUG
+        }
     }));
     let tx = rx.add_port_with(cfg);
     tx.try_send(sluice_engine::Batch::new((0..24).collect()))

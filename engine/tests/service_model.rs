@@ -10,7 +10,7 @@ use std::sync::Arc;
 use parking_lot::Mutex;
 use proptest::prelude::*;
 use sluice_engine::edge::{Dropped, PortConfig, Receiver, Sender, TryRecvError, TrySendError};
-use sluice_engine::{Batch, DropReason, EdgePolicy, Priority, ServiceOrder};
+use sluice_engine::{classifier, Batch, DropReason, EdgePolicy, Priority, ServiceOrder};
 
 /// A record: its value and class (the class is derived from the value, so the edge's
 /// classifier and the model agree).
@@ -60,10 +60,7 @@ proptest! {
                 let d = dropped.clone();
                 let mut cfg = PortConfig::new(c);
                 cfg.policy = policy;
-                cfg.classifier = Some(Arc::new(|r: &[u64], out: &mut Vec<Priority>| {
-                    out.clear();
-                    out.extend(r.iter().map(class));
-                }));
+                cfg.classifier = Some(classifier(class));
                 cfg.tap = Some((1, Arc::new(move |x: Dropped<u64>| d.lock().push(x))));
                 cfg.service = ServiceOrder::Priority;
                 Some(rx.add_port_with(cfg))

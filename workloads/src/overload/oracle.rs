@@ -25,7 +25,7 @@ use super::result::{
     peak_rss_bytes, rss_bytes, ClassResult, DropRow, Percentiles, Sample, ScenarioResult,
 };
 use super::scenario::Scenario;
-use super::schedule::{class_of, cumulative, Event, Schedule};
+use super::schedule::{class_of, cumulative, Event};
 
 struct Queues {
     lanes: [VecDeque<Event>; CLASSES],
@@ -59,12 +59,7 @@ pub fn run(
     s: &Scenario,
     progress: &mut dyn FnMut(&Sample),
 ) -> Result<ScenarioResult, Box<dyn std::error::Error>> {
-    let schedule = Arc::new(Schedule::new(
-        s.profile,
-        s.duration,
-        s.sink_capacity,
-        s.overload,
-    ));
+    let schedule = Arc::new(s.schedule());
     let total = schedule.total();
     let cumulative = cumulative(&s.mix);
     let cap = s.capacity.max(1);

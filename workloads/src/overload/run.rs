@@ -21,7 +21,7 @@ use super::result::{
     peak_rss_bytes, recovery, rss_bytes, ClassResult, DropRow, Percentiles, Sample, ScenarioResult,
 };
 use super::scenario::{PipelineShape, PolicyChoice, Scenario};
-use super::schedule::{class_of, cumulative, Event, Schedule};
+use super::schedule::{class_of, cumulative, Event};
 
 /// Sink instances of the keyed pipeline.
 const KEYED_SINKS: usize = 2;
@@ -49,12 +49,7 @@ pub fn run(
         }
         return super::oracle::run(s, progress);
     }
-    let schedule = Arc::new(Schedule::new(
-        s.profile,
-        s.duration,
-        s.sink_capacity,
-        s.overload,
-    ));
+    let schedule = Arc::new(s.schedule());
     let total = schedule.total();
     let cumulative = cumulative(&s.mix);
     // A deferring edge's log: in the given directory it outlives the run (a stopped run's

@@ -208,6 +208,16 @@ impl Default for Scenario {
 }
 
 impl Scenario {
+    /// The offered load over the run.
+    pub fn schedule(&self) -> super::schedule::Schedule {
+        super::schedule::Schedule::new(
+            self.profile,
+            self.duration,
+            self.sink_capacity,
+            self.overload,
+        )
+    }
+
     /// The sink's capacity averaged over the first `window` seconds (its capacity, unless it
     /// steps within the window).
     pub fn mean_sink_capacity(&self, window: f64) -> f64 {
