@@ -11,6 +11,7 @@ use crate::ack::{fail_acks, merge_acks, Ack};
 use crate::batch::Batch;
 use crate::edge::{SendError, Sender};
 use crate::metrics::{OpStats, TaskStats};
+use crate::runtime::scatter::scatter;
 use crate::runtime::task::{set_held, Emit, Halt};
 
 fn send<T>(tx: &Sender<T>, batch: Batch<T>, task: &TaskStats) -> Result<(), Halt> {
@@ -86,8 +87,6 @@ pub(crate) struct Hash<T, H> {
     pub oldest: Vec<Option<Instant>>,
     /// Acks of the input batches whose records are in each buffer.
     pub acks: Vec<Vec<Ack>>,
-    /// Whether the current input batch's acks are already in each buffer.
-    pub touched: Vec<bool>,
     /// The target of each record of the batch being split (reused between batches).
     pub targets: Vec<u32>,
     /// Records of the batch being split per target (reused between batches).
@@ -126,7 +125,6 @@ impl<T, H> Hash<T, H> {
             bufs: (0..n).map(|_| Vec::new()).collect(),
             oldest: vec![None; n],
             acks: (0..n).map(|_| Vec::new()).collect(),
-            touched: vec![false; n],
             targets: Vec::new(),
             counts: Vec::new(),
             batch_size,
@@ -147,7 +145,6 @@ impl<T, H> Hash<T, H> {
         // The batch carries the acks of the input batches its records came from; the rest
         // of the current input batch, if any, goes to a new buffer that needs them again.
         batch.acks = std::mem::take(&mut self.acks[i]);
-        self.touched[i] = false;
         let r = send(&self.txs[i], batch, &self.task);
         if r.is_err() {
             let held: usize = self.bufs.iter().map(Vec::len).sum();
@@ -176,7 +173,6 @@ impl<T: Send, H: Fn(&T) -> u64 + Send + Sync> Emit<T> for Hash<T, H> {
             created,
             acks,
         } = batch;
-        self.touched.iter_mut().for_each(|t| *t = false);
         // The key function is user code: run it over the whole batch before any record
         // moves, so a panic in it leaves the batch whole (counted as held by the runtime).
         set_held(records.len());
@@ -187,28 +183,17 @@ impl<T: Send, H: Fn(&T) -> u64 + Send + Sync> Emit<T> for Hash<T, H> {
                 .map(|r| partition_of((self.hash)(r), n) as u32),
         );
         set_held(0);
-        let targets = std::mem::take(&mut self.targets);
-        // Scatter in one tight loop (a push per record, nothing else), then do the per-target
+        // Scatter in one tight loop (a copy per record, nothing else), then do the per-target
         // bookkeeping once per batch: a buffer may pass the batch size by less than one input
         // batch before it is sent. (Checking capacity, creation time, acks and fullness per
-        // record cost about a third of W1's source thread.)
-        self.counts.clear();
-        self.counts.resize(n, 0);
-        for &t in &targets {
-            self.counts[t as usize] += 1;
-        }
-        for (buf, &c) in self.bufs.iter_mut().zip(&self.counts) {
-            if buf.capacity() == 0 {
-                // A fresh buffer: room for a batch and the overshoot of this input batch.
-                buf.reserve_exact(self.batch_size + c);
-            } else {
-                buf.reserve(c);
-            }
-        }
-        for (r, &t) in records.into_iter().zip(&targets) {
-            self.bufs[t as usize].push(r);
-        }
-        self.targets = targets;
+        // record cost about a third of W1's source thread; see `scatter` for the loop.)
+        scatter(
+            records,
+            &self.targets,
+            &mut self.bufs,
+            &mut self.counts,
+            self.batch_size,
+        );
         for i in 0..n {
             if self.counts[i] == 0 {
                 continue;

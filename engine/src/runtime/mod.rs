@@ -15,6 +15,7 @@
 
 pub(crate) mod control;
 pub(crate) mod exchange;
+mod scatter;
 pub(crate) mod sinkstats;
 pub(crate) mod task;
 
