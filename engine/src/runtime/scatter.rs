@@ -13,6 +13,9 @@
 
 use std::mem::ManuallyDrop;
 
+/// Up to this many targets, counting takes one pass per target.
+const FEW: usize = 8;
+
 /// Moves `records[i]` to the end of `bufs[targets[i]]`, for every `i`, in order; `counts` is
 /// scratch space (left holding the records moved to each target). A buffer without an
 /// allocation gets room for `fresh` records more than it receives (a batch and the overshoot
@@ -33,7 +36,14 @@ pub(crate) fn scatter<T>(
     counts.clear();
     counts.resize(n, 0);
     let mut valid = targets.len() == records.len() && n > 0;
-    if valid {
+    if valid && n <= FEW {
+        // One vectorized pass per target (an increment in memory per record waits for the
+        // previous one to the same counter).
+        for (i, c) in counts.iter_mut().enumerate() {
+            *c = targets.iter().filter(|&&t| t as usize == i).count();
+        }
+        valid = counts.iter().sum::<usize>() == targets.len();
+    } else if valid {
         for &t in targets {
             match counts.get_mut(t as usize) {
                 Some(c) => *c += 1,
@@ -63,16 +73,33 @@ pub(crate) fn scatter<T>(
         .collect();
     let mut src = ManuallyDrop::new(records);
     let from = src.as_mut_ptr();
-    for (i, &t) in targets.iter().enumerate() {
-        let end = &mut ends[t as usize];
-        // SAFETY: `i < records.len()` (one target per record, checked above), so `from + i`
-        // is an initialized record, read exactly once. `bufs[t]` has room for `counts[t]`
-        // more records (reserved above) and this loop writes exactly `counts[t]` records
-        // there, so `*end` stays within its allocation; source and destination are
-        // different allocations.
-        unsafe {
-            std::ptr::copy_nonoverlapping(from.add(i), *end, 1);
-            *end = end.add(1);
+    if let [e0, e1] = ends[..] {
+        // Two targets: both cursors stay in registers, and the target selects one without
+        // a branch (with the cursors in memory, each record waited for the store of the
+        // previous one to the same target).
+        let (mut e0, mut e1) = (e0, e1);
+        for (i, &t) in targets.iter().enumerate() {
+            let to_1 = usize::from(t != 0);
+            let dst = if to_1 == 0 { e0 } else { e1 };
+            // SAFETY: as in the general loop below, with `ends` in `e0` and `e1`.
+            unsafe {
+                std::ptr::copy_nonoverlapping(from.add(i), dst, 1);
+                e0 = e0.add(1 - to_1);
+                e1 = e1.add(to_1);
+            }
+        }
+    } else {
+        for (i, &t) in targets.iter().enumerate() {
+            let end = &mut ends[t as usize];
+            // SAFETY: `i < records.len()` (one target per record, checked above), so
+            // `from + i` is an initialized record, read exactly once. `bufs[t]` has room for
+            // `counts[t]` more records (reserved above) and this loop writes exactly
+            // `counts[t]` records there, so `*end` stays within its allocation; source and
+            // destination are different allocations.
+            unsafe {
+                std::ptr::copy_nonoverlapping(from.add(i), *end, 1);
+                *end = end.add(1);
+            }
         }
     }
     // SAFETY: every record of `src` was moved out above: its length becomes 0 so dropping it
@@ -129,6 +156,15 @@ mod tests {
         assert_eq!(bufs[1], ["old1", "0", "2", "4"]);
         assert_eq!(bufs[2], ["old2", "3", "6"]);
         assert_eq!(counts, [2, 3, 2]);
+    }
+
+    #[test]
+    fn two_targets_keep_the_order_of_each() {
+        let recs: Vec<String> = (0..9).map(|i| i.to_string()).collect();
+        let (bufs, counts) = run(recs, &[1, 0, 0, 1, 1, 1, 0, 1, 0], 2);
+        assert_eq!(bufs[0], ["old0", "1", "2", "6", "8"]);
+        assert_eq!(bufs[1], ["old1", "0", "3", "4", "5", "7"]);
+        assert_eq!(counts, [4, 5]);
     }
 
     #[test]
