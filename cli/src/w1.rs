@@ -76,6 +76,12 @@ pub fn bench(a: &BenchArgs) -> Result<(), CliError> {
         ..cfg
     };
     let (mut s, mut b, mut sh) = (Vec::new(), Vec::new(), Vec::new());
+    // CPU nanoseconds per record (user + system, every thread of the process).
+    let (mut sc, mut bc) = (Vec::new(), Vec::new());
+    let cpu = |o: &w1::Outcome| {
+        o.cpu_ns_per_record(cfg.records)
+            .map_or_else(|| "    ? ns".to_string(), |c| format!("{c:>5.1} ns"))
+    };
     for round in 0..a.rounds {
         let (out, _) = w1::run_sluice(&cfg).map_err(|e| CliError::job("w1", e))?;
         let base = w1::run_baseline(&cfg);
@@ -98,10 +104,12 @@ pub fn bench(a: &BenchArgs) -> Result<(), CliError> {
             None
         };
         outln!(
-            "round {}: sluice {:>6.1} M rec/s   crossbeam {:>6.1} M rec/s{}",
+            "round {}: sluice {:>6.1} M rec/s {} CPU/rec   crossbeam {:>6.1} M rec/s {} CPU/rec{}",
             round + 1,
             out.rate(cfg.records) / 1e6,
+            cpu(&out),
             base.rate(cfg.records) / 1e6,
+            cpu(&base),
             shed_rate.map_or(String::new(), |r| format!(
                 "   sluice+shed {:>6.1} M rec/s",
                 r / 1e6
@@ -109,6 +117,8 @@ pub fn bench(a: &BenchArgs) -> Result<(), CliError> {
         );
         s.push(out.rate(cfg.records));
         b.push(base.rate(cfg.records));
+        sc.extend(out.cpu_ns_per_record(cfg.records));
+        bc.extend(base.cpu_ns_per_record(cfg.records));
         sh.extend(shed_rate);
     }
     let (ms, mb) = (median(&s), median(&b));
@@ -121,6 +131,15 @@ pub fn bench(a: &BenchArgs) -> Result<(), CliError> {
         cfg.capacity,
         cfg.records
     );
+    if !sc.is_empty() && sc.len() == bc.len() {
+        let (msc, mbc) = (median(&sc), median(&bc));
+        outln!(
+            "median CPU per record (user + system, all threads): sluice {:.2} ns, crossbeam {:.2} ns, ratio {:.3}",
+            msc,
+            mbc,
+            msc / mbc
+        );
+    }
     if a.shed {
         let msh = median(&sh);
         outln!(

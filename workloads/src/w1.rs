@@ -17,6 +17,7 @@
 use std::hash::BuildHasher;
 use std::time::{Duration, Instant};
 
+use cpu_time::ProcessTime;
 use crossbeam_channel::{bounded, Receiver, Sender};
 use rustc_hash::FxBuildHasher;
 use sluice_connectors::{GeneratorConfig, PipelineExt};
@@ -72,6 +73,9 @@ pub struct Outcome {
     pub checksum: u64,
     /// Wall-clock time of the run.
     pub elapsed: Duration,
+    /// CPU time (user + system) the whole process spent during the run, on every thread;
+    /// `None` where the platform cannot tell.
+    pub cpu: Option<Duration>,
 }
 
 impl Outcome {
@@ -79,6 +83,22 @@ impl Outcome {
     pub fn rate(&self, records: u64) -> f64 {
         records as f64 / self.elapsed.as_secs_f64().max(1e-9)
     }
+
+    /// CPU nanoseconds per record generated, if the CPU time is known.
+    pub fn cpu_ns_per_record(&self, records: u64) -> Option<f64> {
+        self.cpu
+            .map(|c| c.as_secs_f64() * 1e9 / records.max(1) as f64)
+    }
+}
+
+/// The process's CPU time now (every thread, user + system).
+fn cpu_now() -> Option<ProcessTime> {
+    ProcessTime::try_now().ok()
+}
+
+/// The CPU time since `start`.
+fn cpu_since(start: Option<ProcessTime>) -> Option<Duration> {
+    Some(cpu_now()?.duration_since(start?))
 }
 
 #[inline]
@@ -186,12 +206,14 @@ pub fn build(p: &Pipeline, cfg: &Config) -> sluice_operators::FoldSinkHandle<(u6
 pub fn run_sluice(cfg: &Config) -> Result<(Outcome, JobReport), Box<dyn std::error::Error>> {
     let p = Pipeline::new("w1").batch_size(cfg.batch_size);
     let sink = build(&p, cfg);
+    let c0 = cpu_now();
     let t0 = Instant::now();
     let report = p
         .run()?
         .wait()
         .map_err(|e: JobError| Box::new(e) as Box<dyn std::error::Error>)?;
     let elapsed = t0.elapsed();
+    let cpu = cpu_since(c0);
     let (mut n, mut x) = (0u64, 0u64);
     for (c, s) in sink.take() {
         n += c;
@@ -202,6 +224,7 @@ pub fn run_sluice(cfg: &Config) -> Result<(Outcome, JobReport), Box<dyn std::err
             records_out: n,
             checksum: x,
             elapsed,
+            cpu,
         },
         report,
     ))
@@ -217,6 +240,7 @@ pub fn run_baseline(cfg: &Config) -> Outcome {
     let p = cfg.parallelism.max(1);
     let bs = cfg.batch_size.max(1);
     let slots = (cfg.capacity / bs).max(1);
+    let c0 = cpu_now();
     let t0 = Instant::now();
     let mut keyed_tx: Vec<Sender<Vec<Record>>> = Vec::new();
     let mut keyed_rx: Vec<Receiver<Vec<Record>>> = Vec::new();
@@ -304,5 +328,6 @@ pub fn run_baseline(cfg: &Config) -> Outcome {
         records_out: n,
         checksum: x,
         elapsed: t0.elapsed(),
+        cpu: cpu_since(c0),
     }
 }
