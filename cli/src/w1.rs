@@ -78,6 +78,8 @@ pub fn bench(a: &BenchArgs) -> Result<(), CliError> {
     let (mut s, mut b, mut sh) = (Vec::new(), Vec::new(), Vec::new());
     // CPU nanoseconds per record (user + system, every thread of the process).
     let (mut sc, mut bc) = (Vec::new(), Vec::new());
+    // The single-threaded fused loop, for scale.
+    let mut one = Vec::new();
     let cpu = |o: &w1::Outcome| {
         o.cpu_ns_per_record(cfg.records)
             .map_or_else(|| "    ? ns".to_string(), |c| format!("{c:>5.1} ns"))
@@ -85,9 +87,12 @@ pub fn bench(a: &BenchArgs) -> Result<(), CliError> {
     for round in 0..a.rounds {
         let (out, _) = w1::run_sluice(&cfg).map_err(|e| CliError::job("w1", e))?;
         let base = w1::run_baseline(&cfg);
-        if (out.records_out, out.checksum) != (base.records_out, base.checksum) {
+        let single = w1::run_single(cfg.records);
+        if (out.records_out, out.checksum) != (base.records_out, base.checksum)
+            || (single.records_out, single.checksum) != (base.records_out, base.checksum)
+        {
             return Err(CliError::Check(
-                "sluice and the baseline disagree on W1's result".into(),
+                "sluice, the baseline and the single loop disagree on W1's result".into(),
             ));
         }
         let shed_rate = if a.shed {
@@ -104,12 +109,13 @@ pub fn bench(a: &BenchArgs) -> Result<(), CliError> {
             None
         };
         outln!(
-            "round {}: sluice {:>6.1} M rec/s {} CPU/rec   crossbeam {:>6.1} M rec/s {} CPU/rec{}",
+            "round {}: sluice {:>6.1} M rec/s {} CPU/rec   crossbeam {:>6.1} M rec/s {} CPU/rec   one loop {:>6.1} M rec/s{}",
             round + 1,
             out.rate(cfg.records) / 1e6,
             cpu(&out),
             base.rate(cfg.records) / 1e6,
             cpu(&base),
+            single.rate(cfg.records) / 1e6,
             shed_rate.map_or(String::new(), |r| format!(
                 "   sluice+shed {:>6.1} M rec/s",
                 r / 1e6
@@ -117,6 +123,7 @@ pub fn bench(a: &BenchArgs) -> Result<(), CliError> {
         );
         s.push(out.rate(cfg.records));
         b.push(base.rate(cfg.records));
+        one.push(single.rate(cfg.records));
         sc.extend(out.cpu_ns_per_record(cfg.records));
         bc.extend(base.cpu_ns_per_record(cfg.records));
         sh.extend(shed_rate);
@@ -130,6 +137,10 @@ pub fn bench(a: &BenchArgs) -> Result<(), CliError> {
         cfg.parallelism,
         cfg.capacity,
         cfg.records
+    );
+    outln!(
+        "median: one thread, one fused loop (the compute limit of a core) {:.1} M rec/s",
+        median(&one) / 1e6
     );
     if !sc.is_empty() && sc.len() == bc.len() {
         let (msc, mbc) = (median(&sc), median(&bc));

@@ -7,7 +7,8 @@
 //! Both run the same computation with the same threads (source+map+filter, keyed sum, sink
 //! per instance), batch size (1024) and buffered records (8192 per edge). After criterion's
 //! own measurements, an interleaved run (alternating the two, median of 7 each) prints the
-//! throughput ratio `sluice / baseline`; the engine-core target is >= 1.0.
+//! throughput ratio `sluice / baseline` (target >= 1.0) and the CPU time per record of each
+//! (user + system of every thread; target: Sluice within 1.2x).
 
 use std::time::Duration;
 
@@ -51,11 +52,15 @@ fn bench_w1(c: &mut Criterion) {
 fn ratio() {
     for cfg in configs() {
         let (mut s, mut b) = (Vec::new(), Vec::new());
+        let (mut sc, mut bc) = (Vec::new(), Vec::new());
         for _ in 0..7 {
             if let Ok((o, _)) = w1::run_sluice(&cfg) {
                 s.push(o.rate(cfg.records));
+                sc.extend(o.cpu_ns_per_record(cfg.records));
             }
-            b.push(w1::run_baseline(&cfg).rate(cfg.records));
+            let o = w1::run_baseline(&cfg);
+            b.push(o.rate(cfg.records));
+            bc.extend(o.cpu_ns_per_record(cfg.records));
         }
         if s.is_empty() {
             println!("w1 p{}: sluice failed to run", cfg.parallelism);
@@ -69,6 +74,14 @@ fn ratio() {
             mb / 1e6,
             ms / mb
         );
+        if !sc.is_empty() && !bc.is_empty() {
+            let (msc, mbc) = (median(&sc), median(&bc));
+            println!(
+                "w1 p{}: CPU per record sluice {msc:.2} ns, crossbeam {mbc:.2} ns, ratio {:.3}",
+                cfg.parallelism,
+                msc / mbc
+            );
+        }
     }
 }
 

@@ -145,6 +145,20 @@ pub fn reference(records: u64) -> (u64, u64) {
     (n, x)
 }
 
+/// Runs [`reference`] timed: W1 as one fused loop on one thread, the compute limit of one
+/// core (no channel, no batch, no second thread), for comparing the pipelines against.
+pub fn run_single(records: u64) -> Outcome {
+    let c0 = cpu_now();
+    let t0 = Instant::now();
+    let (records_out, checksum) = reference(std::hint::black_box(records));
+    Outcome {
+        records_out,
+        checksum,
+        elapsed: t0.elapsed(),
+        cpu: cpu_since(c0),
+    }
+}
+
 /// Builds W1 on a pipeline: three chains per instance (source+map+filter, keyed sum, sink),
 /// the same threads as the baseline. Returns the handle to read the sink's result from.
 pub fn build(p: &Pipeline, cfg: &Config) -> sluice_operators::FoldSinkHandle<(u64, u64)> {
