@@ -100,6 +100,19 @@ mod compact {
         }
 
         #[test]
+        fn every_verdict_pattern_of_ten_records() {
+            for mask in 0u32..1024 {
+                let v: Vec<u32> = (0..10).collect();
+                let pred = |r: &u32| mask & (1 << r) != 0;
+                let mut a = v.clone();
+                a.retain(pred);
+                let mut b = v;
+                retain_plain(&mut b, pred);
+                assert_eq!(a, b, "mask {mask:b}");
+            }
+        }
+
+        #[test]
         fn types_with_drop_glue_take_std_retain() {
             let mut v: Vec<String> = (0..10).map(|i| i.to_string()).collect();
             retain_plain(&mut v, |s| s.len() == 1 && s != "3");

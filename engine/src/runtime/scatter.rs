@@ -195,4 +195,33 @@ mod tests {
         all.sort_unstable();
         assert!(all.iter().copied().eq(0..5000));
     }
+
+    proptest::proptest! {
+        /// Against `push` per record, for 1 to 12 targets (both fast paths and the general
+        /// one), buffers that start empty, unallocated or partly full, and records that own
+        /// memory (a double drop or a leak shows as a wrong string or a crash).
+        #[test]
+        fn matches_a_push_per_record(
+            n in 1usize..12,
+            picks in proptest::collection::vec(0u32..1000, 0..300),
+            start in proptest::collection::vec(0usize..5, 12),
+        ) {
+            let targets: Vec<u32> = picks.iter().map(|&p| p % n as u32).collect();
+            let records: Vec<String> = (0..picks.len()).map(|i| format!("r{i}")).collect();
+            let fresh = |t: usize| -> Vec<String> {
+                (0..start[t]).map(|j| format!("old{t}.{j}")).collect()
+            };
+            let mut want: Vec<Vec<String>> = (0..n).map(fresh).collect();
+            for (r, &t) in records.iter().zip(&targets) {
+                want[t as usize].push(r.clone());
+            }
+            let mut got: Vec<Vec<String>> = (0..n).map(fresh).collect();
+            let mut counts = Vec::new();
+            scatter(records, &targets, &mut got, &mut counts, 8);
+            proptest::prop_assert_eq!(&got, &want);
+            for t in 0..n {
+                proptest::prop_assert_eq!(counts[t], want[t].len() - start[t]);
+            }
+        }
+    }
 }
