@@ -45,6 +45,40 @@ fn run_w1_prints_result_and_writes_json() {
 }
 
 #[test]
+fn bench_pipeline_reports_rates_and_cpu_per_record_of_all_three() {
+    let out = sluice(&[
+        "bench",
+        "pipeline",
+        "--records",
+        "200000",
+        "--parallelism",
+        "2",
+        "--rounds",
+        "3",
+        "--shed",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(stdout.matches("round ").count(), 3, "{stdout}");
+    for want in [
+        "ratio",
+        "one fused loop",
+        "median CPU per record (user + system, all threads): sluice ",
+        "ShedByPriority (nothing shed)",
+    ] {
+        assert!(stdout.contains(want), "{want}: {stdout}");
+    }
+    // Each round's CPU time per record is a measured number (not `?`) for both pipelines.
+    let line = stdout.lines().find(|l| l.starts_with("round 1:")).unwrap();
+    assert_eq!(line.matches(" ns CPU/rec").count(), 2, "{line}");
+    assert!(!line.contains('?'), "{line}");
+}
+
+#[test]
 fn bad_arguments_exit_2_with_a_message() {
     let out = sluice(&["run", "w1", "--parallelism", "0"]);
     assert_eq!(out.status.code(), Some(2));
