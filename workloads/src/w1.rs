@@ -145,7 +145,7 @@ pub fn reference(records: u64) -> (u64, u64) {
     (n, x)
 }
 
-/// Runs [`reference`] timed: W1 as one fused loop on one thread, the compute limit of one
+/// Runs [`reference()`] timed: W1 as one fused loop on one thread, the compute limit of one
 /// core (no channel, no batch, no second thread), for comparing the pipelines against.
 pub fn run_single(records: u64) -> Outcome {
     let c0 = cpu_now();
