@@ -29,6 +29,7 @@ mod plan;
 mod policy;
 mod priority;
 mod report;
+pub mod rows;
 pub mod runtime;
 pub mod shutdown;
 pub(crate) mod sync;
@@ -54,5 +55,6 @@ pub use report::{
     DropCount, EdgeReport, JobEvent, JobReport, JobStatus, LatencySummary, OperatorReport,
     SinkReport, StageReport,
 };
+pub use rows::{count_rows, Rows, RowsError};
 pub use runtime::{partition_of, Job, JobHandle, UnknownEdge};
 pub use topology::{ExchangeKind, OpKind, Topology, TopologyEdge, TopologyStage};

@@ -10,6 +10,7 @@ use crate::batch::Batch;
 use crate::metrics::{TaskState, TaskStats};
 use crate::policy::{EdgePolicy, REASONS};
 use crate::priority::CLASSES;
+use crate::rows::Rows;
 use crate::sync::{Arc, Condvar, Mutex, MutexGuard};
 
 /// Creates an inbox with one port of `capacity` records and returns a sender to that port
@@ -242,6 +243,8 @@ pub struct Sender<T> {
     port: usize,
     closed: bool,
     task: Option<std::sync::Arc<TaskStats>>,
+    /// How the port counts items (records or rows).
+    rows: Rows<T>,
 }
 
 impl<T> std::fmt::Debug for Sender<T> {
@@ -329,7 +332,7 @@ impl<T> Sender<T> {
                 st = self.shared.state.lock();
                 continue;
             }
-            let weight = st.ports[self.port].weight(batch.len());
+            let weight = st.ports[self.port].weight_of(&batch);
             st.senders_waiting += 1;
             let port = &mut st.ports[self.port];
             port.waiting += 1;
@@ -383,6 +386,11 @@ impl<T> Sender<T> {
         snapshot(&self.shared.state.lock().ports[self.port])
     }
 
+    /// How this sender's port counts items (one record each, or their rows).
+    pub fn rows(&self) -> Rows<T> {
+        self.rows
+    }
+
     /// Attributes the time this sender waits for credit to a task.
     pub(crate) fn attach_task(&mut self, task: std::sync::Arc<TaskStats>) {
         self.task = Some(task);
@@ -408,6 +416,7 @@ impl<T> Clone for Sender<T> {
             port: self.port,
             closed: false,
             task: None,
+            rows: self.rows,
         }
     }
 }
@@ -475,6 +484,7 @@ impl<T> Receiver<T> {
         assert!(cfg.capacity > 0, "edge capacity must be at least 1");
         let mut st = self.shared.state.lock();
         let port = st.ports.len();
+        let rows = cfg.rows;
         let mut p = Port::new(cfg);
         if let Some(l) = &mut p.lanes {
             l.merge_to(st.coalesce);
@@ -487,6 +497,7 @@ impl<T> Receiver<T> {
             port,
             closed: false,
             task: None,
+            rows,
         }
     }
 

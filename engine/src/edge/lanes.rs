@@ -12,7 +12,7 @@
 //! - Every record is in exactly one place: the arrival queue or the lane of its class.
 //! - Within a lane, records keep the order in which their port accepted them; the arrival
 //!   queue is newer than every lane (sorting moves its oldest entries first).
-//! - `records[c]` is the number of records in lane `c`.
+//! - `records[c]` is the number of records in lane `c` (rows, for items counted in rows).
 //! - Splitting a batch keeps its weight: the parts' weights add up to the whole's, so the
 //!   port's `available + in_flight == capacity` is untouched by sorting. A part's weight never
 //!   exceeds its length, and shrinking an entry sets its weight to `min(weight, len)`. A
@@ -26,6 +26,7 @@ use std::time::{Duration, Instant};
 use crate::batch::Batch;
 use crate::policy::{ServiceOrder, Shares};
 use crate::priority::{Priority, CLASSES};
+use crate::rows::Rows;
 
 /// A queued batch: its records, the credit it holds, and its records per class once known.
 /// (The arrival queue of every port and the lanes of a class-served one hold these.)
@@ -40,6 +41,8 @@ pub(super) struct Entry<T> {
 const VT_UNIT: u64 = 1 << 20;
 
 pub(super) struct Lanes<T> {
+    /// How items are counted (`records` and merging are in records, or rows).
+    rows: Rows<T>,
     lanes: [VecDeque<Entry<T>>; CLASSES],
     pub records: [usize; CLASSES],
     /// `None`: strict priority.
@@ -57,13 +60,14 @@ pub(super) struct Lanes<T> {
 
 impl<T> Lanes<T> {
     /// Lanes for a by-class order; `None` for `Fifo`.
-    pub fn for_order(order: ServiceOrder) -> Option<Self> {
+    pub fn for_order(order: ServiceOrder, rows: Rows<T>) -> Option<Self> {
         let shares = match order {
             ServiceOrder::Fifo => return None,
             ServiceOrder::Priority => None,
             ServiceOrder::Weighted(s) => Some(s),
         };
         Some(Lanes {
+            rows,
             lanes: std::array::from_fn(|_| VecDeque::new()),
             records: [0; CLASSES],
             shares,
@@ -89,9 +93,11 @@ impl<T> Lanes<T> {
 
     fn push(&mut self, class: usize, mut e: Entry<T>) {
         let lane = &mut self.lanes[class];
-        self.records[class] += e.batch.len();
+        let n = self.rows.all(&e.batch.records);
+        self.records[class] += n;
         if let Some(back) = lane.back_mut() {
-            if back.batch.len() + e.batch.len() <= self.merge {
+            let back_n = self.rows.all(&back.batch.records);
+            if back_n + n <= self.merge {
                 back.batch.records.append(&mut e.batch.records);
                 back.weight += e.weight;
                 back.batch.created = back.batch.created.min(e.batch.created);
@@ -106,7 +112,7 @@ impl<T> Lanes<T> {
                     }
                 }
                 if let Some(c) = &mut back.classes {
-                    c[class] = back.batch.len() as u32;
+                    c[class] = u32::try_from(back_n + n).unwrap_or(u32::MAX);
                 }
                 return;
             }
@@ -154,10 +160,11 @@ impl<T> Lanes<T> {
                 if records.is_empty() {
                     continue;
                 }
-                let w = records.len().min(left);
+                let n = self.rows.all(&records);
+                let w = n.min(left);
                 left -= w;
                 let mut classes = [0u32; CLASSES];
-                classes[k] = records.len() as u32;
+                classes[k] = u32::try_from(n).unwrap_or(u32::MAX);
                 self.push(
                     k,
                     Entry {
@@ -201,11 +208,14 @@ impl<T> Lanes<T> {
         let first = q.pop_front()?;
         let mut batch = first.batch;
         let mut weight = first.weight;
+        let mut n = self.rows.all(&batch.records);
         while let Some(next) = q.front() {
-            if batch.len() + next.batch.len() > max {
+            let m = self.rows.all(&next.batch.records);
+            if n + m > max {
                 break;
             }
             let Some(mut e) = q.pop_front() else { break };
+            n += m;
             weight += e.weight;
             if e.batch.created < batch.created {
                 batch.created = e.batch.created;
@@ -213,9 +223,9 @@ impl<T> Lanes<T> {
             batch.records.append(&mut e.batch.records);
             crate::ack::merge_acks(&mut batch.acks, &e.batch.acks);
         }
-        self.records[lane] -= batch.len();
+        self.records[lane] -= n;
         if let Some(s) = &self.shares {
-            let cost = (batch.len() as u64 * VT_UNIT).checked_div(u64::from(s.share[lane]));
+            let cost = (n as u64 * VT_UNIT).checked_div(u64::from(s.share[lane]));
             if let Some(cost) = cost {
                 self.vnow = self.vt[lane];
                 self.vt[lane] = self.vt[lane].saturating_add(cost);
@@ -224,28 +234,33 @@ impl<T> Lanes<T> {
         Some((batch, weight))
     }
 
-    /// Removes up to `n` of the oldest records of lane `class`. Returns them and the credit
-    /// they held.
+    /// Removes up to `n` of the oldest records of lane `class` (of counted records: the
+    /// fewest whole items that hold `n`, or all). Returns them and the credit they held.
     pub fn evict_front(&mut self, class: usize, n: usize, out: &mut Vec<T>) -> usize {
         let mut freed = 0;
         let mut left = n;
+        let mut removed = 0usize;
+        let rows = self.rows;
         let q = &mut self.lanes[class];
         while left > 0 {
             let Some(front) = q.front_mut() else { break };
-            let take = left.min(front.batch.len());
+            let take = rows.covering(&front.batch.records, left);
+            let before = out.len();
             out.extend(front.batch.records.drain(..take));
-            left -= take;
-            let new_w = front.weight.min(front.batch.len());
+            let took = rows.all(&out[before..]);
+            left = left.saturating_sub(took);
+            removed += took;
+            let new_w = front.weight.min(rows.all(&front.batch.records));
             freed += front.weight - new_w;
             front.weight = new_w;
             if let Some(c) = &mut front.classes {
-                c[class] = c[class].saturating_sub(take as u32);
+                c[class] = c[class].saturating_sub(u32::try_from(took).unwrap_or(u32::MAX));
             }
             if front.batch.is_empty() {
                 q.pop_front();
             }
         }
-        self.records[class] -= n - left;
+        self.records[class] -= removed;
         freed
     }
 
@@ -270,7 +285,7 @@ impl<T> Lanes<T> {
             {
                 let Some(e) = q.pop_front() else { break };
                 freed += e.weight;
-                self.records[class] -= e.batch.len();
+                self.records[class] -= self.rows.all(&e.batch.records);
                 dropped(e.batch.records, Priority::rank(class as u8));
             }
         }

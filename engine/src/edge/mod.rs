@@ -22,8 +22,14 @@
 //!   available + in_flight == capacity      (in_flight = sum of weights of queued batches)
 //! ```
 //!
-//! A batch's weight is `min(len, capacity)`: a batch larger than the whole capacity is clamped
-//! and waits for an empty port, so one oversized batch can never deadlock an edge.
+//! A batch's weight is `min(records, capacity)`: a batch larger than the whole capacity is
+//! clamped and waits for an empty port, so one oversized batch can never deadlock an edge.
+//!
+//! A record is an item, or a row of an item whose type registered a row count
+//! ([`crate::rows`]): a port of capacity 8,192 then holds 8,192 rows, and its counters and
+//! drops are in rows. Policies act on whole items (an item is dropped, evicted or deferred
+//! whole, counted as its rows); a port evicting to free `n` records takes the fewest whole
+//! items that hold them.
 //!
 //! # Wake-ups
 //! The receiver is woken only when it is waiting (empty to non-empty transition) and senders

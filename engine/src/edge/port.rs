@@ -25,6 +25,7 @@ use crate::policy::{
     REASONS,
 };
 use crate::priority::{Classifier, Priority, CLASSES};
+use crate::rows::Rows;
 
 /// A record an edge dropped, as handed to a drop tap.
 #[derive(Debug, Clone, PartialEq)]
@@ -58,6 +59,9 @@ pub struct PortConfig<T> {
     /// Size the port in time: its capacity follows `budget x` the receiver's drain rate,
     /// between 1 record and `capacity` (see the `budget` module docs).
     pub budget: Option<std::time::Duration>,
+    /// How items are counted in credit and counters: one record each, or their rows
+    /// ([`crate::rows`]).
+    pub rows: Rows<T>,
 }
 
 impl<T> PortConfig<T> {
@@ -71,6 +75,7 @@ impl<T> PortConfig<T> {
             spill: None,
             service: ServiceOrder::Fifo,
             budget: None,
+            rows: Rows::ONE,
         }
     }
 }
@@ -89,6 +94,19 @@ fn class_counts(classes: &[Priority]) -> [u32; CLASSES] {
     counts
 }
 
+/// Records (rows) per class of `records`, whose classes are `classes`.
+fn class_rows<T>(rows: Rows<T>, records: &[T], classes: &[Priority]) -> [u32; CLASSES] {
+    if !rows.is_counted() {
+        return class_counts(classes);
+    }
+    let mut counts = [0u32; CLASSES];
+    for (r, c) in records.iter().zip(classes) {
+        let n = u32::try_from(rows.of(r)).unwrap_or(u32::MAX);
+        counts[c.index()] = counts[c.index()].saturating_add(n);
+    }
+    counts
+}
+
 /// What became of an offered batch.
 pub(super) enum Offer<T> {
     /// Queued, or dropped by policy: nothing left for the sender.
@@ -98,6 +116,8 @@ pub(super) enum Offer<T> {
 }
 
 pub(super) struct Port<T> {
+    /// How items are counted: credit, queued, sent and dropped are in records (rows).
+    pub rows: Rows<T>,
     pub capacity: usize,
     pub available: usize,
     pub policy: EdgePolicy,
@@ -143,6 +163,7 @@ impl<T> Port<T> {
     pub fn new(cfg: PortConfig<T>) -> Self {
         let classifies = cfg.classifier.is_some();
         Port {
+            rows: cfg.rows,
             capacity: cfg.capacity,
             available: cfg.capacity,
             policy: cfg.policy,
@@ -150,7 +171,7 @@ impl<T> Port<T> {
             tap: cfg.tap,
             queue: VecDeque::new(),
             lanes: if classifies {
-                Lanes::for_order(cfg.service)
+                Lanes::for_order(cfg.service, cfg.rows)
             } else {
                 None
             },
@@ -262,7 +283,7 @@ impl<T> Port<T> {
         }
         self.drops[DropReason::DeferError.index()][Priority::DEFAULT.index()] += bad + lost;
         let (records, created, ack) = result.ok()?;
-        self.replayed += records.len() as u64;
+        self.replayed += self.rows.all(&records) as u64;
         if records.is_empty() {
             return None;
         }
@@ -272,8 +293,15 @@ impl<T> Port<T> {
         Some(batch)
     }
 
-    pub fn weight(&self, len: usize) -> usize {
-        len.min(self.capacity)
+    /// The credit `rows` records take: clamped to the capacity, so an oversized batch (or
+    /// item) passes through an empty port instead of waiting forever.
+    pub fn weight(&self, rows: usize) -> usize {
+        rows.min(self.capacity)
+    }
+
+    /// The credit a batch takes.
+    pub fn weight_of(&self, batch: &Batch<T>) -> usize {
+        self.weight(self.rows.all(&batch.records))
     }
 
     fn push(&mut self, mut batch: Batch<T>, weight: usize) {
@@ -285,9 +313,10 @@ impl<T> Port<T> {
         if batch.records.capacity() > 2 * batch.records.len() + 8 {
             batch.records.shrink_to_fit();
         }
+        let n = self.rows.all(&batch.records);
         self.available -= weight;
-        self.queued_records += batch.len();
-        self.sent_records += batch.len() as u64;
+        self.queued_records += n;
+        self.sent_records += n as u64;
         self.sent_batches += 1;
         self.max_queued_records = self.max_queued_records.max(self.queued_records);
         self.queue.push_back(Entry {
@@ -308,9 +337,10 @@ impl<T> Port<T> {
     /// Takes the oldest queued batch and returns its credit.
     pub fn pop(&mut self) -> Option<Batch<T>> {
         let e = self.queue.pop_front()?;
+        let n = self.rows.all(&e.batch.records);
         self.available += e.weight;
-        self.queued_records -= e.batch.len();
-        self.received_records += e.batch.len() as u64;
+        self.queued_records -= n;
+        self.received_records += n as u64;
         Some(e.batch)
     }
 
@@ -329,22 +359,26 @@ impl<T> Port<T> {
         {
             self.sort();
             let (batch, weight) = self.lanes.as_mut()?.pop(max)?;
+            let n = self.rows.all(&batch.records);
             self.available += weight;
-            self.queued_records -= batch.len();
-            self.received_records += batch.len() as u64;
-            self.after_take(batch.len());
+            self.queued_records -= n;
+            self.received_records += n as u64;
+            self.after_take(n);
             return Some(batch);
         }
         let mut first = self.pop()?;
+        let mut n = self.rows.all(&first.records);
         while let Some(next) = self.queue.front() {
-            if first.len() + next.batch.len() > max {
+            let m = self.rows.all(&next.batch.records);
+            if n + m > max {
                 break;
             }
             let Some(mut b) = self.pop() else { break };
+            n += m;
             first.records.append(&mut b.records);
             crate::ack::merge_acks(&mut first.acks, &b.acks);
         }
-        self.after_take(first.len());
+        self.after_take(n);
         Some(first)
     }
 
@@ -392,7 +426,7 @@ impl<T> Port<T> {
         reason: DropReason,
         tapped: &mut Vec<Dropped<T>>,
     ) {
-        self.drops[reason.index()][class.index()] += 1;
+        self.drops[reason.index()][class.index()] += self.rows.of(&record) as u64;
         if let Some((every, _)) = &self.tap {
             self.tap_seen += 1;
             if self.tap_seen % (*every).max(1) == 0 {
@@ -426,7 +460,7 @@ impl<T> Port<T> {
         if batch.is_empty() {
             return Offer::Done;
         }
-        let weight = self.weight(batch.len());
+        let weight = self.weight_of(&batch);
         match self.policy {
             EdgePolicy::Block | EdgePolicy::Deadline(_) => {
                 if self.available >= weight {
@@ -438,23 +472,29 @@ impl<T> Port<T> {
             }
             EdgePolicy::DropNewest => {
                 if self.available < weight {
-                    let keep = self.available.min(batch.len());
+                    let keep = self.rows.fitting(&batch.records, self.available);
                     let refused = batch.records.split_off(keep);
                     self.drop_all(refused, DropReason::Newest, tapped);
                 }
                 if !batch.is_empty() {
-                    let w = self.weight(batch.len());
+                    let w = self.weight_of(&batch);
                     self.push(batch, w);
                 }
                 Offer::Done
             }
             EdgePolicy::DropOldest => {
-                if batch.len() > self.capacity {
-                    let excess = batch.len() - self.capacity;
+                let n = self.rows.all(&batch.records);
+                if n > self.capacity {
+                    // Keep the newest records that fit (at least the last item).
+                    let tail = self
+                        .rows
+                        .fitting_from_back(&batch.records, self.capacity)
+                        .max(1);
+                    let excess = batch.len() - tail.min(batch.len());
                     let old: Vec<T> = batch.records.drain(..excess).collect();
                     self.drop_all(old, DropReason::Oldest, tapped);
                 }
-                let w = self.weight(batch.len());
+                let w = self.weight_of(&batch);
                 self.evict_oldest(w, tapped);
                 self.push(batch, w);
                 Offer::Done
@@ -464,7 +504,7 @@ impl<T> Port<T> {
                 if self.available < weight && self.spill.is_some() {
                     batch = self.defer(batch, cache, cfg, tapped);
                 }
-                let w = self.weight(batch.len());
+                let w = self.weight_of(&batch);
                 if batch.is_empty() {
                     Offer::Done
                 } else if self.available >= w {
@@ -482,7 +522,7 @@ impl<T> Port<T> {
                 if first {
                     batch = self.sample(batch, cfg, tapped);
                 }
-                let w = self.weight(batch.len());
+                let w = self.weight_of(&batch);
                 if batch.is_empty() {
                     Offer::Done
                 } else if self.available >= w {
@@ -564,7 +604,7 @@ impl<T> Port<T> {
         };
         match log.append(&low, created) {
             Ok(()) => {
-                self.deferred += low.len() as u64;
+                self.deferred += self.rows.all(&low) as u64;
                 *cache = Some(high_classes);
                 Batch {
                     records: high,
@@ -619,7 +659,7 @@ impl<T> Port<T> {
                 let before = old.len();
                 let freed = lanes.evict_front(class, needed - self.available, &mut old);
                 self.available += freed;
-                self.queued_records -= old.len() - before;
+                self.queued_records -= self.rows.all(&old[before..]);
                 let c = Priority::rank(class as u8);
                 for r in old.drain(..) {
                     self.record_drop(r, c, DropReason::Oldest, tapped);
@@ -631,22 +671,24 @@ impl<T> Port<T> {
             let Some(front) = self.queue.front_mut() else {
                 break;
             };
-            // Free exactly what is missing when the oldest batch has more than that.
+            // Free exactly what is missing when the oldest batch has more than that (whole
+            // items of counted records: the fewest that cover it).
             let deficit = needed - self.available;
-            let len = front.batch.len();
-            let take = if len > deficit && front.weight == len {
-                deficit
+            let rows = self.rows;
+            let n = rows.all(&front.batch.records);
+            let take = if n > deficit && front.weight == n {
+                rows.covering(&front.batch.records, deficit)
             } else {
-                len
+                front.batch.len()
             };
             let old: Vec<T> = front.batch.records.drain(..take).collect();
             front.classes = None;
-            let new_len = front.batch.len();
-            let new_w = front.weight.min(new_len);
+            let new_n = rows.all(&front.batch.records);
+            let new_w = front.weight.min(new_n);
             self.available += front.weight - new_w;
             front.weight = new_w;
-            self.queued_records -= take;
-            if new_len == 0 {
+            self.queued_records -= n - new_n;
+            if front.batch.is_empty() {
                 self.queue.pop_front();
             }
             self.drop_all(old, DropReason::Oldest, tapped);
@@ -662,7 +704,7 @@ impl<T> Port<T> {
     ) -> Offer<T> {
         let cap = self.capacity as f64;
         let in_use = self.capacity - self.available;
-        let weight = self.weight(batch.len());
+        let weight = self.weight_of(&batch);
         let fill_after = (in_use + weight) as f64 / cap;
         if self.available >= weight && w.lowest().is_none_or(|l| fill_after <= l) {
             self.push(batch, weight);
@@ -670,7 +712,7 @@ impl<T> Port<T> {
         }
         // Under pressure: classify the incoming records (once per batch, across retries).
         let mut classes = self.classes_of(&batch, cache);
-        let counts = class_counts(&classes).map(|n| n as usize);
+        let counts = class_rows(self.rows, &batch.records, &classes).map(|n| n as usize);
         // 1. Refuse incoming classes whose watermark is exceeded, lowest class first. The fill
         //    a class sees counts what it cannot displace: queued records of its own class and
         //    above, plus the incoming records of its class and above. (Counting everything
@@ -680,7 +722,7 @@ impl<T> Port<T> {
         //    sheddable class are queued: they make room for it first (step 2).
         let queued = self.queued_class_counts();
         let mut cut = [0usize; CLASSES];
-        let mut remaining = batch.len();
+        let mut remaining: usize = counts.iter().sum();
         let mut lower = 0usize;
         for c in 0..CLASSES {
             if let Some(f) = w.fill[c] {
@@ -740,7 +782,7 @@ impl<T> Port<T> {
         if batch.is_empty() {
             return Offer::Done;
         }
-        let weight = self.weight(batch.len());
+        let weight = self.weight_of(&batch);
         if !wait && self.available >= weight {
             self.push(batch, weight);
             Offer::Done
@@ -752,7 +794,8 @@ impl<T> Port<T> {
     }
 
     /// Refuses the newest `cut[c]` of the `counts[c]` records of each class `c` in `batch`
-    /// (counted as `ShedRefused`); returns the rest and their classes, in order.
+    /// (counted as `ShedRefused`; of counted records, the newest whole items that hold them);
+    /// returns the rest and their classes, in order.
     fn refuse_newest(
         &mut self,
         mut batch: Batch<T>,
@@ -767,9 +810,10 @@ impl<T> Port<T> {
         let mut kept = Vec::with_capacity(keep_n);
         let mut kept_classes = Vec::with_capacity(keep_n);
         let mut seen = [0usize; CLASSES];
+        let rows = self.rows;
         for (r, c) in batch.records.into_iter().zip(classes) {
             let k = c.index();
-            seen[k] += 1;
+            seen[k] += rows.of(&r);
             if seen[k] > counts[k] - cut[k] {
                 self.record_drop(r, c, DropReason::ShedRefused, tapped);
             } else {
@@ -798,7 +842,8 @@ impl<T> Port<T> {
             let counts = match self.queue[i].classes {
                 Some(c) => c,
                 None => {
-                    let c = class_counts(&self.classify(&self.queue[i].batch.records));
+                    let records = &self.queue[i].batch.records;
+                    let c = class_rows(self.rows, records, &self.classify(records));
                     self.queue[i].classes = Some(c);
                     c
                 }
@@ -825,7 +870,7 @@ impl<T> Port<T> {
                 }
                 let before = evicted.len();
                 self.available += lanes.evict_front(class, needed - self.available, &mut evicted);
-                self.queued_records -= evicted.len() - before;
+                self.queued_records -= self.rows.all(&evicted[before..]);
             }
             for r in evicted {
                 self.record_drop(r, c, DropReason::ShedEvicted, tapped);
@@ -841,7 +886,8 @@ impl<T> Port<T> {
             let counts = match self.queue[i].classes {
                 Some(c) => c,
                 None => {
-                    let c = class_counts(&self.classify(&self.queue[i].batch.records));
+                    let records = &self.queue[i].batch.records;
+                    let c = class_rows(self.rows, records, &self.classify(records));
                     self.queue[i].classes = Some(c);
                     c
                 }
@@ -851,16 +897,18 @@ impl<T> Port<T> {
             }
             let deficit = needed - self.available;
             let classes = self.classify(&self.queue[i].batch.records);
+            let rows = self.rows;
             let e = &mut self.queue[i];
             let old_len = e.batch.len();
-            // Remove at most `deficit` records of the class (oldest first), keeping order.
+            // Remove records of the class (oldest first, keeping order) until `deficit` are
+            // removed (of counted records: whole items until they cover it).
             let mut removed = 0usize;
             let records = std::mem::take(&mut e.batch.records);
             let mut kept = Vec::with_capacity(old_len);
             for (r, c) in records.into_iter().zip(classes) {
                 let is_class = removed < deficit && c.index() == class;
                 if is_class {
-                    removed += 1;
+                    removed += rows.of(&r);
                     evicted.push(r);
                 } else {
                     kept.push(r);
@@ -868,9 +916,9 @@ impl<T> Port<T> {
             }
             e.batch.records = kept;
             if let Some(c) = &mut e.classes {
-                c[class] -= removed as u32;
+                c[class] = c[class].saturating_sub(removed as u32);
             }
-            let new_w = e.weight.min(e.batch.len()).min(cap);
+            let new_w = e.weight.min(rows.all(&e.batch.records)).min(cap);
             self.available += e.weight - new_w;
             e.weight = new_w;
             self.queued_records -= removed;
@@ -892,7 +940,7 @@ impl<T> Port<T> {
             let freed = lanes.expire(now, d, &mut |records, class| gone.push((records, class)));
             self.available += freed;
             for (records, class) in gone {
-                self.queued_records -= records.len();
+                self.queued_records -= self.rows.all(&records);
                 for r in records {
                     self.record_drop(r, class, DropReason::Expired, tapped);
                 }
@@ -906,7 +954,7 @@ impl<T> Port<T> {
                 break;
             };
             self.available += e.weight;
-            self.queued_records -= e.batch.len();
+            self.queued_records -= self.rows.all(&e.batch.records);
             self.drop_all(e.batch.records, DropReason::Expired, tapped);
         }
     }

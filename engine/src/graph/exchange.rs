@@ -113,6 +113,7 @@ impl<T: Send + 'static> Stream<T> {
                 no: forward_tail(std::mem::take(&mut tb[ctx.instance]), ctx.task.clone()),
                 pred: pred.clone(),
                 op_id: op,
+                rows: crate::rows::rows_of::<T>(),
             })
         });
         let a = Stream::from_receivers(&b, sa, ra);
@@ -151,6 +152,7 @@ impl<T: Clone + Send + 'static> Stream<T> {
             Box::new(Tee {
                 outs,
                 stats: stats.clone(),
+                rows: crate::rows::rows_of::<T>(),
             })
         });
         stages

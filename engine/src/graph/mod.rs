@@ -135,7 +135,10 @@ fn forward_tail<T: Send + 'static>(
 ) -> Box<dyn Emit<T>> {
     match txs.pop() {
         Some(tx) => Box::new(Forward { tx, task }),
-        None => Box::new(crate::runtime::task::Nowhere { task }),
+        None => Box::new(crate::runtime::task::Nowhere {
+            task,
+            rows: crate::rows::rows_of::<T>(),
+        }),
     }
 }
 

@@ -129,6 +129,7 @@ impl Pipeline {
             Box::new(SourceRunner {
                 source: factory(&info),
                 op_id: op,
+                rows: crate::rows::rows_of::<T>(),
                 stats: stats.clone(),
                 task: ctx.task.clone(),
                 control: control.clone(),

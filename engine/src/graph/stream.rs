@@ -219,6 +219,8 @@ impl<T: Send + 'static> Stream<T> {
                 op: factory(&info),
                 op_id: op,
                 stats: stats.clone(),
+                rows_in: crate::rows::rows_of::<T>(),
+                rows_out: crate::rows::rows_of::<O>(),
                 out,
                 _in: std::marker::PhantomData,
             };
@@ -268,6 +270,7 @@ impl<T: Send + 'static> Stream<T> {
             Box::new(SinkLink {
                 sink: factory(&info),
                 op_id: op,
+                rows: crate::rows::rows_of::<T>(),
                 stats: stats.clone(),
                 task: ctx.task.clone(),
                 latency: LatencyRecorder::new(),

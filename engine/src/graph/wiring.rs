@@ -71,6 +71,14 @@ impl<T: Send + 'static> Stream<T> {
             let edge = format!("{} -> #{to_stage}", bm.plan.ops[from_op].name);
             bm.error(BuildError::DeferNeedsLog { edge });
         }
+        let rows = crate::rows::rows_of::<T>();
+        if matches!(self.policy, EdgePolicy::Defer(_)) && rows.is_counted() {
+            let edge = format!("{} -> #{to_stage}", bm.plan.ops[from_op].name);
+            bm.error(BuildError::DeferNeedsUnitRecords {
+                edge,
+                ty: std::any::type_name::<T>(),
+            });
+        }
         // Without a classifier every record is of one class: a by-class order is FIFO.
         let service = match (self.classifier.is_some(), self.service) {
             (false, _) => ServiceOrder::Fifo,
@@ -105,6 +113,7 @@ impl<T: Send + 'static> Stream<T> {
                 spill,
                 service,
                 budget: self.budget,
+                rows,
             }));
             probes.push((rx.probe(), rx.ports() - 1));
         }

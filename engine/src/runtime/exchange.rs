@@ -11,6 +11,7 @@ use crate::ack::{fail_acks, merge_acks, Ack};
 use crate::batch::Batch;
 use crate::edge::{SendError, Sender};
 use crate::metrics::{OpStats, TaskStats};
+use crate::rows::Rows;
 use crate::runtime::scatter::scatter;
 use crate::runtime::task::{set_held, Emit, Halt};
 
@@ -18,7 +19,7 @@ fn send<T>(tx: &Sender<T>, batch: Batch<T>, task: &TaskStats) -> Result<(), Halt
     match tx.send(batch) {
         Ok(()) => Ok(()),
         Err(SendError::Aborted(b)) | Err(SendError::Disconnected(b)) => {
-            task.add_abandoned(b.len() as u64);
+            task.add_abandoned(tx.rows().all(&b.records) as u64);
             b.fail_acks();
             Err(Halt::Aborted)
         }
@@ -93,13 +94,22 @@ pub(crate) struct Hash<T, H> {
     pub counts: Vec<usize>,
     pub batch_size: usize,
     pub task: Arc<TaskStats>,
+    /// How the edge counts items.
+    pub rows: Rows<T>,
+}
+
+impl<T, H> Hash<T, H> {
+    /// Records (or rows) buffered for every target.
+    fn held(&self) -> usize {
+        self.bufs.iter().map(|b| self.rows.all(b)).sum()
+    }
 }
 
 impl<T, H> Drop for Hash<T, H> {
     /// Records still buffered when the chain is torn down (a source or operator failed, a
     /// panic unwound it) are in flight, not gone: counted as abandoned, their acks failed.
     fn drop(&mut self) {
-        let held: usize = self.bufs.iter().map(Vec::len).sum();
+        let held = self.held();
         if held > 0 {
             self.task.add_abandoned(held as u64);
             for (b, a) in self.bufs.iter().zip(&self.acks) {
@@ -119,7 +129,9 @@ impl<T, H> Hash<T, H> {
         task: Arc<TaskStats>,
     ) -> Self {
         let n = txs.len();
+        let rows = txs.first().map_or(Rows::ONE, Sender::rows);
         Self {
+            rows,
             txs,
             hash,
             bufs: (0..n).map(|_| Vec::new()).collect(),
@@ -147,7 +159,7 @@ impl<T, H> Hash<T, H> {
         batch.acks = std::mem::take(&mut self.acks[i]);
         let r = send(&self.txs[i], batch, &self.task);
         if r.is_err() {
-            let held: usize = self.bufs.iter().map(Vec::len).sum();
+            let held = self.held();
             self.task.add_abandoned(held as u64);
             for (b, a) in self.bufs.iter_mut().zip(&mut self.acks) {
                 if !b.is_empty() {
@@ -175,7 +187,7 @@ impl<T: Send, H: Fn(&T) -> u64 + Send + Sync> Emit<T> for Hash<T, H> {
         } = batch;
         // The key function is user code: run it over the whole batch before any record
         // moves, so a panic in it leaves the batch whole (counted as held by the runtime).
-        set_held(records.len());
+        set_held(self.rows.all(&records));
         self.targets.clear();
         self.targets.extend(
             records
@@ -237,7 +249,10 @@ pub(crate) struct Broadcast<T> {
 
 impl<T: Clone + Send> Emit<T> for Broadcast<T> {
     fn emit(&mut self, batch: Batch<T>) -> Result<(), Halt> {
-        let n = batch.len();
+        let n = self
+            .txs
+            .first()
+            .map_or(batch.len(), |tx| tx.rows().all(&batch.records));
         let k = self.txs.len();
         self.stats.add(n, n * k);
         let (last, rest) = match self.txs.split_last() {
@@ -269,6 +284,7 @@ pub(crate) struct Split<T, P> {
     pub no: Box<dyn Emit<T>>,
     pub pred: Arc<P>,
     pub op_id: usize,
+    pub rows: Rows<T>,
 }
 
 impl<T: Send, P: Fn(&T) -> bool + Send + Sync> Emit<T> for Split<T, P> {
@@ -280,7 +296,7 @@ impl<T: Send, P: Fn(&T) -> bool + Send + Sync> Emit<T> for Split<T, P> {
             acks,
         } = batch;
         // The predicate is user code: while it runs the batch is held (a panic counts it).
-        set_held(records.len());
+        set_held(self.rows.all(&records));
         let (yes, no): (Vec<T>, Vec<T>) = records.into_iter().partition(|r| (self.pred)(r));
         set_held(0);
         if !yes.is_empty() {
@@ -314,11 +330,12 @@ impl<T: Send, P: Fn(&T) -> bool + Send + Sync> Emit<T> for Split<T, P> {
 pub(crate) struct Tee<T> {
     pub outs: Vec<Box<dyn Emit<T>>>,
     pub stats: Arc<OpStats>,
+    pub rows: Rows<T>,
 }
 
 impl<T: Clone + Send> Emit<T> for Tee<T> {
     fn emit(&mut self, batch: Batch<T>) -> Result<(), Halt> {
-        let n = batch.len();
+        let n = self.rows.all(&batch.records);
         let k = self.outs.len();
         self.stats.add(n, n * k);
         let Some((last, rest)) = self.outs.split_last_mut() else {

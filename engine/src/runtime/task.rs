@@ -14,6 +14,7 @@ use crate::batch::Batch;
 use crate::edge::{Receiver, RecvError, TryRecvError};
 use crate::metrics::{OpStats, TaskState, TaskStats};
 use crate::operator::{InstanceInfo, Operator, Sink, SinkError, Source, SourceError, SourceStatus};
+use crate::rows::Rows;
 use crate::runtime::control::Control;
 use crate::runtime::sinkstats::{LatencyRecorder, SinkStats};
 
@@ -74,6 +75,9 @@ pub(crate) struct OpLink<I, O, P> {
     pub op: P,
     pub op_id: usize,
     pub stats: Arc<OpStats>,
+    /// How input and output items are counted (records or rows).
+    pub rows_in: Rows<I>,
+    pub rows_out: Rows<O>,
     pub out: Box<dyn Emit<O>>,
     pub _in: std::marker::PhantomData<fn(I)>,
 }
@@ -85,7 +89,7 @@ where
     P: Operator<I, O>,
 {
     fn emit(&mut self, batch: Batch<I>) -> Result<(), Halt> {
-        let n = batch.len();
+        let n = self.rows_in.all(&batch.records);
         set_current_op(self.op_id);
         set_held(n);
         let Batch {
@@ -94,7 +98,7 @@ where
             acks,
         } = batch;
         let out = self.op.process(records);
-        self.stats.add(n, out.len());
+        self.stats.add(n, self.rows_out.all(&out));
         set_held(0);
         if out.is_empty() {
             // Everything was consumed (filtered): the records ended here.
@@ -115,7 +119,7 @@ where
         set_current_op(self.op_id);
         set_held(0);
         let tail = self.op.finish();
-        self.stats.add(0, tail.len());
+        self.stats.add(0, self.rows_out.all(&tail));
         if !tail.is_empty() {
             self.out.emit(Batch::new(tail))?;
         }
@@ -127,6 +131,7 @@ where
 pub(crate) struct SinkLink<T, S> {
     pub sink: S,
     pub op_id: usize,
+    pub rows: Rows<T>,
     pub stats: Arc<SinkStats>,
     pub task: Arc<TaskStats>,
     pub latency: LatencyRecorder,
@@ -135,7 +140,7 @@ pub(crate) struct SinkLink<T, S> {
 
 impl<T: Send, S: Sink<T>> Emit<T> for SinkLink<T, S> {
     fn emit(&mut self, batch: Batch<T>) -> Result<(), Halt> {
-        let n = batch.len();
+        let n = self.rows.all(&batch.records);
         set_current_op(self.op_id);
         let Batch {
             records,
@@ -206,6 +211,7 @@ impl<T, S> Drop for SinkLink<T, S> {
 pub(crate) struct SourceRunner<T, S> {
     pub source: S,
     pub op_id: usize,
+    pub rows: Rows<T>,
     pub stats: Arc<OpStats>,
     pub task: Arc<TaskStats>,
     pub control: Arc<Control>,
@@ -226,13 +232,13 @@ impl<T: Send, S: Source<T>> Runner for SourceRunner<T, S> {
             let mut buf = Vec::with_capacity(max);
             set_current_op(self.op_id);
             let status = self.source.poll_batch(&mut buf, max);
-            let n = buf.len();
+            let n = self.rows.all(&buf);
             let ack = self.source.take_ack();
             let dead = self.source.take_dead_lettered();
             if dead > 0 {
                 self.stats.add_dead_lettered_at_source(dead);
             }
-            if n > 0 {
+            if !buf.is_empty() {
                 self.stats.add(0, n);
                 let mut batch = Batch::new(buf);
                 batch.acks.extend(ack);
@@ -312,13 +318,15 @@ impl<T: Send> Runner for InboxRunner<T> {
 
 /// A tail with no output edge. Never built for a well-formed graph; if it ever were, it
 /// refuses records loudly (abandoned, job aborted) rather than losing them silently.
-pub(crate) struct Nowhere {
+pub(crate) struct Nowhere<T> {
     pub task: Arc<TaskStats>,
+    pub rows: Rows<T>,
 }
 
-impl<T: Send> Emit<T> for Nowhere {
+impl<T: Send> Emit<T> for Nowhere<T> {
     fn emit(&mut self, batch: Batch<T>) -> Result<(), Halt> {
-        self.task.add_abandoned(batch.len() as u64);
+        self.task
+            .add_abandoned(self.rows.all(&batch.records) as u64);
         Err(Halt::Aborted)
     }
     fn flush(&mut self) -> Result<(), Halt> {
