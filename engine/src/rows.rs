@@ -14,6 +14,8 @@
 //! sluice_engine::count_rows(|c: &Lines| c.0.len()).unwrap();
 //! ```
 //!
+//! With the `arrow` feature, Arrow's `RecordBatch` counts its rows without registering.
+//!
 //! The count is a property of the type, registered once for the process (a type's rows do
 //! not change between pipelines), before the first pipeline that carries the type is built:
 //! the builder looks the count up once per operator, edge and sink as it wires them, so the
@@ -61,7 +63,19 @@ enum Entry {
 
 fn registry() -> &'static Mutex<HashMap<TypeId, Entry>> {
     static REGISTRY: OnceLock<Mutex<HashMap<TypeId, Entry>>> = OnceLock::new();
-    REGISTRY.get_or_init(|| Mutex::new(HashMap::new()))
+    REGISTRY.get_or_init(|| {
+        #[allow(unused_mut)]
+        let mut m = HashMap::new();
+        #[cfg(feature = "arrow")]
+        {
+            let rows: fn(&arrow_array::RecordBatch) -> usize = arrow_array::RecordBatch::num_rows;
+            m.insert(
+                TypeId::of::<arrow_array::RecordBatch>(),
+                Entry::Counted(Box::new(rows)),
+            );
+        }
+        Mutex::new(m)
+    })
 }
 
 /// Makes every pipeline count an item of type `T` as `rows(item)` records: in edge credit,
@@ -234,6 +248,16 @@ mod tests {
             (one.fitting(&[1, 2, 3], 2), one.covering(&[1, 2, 3], 5)),
             (2, 3)
         );
+    }
+
+    #[cfg(feature = "arrow")]
+    #[test]
+    fn record_batches_count_their_rows() {
+        use arrow_array::{ArrayRef, Int32Array, RecordBatch};
+        let col: ArrayRef = std::sync::Arc::new(Int32Array::from(vec![1, 2, 3]));
+        let b = RecordBatch::try_from_iter([("x", col)]).unwrap();
+        assert_eq!(rows_of::<RecordBatch>().all(&[b.clone(), b.slice(0, 1)]), 4);
+        assert!(count_rows(RecordBatch::num_rows as fn(&RecordBatch) -> usize).is_ok());
     }
 
     #[test]
