@@ -117,7 +117,7 @@ fn run(c: &Case) -> JobReport {
     };
     let us = c.sink_us;
     s.new_chain().for_each("sink", move |_| {
-        if us > 0 && us % 7 == 0 {
+        if us > 0 && us.is_multiple_of(7) {
             std::thread::sleep(Duration::from_micros(us));
         }
     });
@@ -185,7 +185,7 @@ fn run_chunks(c: &Case) -> (JobReport, u64) {
     if c.filter {
         // Drops whole items and rows within items.
         s = s
-            .filter("f", |c: &Chunk| c.id % 3 != 0)
+            .filter("f", |c: &Chunk| !c.id.is_multiple_of(3))
             .map("m", |mut c: Chunk| {
                 c.rows.retain(|r| r % 4 != 0);
                 c
@@ -235,7 +235,7 @@ fn run_chunks(c: &Case) -> (JobReport, u64) {
     let seen2 = seen.clone();
     s.new_chain().for_each("sink", move |c: Chunk| {
         seen2.fetch_add(c.rows.len() as u64, std::sync::atomic::Ordering::Relaxed);
-        if us > 0 && us % 7 == 0 {
+        if us > 0 && us.is_multiple_of(7) {
             std::thread::sleep(Duration::from_micros(us));
         }
     });

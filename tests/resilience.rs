@@ -109,7 +109,7 @@ fn retries_then_dead_letters_permanent_failures() {
                 let mut a = a2.lock();
                 let n = a.entry(*r).or_insert(0);
                 *n += 1;
-                if r % 7 == 0 {
+                if r.is_multiple_of(7) {
                     Err(CallError::Permanent {
                         message: "rejected".into(),
                     })
@@ -262,7 +262,7 @@ fn level_controller_switches_to_shedding_under_pressure() {
     let telemetry = p
         .generator("telemetry", 1, GeneratorConfig::count(50_000), |i| i)
         .classify(|r: &u64| {
-            if r % 10 == 0 {
+            if r.is_multiple_of(10) {
                 Priority::ERROR
             } else {
                 Priority::DEBUG

@@ -101,8 +101,10 @@ pub fn count_rows<T: 'static>(rows: fn(&T) -> usize) -> Result<(), RowsError> {
     }
 }
 
-/// The row count of `T`'s items, as the builder wires a pipeline.
-pub(crate) fn rows_of<T: 'static>() -> Rows<T> {
+/// How pipelines count `T`'s items: one record each, or their rows. The builder looks it up
+/// as it wires a pipeline; a sink that reports dead letters counts them with it. Looking a
+/// type up fixes its count: register with [`count_rows`] first.
+pub fn rows_of<T: 'static>() -> Rows<T> {
     let mut reg = registry().lock();
     let entry = reg.entry(TypeId::of::<T>()).or_insert(Entry::One);
     match entry {

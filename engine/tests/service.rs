@@ -129,7 +129,7 @@ fn a_fifo_edge_keeps_arrival_order_across_classes() {
 fn quarter(r: &u64) -> Priority {
     if r % 20 == 1 {
         Priority::INFO
-    } else if r % 4 == 0 {
+    } else if r.is_multiple_of(4) {
         Priority::ERROR
     } else {
         Priority::DEBUG
@@ -462,7 +462,7 @@ fn a_shedding_edge_takes_a_batch_larger_than_itself_when_empty() {
     let mut cfg = PortConfig::new(9);
     cfg.policy = EdgePolicy::shed_by_priority();
     cfg.classifier = Some(classifier(|r: &u64| {
-        if r % 2 == 0 {
+        if r.is_multiple_of(2) {
             Priority::ERROR
         } else {
             Priority::DEBUG

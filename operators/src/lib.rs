@@ -29,6 +29,8 @@
 
 #![warn(missing_docs)]
 
+#[cfg(feature = "arrow")]
+pub mod columnar;
 mod keyed;
 mod record;
 pub mod resilience;

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use parking_lot::Mutex;
-use sluice_engine::{Sink, SinkError, SinkHandle, Stream};
+use sluice_engine::{Rows, Sink, SinkError, SinkHandle, Stream};
 
 /// Sinks on a [`Stream`].
 pub trait SinkExt<T: Send + 'static>: Sized {
@@ -19,7 +19,7 @@ pub trait SinkExt<T: Send + 'static>: Sized {
     /// With several instances, each instance's records stay in order.
     fn collect(self, name: &str) -> Collected<T>;
 
-    /// Counts records.
+    /// Counts records (of items counted in rows, such as Arrow batches: their rows).
     fn count(self, name: &str) -> Counted;
 
     /// Accepts and drops every record (counted as delivered).
@@ -154,12 +154,14 @@ impl<T: Send + 'static> Sink<T> for CollectSink<T> {
 struct DeadLetterSink<T, F> {
     f: Arc<F>,
     dead: u64,
+    /// Dead letters are counted in records (the rows of items that hold many).
+    rows: Rows<T>,
     _t: PhantomData<fn(T)>,
 }
 
 impl<T: Send + 'static, F: Fn(T) + Send + Sync + 'static> Sink<T> for DeadLetterSink<T, F> {
     fn write(&mut self, records: Vec<T>) -> Result<(), SinkError> {
-        self.dead += records.len() as u64;
+        self.dead += self.rows.all(&records) as u64;
         records.into_iter().for_each(&*self.f);
         Ok(())
     }
@@ -169,13 +171,15 @@ impl<T: Send + 'static, F: Fn(T) + Send + Sync + 'static> Sink<T> for DeadLetter
     }
 }
 
-struct CountSink {
+struct CountSink<T> {
     n: Arc<AtomicU64>,
+    rows: Rows<T>,
 }
 
-impl<T: Send + 'static> Sink<T> for CountSink {
+impl<T: Send + 'static> Sink<T> for CountSink<T> {
     fn write(&mut self, records: Vec<T>) -> Result<(), SinkError> {
-        self.n.fetch_add(records.len() as u64, Ordering::Relaxed);
+        self.n
+            .fetch_add(self.rows.all(&records) as u64, Ordering::Relaxed);
         Ok(())
     }
 }
@@ -205,7 +209,10 @@ impl<T: Send + 'static> SinkExt<T> for Stream<T> {
     fn count(self, name: &str) -> Counted {
         let n = Arc::new(AtomicU64::new(0));
         let m = n.clone();
-        self.sink(name, move |_| CountSink { n: m.clone() });
+        self.sink(name, move |_| CountSink {
+            n: m.clone(),
+            rows: sluice_engine::rows::rows_of::<T>(),
+        });
         Counted { n }
     }
 
@@ -221,6 +228,7 @@ impl<T: Send + 'static> SinkExt<T> for Stream<T> {
         self.sink(name, move |_| DeadLetterSink {
             f: f.clone(),
             dead: 0,
+            rows: sluice_engine::rows::rows_of::<T>(),
             _t: PhantomData,
         })
     }

@@ -429,7 +429,7 @@ impl<T> Port<T> {
         self.drops[reason.index()][class.index()] += self.rows.of(&record) as u64;
         if let Some((every, _)) = &self.tap {
             self.tap_seen += 1;
-            if self.tap_seen % (*every).max(1) == 0 {
+            if self.tap_seen.is_multiple_of((*every).max(1)) {
                 tapped.push(Dropped {
                     record,
                     class,
@@ -549,7 +549,7 @@ impl<T> Port<T> {
         for (r, c) in batch.records.into_iter().zip(classes) {
             if c < cfg.below {
                 self.sample_seen += 1;
-                if self.sample_seen % n != 0 {
+                if !self.sample_seen.is_multiple_of(n) {
                     self.record_drop(r, c, DropReason::Sampled, tapped);
                     continue;
                 }

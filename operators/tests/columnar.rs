@@ -1,0 +1,155 @@
+//! Arrow batches through pipelines: conversions round-trip, failures are dead-lettered and
+//! counted in rows, and shedding by a class column removes exactly the low-class rows.
+#![allow(clippy::unwrap_used, missing_docs)]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use sluice_connectors::PipelineExt;
+use sluice_engine::{EdgePolicy, Pipeline, Priority};
+use sluice_operators::columnar::arrow::array::{
+    ArrayRef, AsArray, Int64Array, RecordBatch, StringArray,
+};
+use sluice_operators::columnar::arrow::datatypes::{DataType, Field, Int64Type, Schema};
+use sluice_operators::columnar::arrow::error::ArrowError;
+use sluice_operators::columnar::{BatchStreamExt, RowStreamExt};
+use sluice_operators::{SinkExt, StreamExt};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct Log {
+    id: i64,
+    level: String,
+    msg: Option<String>,
+}
+
+fn schema() -> Arc<Schema> {
+    Arc::new(Schema::new(vec![
+        Field::new("id", DataType::Int64, false),
+        Field::new("level", DataType::Utf8, false),
+        // Not nullable: a row without a message does not fit.
+        Field::new("msg", DataType::Utf8, false),
+    ]))
+}
+
+fn log(id: i64) -> Log {
+    let level = ["debug", "info", "warn", "error"][(id % 4) as usize];
+    Log {
+        id,
+        level: level.into(),
+        msg: (id % 10 != 9).then(|| format!("line {id}")),
+    }
+}
+
+#[test]
+fn rows_to_batches_and_back_are_equal_and_misfits_are_dead_lettered() {
+    let p = Pipeline::new("round-trip").batch_size(64);
+    let (batches, misfits) = p
+        .iter_source("logs", 1, |_| (0..1000).map(log))
+        .to_batches("to arrow", schema());
+    let (rows, bad_rows) = batches.to_rows::<Log>("to rows");
+    let out = rows.collect("out");
+    let bad = misfits.collect("misfits");
+    bad_rows.dead_letter("bad rows", |_| {});
+    let report = p.run().unwrap().wait().unwrap();
+    let want: Vec<Log> = (0..1000).map(log).filter(|l| l.msg.is_some()).collect();
+    assert_eq!(out.take(), want);
+    let bad = bad.take();
+    assert_eq!(bad.len(), 100);
+    assert!(bad
+        .iter()
+        .all(|f| f.record.id % 10 == 9 && f.error.contains("msg")));
+    let l = report.ledger;
+    assert!(l.balanced, "{}", l.explain());
+    assert_eq!((l.emitted, l.delivered), (1000, 1000));
+}
+
+fn level_batch(from: i64, n: i64) -> RecordBatch {
+    let ids: ArrayRef = Arc::new(Int64Array::from_iter_values(from..from + n));
+    let levels: ArrayRef = Arc::new(StringArray::from_iter_values(
+        (from..from + n).map(|i| ["debug", "info", "warn", "error"][(i % 4) as usize]),
+    ));
+    RecordBatch::try_from_iter([("id", ids), ("level", levels)]).unwrap()
+}
+
+#[test]
+fn shedding_by_the_level_column_drops_only_low_rows_and_the_books_balance_in_rows() {
+    let p = Pipeline::new("shed-rows").batch_size(4);
+    // 200 mixed batches of 256 rows into a sink that takes ~1 batch per ms.
+    let delivered = p
+        .iter_source("logs", 1, |_| (0..200).map(|b| level_batch(b * 256, 256)))
+        .classify_by_column("by level", "level", Priority::INFO)
+        .edge_capacity(1024)
+        .edge_policy(EdgePolicy::shed_by_priority())
+        .new_chain()
+        .map("slow", |b: RecordBatch| {
+            std::thread::sleep(Duration::from_micros(300));
+            b
+        })
+        .collect("out");
+    let report = p.run().unwrap().wait().unwrap();
+    let l = &report.ledger;
+    assert!(l.balanced, "{}", l.explain());
+    assert_eq!(l.emitted, 200 * 256);
+    assert!(
+        l.dropped > 0,
+        "the sink is slower than the source: something is shed"
+    );
+    let got = delivered.take();
+    let mut per_class = [0u64; 4];
+    for b in &got {
+        let ids = b.column(0).as_primitive::<Int64Type>();
+        let levels = b.column(1).as_string::<i32>();
+        for i in 0..b.num_rows() {
+            // Each delivered batch holds one class, and ids match their level.
+            assert_eq!(levels.value(i), levels.value(0));
+            per_class[(ids.value(i) % 4) as usize] += 1;
+        }
+    }
+    assert_eq!(per_class[3], 200 * 64, "every error row delivered");
+    assert_eq!(per_class.iter().sum::<u64>(), l.delivered);
+    // Drops are counted by class, in rows, and never of errors.
+    for d in &report.drops {
+        assert!(d.class < Priority::ERROR, "{d:?}");
+    }
+    let dropped: u64 = report.drops.iter().map(|d| d.count).sum();
+    assert_eq!(dropped, l.dropped);
+}
+
+#[test]
+fn a_failing_kernel_dead_letters_the_batch_as_its_rows() {
+    let p = Pipeline::new("kernel-fails");
+    let (ok, failed) = p
+        .iter_source("batches", 1, |_| (0..10).map(|b| level_batch(b * 10, 10)))
+        .map_batches("project", |b| {
+            let id = b.column(0).as_primitive::<Int64Type>();
+            if id.value(0) == 50 {
+                return Err(ArrowError::ComputeError("id 50 is cursed".into()));
+            }
+            b.project(&[0])
+        });
+    let rows = ok.count("rows");
+    let errors = Arc::new(parking_lot::Mutex::new(Vec::new()));
+    let e2 = errors.clone();
+    failed.dead_letter("failed", move |f| e2.lock().push(f.error.to_string()));
+    let report = p.run().unwrap().wait().unwrap();
+    assert_eq!(rows.get(), 90);
+    assert_eq!(*errors.lock(), ["Compute error: id 50 is cursed"]);
+    let l = report.ledger;
+    assert!(l.balanced, "{}", l.explain());
+    assert_eq!((l.emitted, l.delivered, l.dead_lettered), (100, 90, 10));
+}
+
+#[test]
+fn a_predicate_of_the_wrong_length_is_a_dead_letter_not_a_crash() {
+    let p = Pipeline::new("bad-predicate");
+    let (ok, failed) = p
+        .iter_source("batches", 1, |_| [level_batch(0, 10)])
+        .filter_rows("short", |_| Ok(vec![true; 3].into()));
+    ok.count("rows");
+    failed.dead_letter("failed", |f| {
+        assert!(f.error.to_string().contains("3 values"))
+    });
+    let l = p.run().unwrap().wait().unwrap().ledger;
+    assert_eq!((l.emitted, l.dead_lettered, l.delivered), (10, 10, 0));
+}
