@@ -22,6 +22,18 @@ pub enum ConnectorError {
     #[cfg(feature = "kafka")]
     #[error(transparent)]
     KafkaConfig(#[from] crate::kafka::KafkaConfigError),
+    /// A connector's settings are invalid; the message says what to change.
+    #[error("{0}")]
+    Config(String),
+    /// Data is not in the format a connector reads or writes (a damaged file, a batch the
+    /// format cannot hold).
+    #[error("{context}: {message}")]
+    Format {
+        /// What was being read or written.
+        context: String,
+        /// What is wrong.
+        message: String,
+    },
     /// An I/O operation failed (a file, a thread that could not be started).
     #[error("{context}: {source}")]
     Io {
@@ -41,6 +53,11 @@ impl ConnectorError {
             context: context.into(),
             source,
         }
+    }
+
+    /// Invalid settings, with what to change.
+    pub fn config(message: impl Into<String>) -> Self {
+        ConnectorError::Config(message.into())
     }
 
     /// An I/O error while doing `context`.

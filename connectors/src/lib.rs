@@ -1,12 +1,14 @@
 //! # sluice-connectors
 //!
 //! Sources and sinks that connect Sluice to the outside: in-process iterators, a paced
-//! generator (the benchmark and demo workhorse), and, behind features in later releases,
-//! files and Kafka.
+//! generator (the benchmark and demo workhorse), and, behind features, files of Arrow
+//! batches (`arrow`: Arrow IPC, Parquet, JSON lines) and Kafka (`kafka`).
 
 #![warn(missing_docs)]
 
 mod error;
+#[cfg(feature = "arrow")]
+pub mod files;
 mod generator;
 mod iter;
 #[cfg(feature = "kafka")]
