@@ -41,6 +41,13 @@ pub use sluice_connectors as connectors;
 pub use sluice_engine as engine;
 pub use sluice_operators as operators;
 
+/// The `parquet` crate Sluice writes with (to read its files back).
+#[cfg(feature = "arrow")]
+pub use sluice_connectors::files::parquet;
+/// The `arrow` crate Sluice is built with (its arrays, schemas, kernels and record batches).
+#[cfg(feature = "arrow")]
+pub use sluice_operators::columnar::arrow;
+
 /// The types and traits a pipeline names: `use sluice::prelude::*;`.
 ///
 /// Extension traits bring the builder methods into scope (`generator`, `map`, `key_by`,
@@ -61,6 +68,13 @@ pub mod prelude {
     pub use sluice_operators::{
         Collected, Counted, Failed, FoldSinkHandle, KeyedStream, SinkExt, StreamExt,
     };
+
+    #[cfg(feature = "arrow")]
+    pub use sluice_connectors::files::{
+        ArrowFilesExt, ArrowSinkExt, IpcConfig, IpcFormat, ParquetCompression, ParquetConfig,
+    };
+    #[cfg(feature = "arrow")]
+    pub use sluice_operators::columnar::{BatchStreamExt, FailedBatch, FailedRow, RowStreamExt};
 
     #[cfg(feature = "kafka")]
     pub use sluice_connectors::kafka::{

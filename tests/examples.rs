@@ -134,3 +134,17 @@ fn telemetry_kafka_sheds_low_classes_only_and_routes_by_class() {
     assert_eq!(number_before(l, ", to bulk"), 1800, "{l}");
     assert!(l.ends_with("ledger balanced"), "{l}");
 }
+
+#[cfg(all(feature = "kafka", feature = "arrow"))]
+#[test]
+fn telemetry_arrow_sheds_rows_by_level_and_the_parquet_files_hold_what_was_delivered() {
+    let l = &run("telemetry_arrow", &["--logs", "20000"])[0];
+    assert_eq!(number_before(l, " malformed"), 200, "{l}");
+    assert!(l.contains("warn 0%, error 0%"), "{l}");
+    // Every warn and error row is in the files: 8% and 2% of the lines, less the 200
+    // malformed ones (all in the error slots).
+    assert_eq!(number_before(l, " rows; shed"), 200, "{l}");
+    assert!(l.contains("warn 1600, error 200 rows"), "{l}");
+    assert!(l.contains(" = rows in the files"), "{l}");
+    assert!(l.ends_with("; balanced"), "{l}");
+}

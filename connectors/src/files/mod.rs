@@ -39,12 +39,13 @@
 
 mod ipc;
 mod json;
-mod parquet;
+mod parquet_sink;
 
 pub use ::arrow;
+pub use ::parquet;
 pub use ipc::{IpcConfig, IpcFiles, IpcFormat, IpcSink, IpcSource};
 pub use json::{JsonLinesSource, RejectedLine, MAX_LINE};
-pub use parquet::{ParquetCompression, ParquetConfig, ParquetFiles, ParquetSink};
+pub use parquet_sink::{ParquetCompression, ParquetConfig, ParquetFiles, ParquetSink};
 
 use std::path::PathBuf;
 
