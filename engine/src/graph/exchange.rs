@@ -5,6 +5,7 @@ use super::new_receiver;
 use super::Stream;
 use crate::edge::Receiver;
 use crate::edge::Sender;
+use crate::runtime::exchange::partition_of;
 use crate::runtime::exchange::Broadcast;
 use crate::runtime::exchange::Hash;
 use crate::runtime::exchange::RoundRobin;
@@ -44,9 +45,24 @@ impl<T: Send + 'static> Stream<T> {
         H: Fn(&T) -> u64 + Send + Sync + 'static,
     {
         self.check_parallelism(p);
-        let hash = Arc::new(hash);
+        let route = Arc::new(move |r: &T, n: usize| partition_of(hash(r), n));
         self.exchange_into_new(p, ExchangeKind::Hash, move |ctx, txs, task| {
-            Box::new(Hash::new(txs, hash.clone(), ctx.batch_size, task))
+            Box::new(Hash::new(txs, route.clone(), ctx.batch_size, task))
+        })
+    }
+
+    /// Crosses a hash edge into `p` instances where each record names its instance:
+    /// `target(&record) % p`. For operators that partition themselves (a columnar key_by
+    /// splits a batch by the hash of each row's key and tags each part with its
+    /// instance); otherwise prefer [`Stream::partition_by`].
+    pub fn route_to<F>(self, p: usize, target: F) -> Stream<T>
+    where
+        F: Fn(&T) -> usize + Send + Sync + 'static,
+    {
+        self.check_parallelism(p);
+        let route = Arc::new(move |r: &T, n: usize| target(r) % n.max(1));
+        self.exchange_into_new(p, ExchangeKind::Hash, move |ctx, txs, task| {
+            Box::new(Hash::new(txs, route.clone(), ctx.batch_size, task))
         })
     }
 

@@ -80,10 +80,11 @@ pub fn partition_of(hash: u64, n: usize) -> usize {
     ((u128::from(hash) * n as u128) >> 64) as usize
 }
 
-/// Records go to the instance their key hashes to, buffered per target into full batches.
+/// Records go to the instance `route(record, n)` names (their key's hash, for a hash edge),
+/// buffered per target into full batches.
 pub(crate) struct Hash<T, H> {
     pub txs: Vec<Sender<T>>,
-    pub hash: Arc<H>,
+    pub route: Arc<H>,
     pub bufs: Vec<Vec<T>>,
     pub oldest: Vec<Option<Instant>>,
     /// Acks of the input batches whose records are in each buffer.
@@ -124,7 +125,7 @@ impl<T, H> Drop for Hash<T, H> {
 impl<T, H> Hash<T, H> {
     pub(crate) fn new(
         txs: Vec<Sender<T>>,
-        hash: Arc<H>,
+        route: Arc<H>,
         batch_size: usize,
         task: Arc<TaskStats>,
     ) -> Self {
@@ -133,7 +134,7 @@ impl<T, H> Hash<T, H> {
         Self {
             rows,
             txs,
-            hash,
+            route,
             bufs: (0..n).map(|_| Vec::new()).collect(),
             oldest: vec![None; n],
             acks: (0..n).map(|_| Vec::new()).collect(),
@@ -173,7 +174,7 @@ impl<T, H> Hash<T, H> {
     }
 }
 
-impl<T: Send, H: Fn(&T) -> u64 + Send + Sync> Emit<T> for Hash<T, H> {
+impl<T: Send, H: Fn(&T, usize) -> usize + Send + Sync> Emit<T> for Hash<T, H> {
     fn emit(&mut self, batch: Batch<T>) -> Result<(), Halt> {
         let n = self.txs.len();
         if n == 1 {
@@ -189,11 +190,8 @@ impl<T: Send, H: Fn(&T) -> u64 + Send + Sync> Emit<T> for Hash<T, H> {
         // moves, so a panic in it leaves the batch whole (counted as held by the runtime).
         set_held(self.rows.all(&records));
         self.targets.clear();
-        self.targets.extend(
-            records
-                .iter()
-                .map(|r| partition_of((self.hash)(r), n) as u32),
-        );
+        self.targets
+            .extend(records.iter().map(|r| (self.route)(r, n) as u32));
         set_held(0);
         // Scatter in one tight loop (a copy per record, nothing else), then do the per-target
         // bookkeeping once per batch: a buffer may pass the batch size by less than one input
