@@ -88,12 +88,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     cfg.end_when_idle = Some(Duration::from_secs(2)); // a demo ends when the topic is drained
     let source = Arc::new(KafkaSourceStats::default());
     let p = Pipeline::new("telemetry-arrow");
-    let (batches, misfits) = p
+    let written = p
         .kafka_source("logs", 1, cfg, json::<Log>(), source.clone())
         // Rows to Arrow: one record batch per polled batch of messages.
-        .to_batches("to arrow", schema);
-    misfits.dead_letter("misfits", |f| eprintln!("row does not fit: {}", f.error));
-    let (written, failed) = batches
+        .to_batches("to arrow", schema, |f| {
+            eprintln!("row does not fit: {}", f.error)
+        })
         // One batch per level; the edge after it sheds by level, in rows.
         .classify_by_column("by level", "level", Priority::INFO)
         .edge_capacity(4096)
@@ -101,13 +101,16 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             Watermarks::default().with(Priority::WARN, None),
         ))
         .new_chain()
-        .map_batches("enrich", |b: &RecordBatch| {
-            // A slow stage: ~5 us per row (~200k rows/s).
-            let until = Instant::now() + Duration::from_micros(5 * b.num_rows() as u64);
-            while Instant::now() < until {}
-            Ok(b.clone())
-        });
-    failed.dead_letter("enrich failed", |f| eprintln!("enrich failed: {}", f.error));
+        .map_batches(
+            "enrich",
+            |b: &RecordBatch| {
+                // A slow stage: ~5 us per row (~200k rows/s).
+                let until = Instant::now() + Duration::from_micros(5 * b.num_rows() as u64);
+                while Instant::now() < until {}
+                Ok(b.clone())
+            },
+            |f| eprintln!("enrich failed: {}", f.error),
+        );
     let mut parquet = ParquetConfig::new(&out, "logs");
     parquet.roll_bytes = 256 << 10;
     let files = written.parquet_sink("parquet", parquet)?;

@@ -55,10 +55,11 @@ fn typed_rows_through_ipc_files_and_streams_come_back_equal() {
     for format in [IpcFormat::File, IpcFormat::Stream] {
         let dir = tempfile::tempdir().unwrap();
         let p = Pipeline::new("to-ipc").batch_size(100);
-        let (batches, misfits) = p
-            .iter_source("logs", 1, |_| (0..1000).map(log))
-            .to_batches("to arrow", schema());
-        misfits.dead_letter("misfits", |_| {});
+        let batches = p.iter_source("logs", 1, |_| (0..1000).map(log)).to_batches(
+            "to arrow",
+            schema(),
+            |f| panic!("{:?} does not fit", f.record),
+        );
         let mut cfg = IpcConfig::new(dir.path(), "logs");
         cfg.format = format;
         let files = batches.ipc_sink("ipc", cfg).unwrap();
@@ -68,11 +69,10 @@ fn typed_rows_through_ipc_files_and_streams_come_back_equal() {
         assert_eq!(paths.len(), 1);
 
         let p = Pipeline::new("from-ipc");
-        let (rows, bad) = p
+        let out = p
             .ipc_source("ipc", 1, format, paths)
-            .to_rows::<Log>("to rows");
-        bad.dead_letter("bad", |_| {});
-        let out = rows.collect("out");
+            .to_rows::<Log, _>("to rows", |f| panic!("{f:?}"))
+            .collect("out");
         let l = p.run().unwrap().wait().unwrap().ledger;
         assert_eq!(out.take(), (0..1000).map(log).collect::<Vec<_>>());
         assert_eq!((l.emitted, l.delivered), (1000, 1000));
@@ -99,11 +99,10 @@ fn json_lines_that_do_not_fit_are_rejected_with_their_line_and_reason() {
     std::fs::write(&input, text).unwrap();
     let rejects = dir.path().join("rejects.jsonl");
     let p = Pipeline::new("jsonl").batch_size(64);
-    let (rows, bad) = p
+    let out = p
         .json_lines_source("logs", 1, schema(), vec![input], rejects.clone())
-        .to_rows::<Log>("to rows");
-    bad.dead_letter("bad", |_| {});
-    let out = rows.collect("out");
+        .to_rows::<Log, _>("to rows", |f| panic!("{f:?}"))
+        .collect("out");
     let r = p.run().unwrap().wait().unwrap();
     let want: Vec<Log> = (0..500)
         .filter(|i| !(7..=10).contains(&(i % 50)))
@@ -259,20 +258,22 @@ fn a_parquet_file_left_open_by_a_failing_job_fails_its_acks() {
     let outcomes = Arc::new(Mutex::new(Vec::new()));
     let o2 = outcomes.clone();
     let p = Pipeline::new("parquet-fails");
-    let (ok, failed) = p
+    let files = p
         .source("acked", 1, move |_| Acked {
             next: 0,
             end: 1000,
             outcomes: o2.clone(),
             ack: None,
         })
-        .map_batches("breaks at 500", |b| {
-            let id = b.column(0).as_primitive::<Int64Type>().value(0);
-            assert!(id != 500, "broken");
-            Ok(b.clone())
-        });
-    failed.dead_letter("failed", |_| {});
-    let files = ok
+        .map_batches(
+            "breaks at 500",
+            |b| {
+                let id = b.column(0).as_primitive::<Int64Type>().value(0);
+                assert!(id != 500, "broken");
+                Ok(b.clone())
+            },
+            |_| {},
+        )
         .parquet_sink("parquet", ParquetConfig::new(dir.path(), "logs"))
         .unwrap();
     let err = p.run().unwrap().wait().unwrap_err();

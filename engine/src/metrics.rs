@@ -99,7 +99,8 @@ pub struct OpStats {
     /// Records an operator produced beyond its input (flat_map expansion, broadcast copies).
     created: AtomicU64,
     /// Records a source took in and sent to a dead-letter path itself (a message that does
-    /// not decode): created and dead-lettered at once.
+    /// not decode: created and dead-lettered at once), or an operator dead-lettered instead
+    /// of emitting (consumed, like a filter's rejects, but counted as dead-lettered).
     dead_lettered: AtomicU64,
 }
 
@@ -112,6 +113,23 @@ impl OpStats {
             self.absorbed.fetch_add((n_in - n_out) as u64, Relaxed);
         } else if n_out > n_in {
             self.created.fetch_add((n_out - n_in) as u64, Relaxed);
+        }
+    }
+    /// Accounts one batch of an operator that also dead-lettered `dead` of its input
+    /// records: `n_in + created == n_out + absorbed + dead`.
+    pub(crate) fn add_with_dead(&self, n_in: usize, n_out: usize, dead: u64) {
+        if dead == 0 {
+            return self.add(n_in, n_out);
+        }
+        self.records_in.fetch_add(n_in as u64, Relaxed);
+        self.records_out.fetch_add(n_out as u64, Relaxed);
+        self.dead_lettered.fetch_add(dead, Relaxed);
+        let consumed = n_out as u64 + dead;
+        let n_in = n_in as u64;
+        if consumed < n_in {
+            self.absorbed.fetch_add(n_in - consumed, Relaxed);
+        } else if consumed > n_in {
+            self.created.fetch_add(consumed - n_in, Relaxed);
         }
     }
     /// Accounts records a source dead-lettered before they entered the graph.

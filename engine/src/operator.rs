@@ -180,6 +180,15 @@ pub trait Operator<I, O>: Send + 'static {
     fn finish(&mut self) -> Vec<O> {
         Vec::new()
     }
+
+    /// Records of the last batch this operator sent to a dead-letter path instead of
+    /// emitting them (a record it could not process), in records (rows, for items counted in
+    /// rows). The runtime calls it after every `process` and `finish` and counts them as
+    /// dead-lettered in the ledger instead of filtered. Count a record once its dead letter
+    /// is handed off (written, sent, logged).
+    fn take_dead_lettered(&mut self) -> u64 {
+        0
+    }
 }
 
 /// The end of a stream: consumes batches on its operator's thread.

@@ -44,24 +44,24 @@ fn log(id: i64) -> Log {
 #[test]
 fn rows_to_batches_and_back_are_equal_and_misfits_are_dead_lettered() {
     let p = Pipeline::new("round-trip").batch_size(64);
-    let (batches, misfits) = p
+    let misfits = Arc::new(parking_lot::Mutex::new(Vec::new()));
+    let m2 = misfits.clone();
+    let out = p
         .iter_source("logs", 1, |_| (0..1000).map(log))
-        .to_batches("to arrow", schema());
-    let (rows, bad_rows) = batches.to_rows::<Log>("to rows");
-    let out = rows.collect("out");
-    let bad = misfits.collect("misfits");
-    bad_rows.dead_letter("bad rows", |_| {});
+        .to_batches("to arrow", schema(), move |f| m2.lock().push(f))
+        .to_rows::<Log, _>("to rows", |f| panic!("{f:?} does not come back"))
+        .collect("out");
     let report = p.run().unwrap().wait().unwrap();
     let want: Vec<Log> = (0..1000).map(log).filter(|l| l.msg.is_some()).collect();
     assert_eq!(out.take(), want);
-    let bad = bad.take();
+    let bad = misfits.lock();
     assert_eq!(bad.len(), 100);
     assert!(bad
         .iter()
         .all(|f| f.record.id % 10 == 9 && f.error.contains("msg")));
     let l = report.ledger;
     assert!(l.balanced, "{}", l.explain());
-    assert_eq!((l.emitted, l.delivered), (1000, 1000));
+    assert_eq!((l.emitted, l.delivered, l.dead_lettered), (1000, 900, 100));
 }
 
 fn level_batch(from: i64, n: i64) -> RecordBatch {
@@ -119,19 +119,22 @@ fn shedding_by_the_level_column_drops_only_low_rows_and_the_books_balance_in_row
 #[test]
 fn a_failing_kernel_dead_letters_the_batch_as_its_rows() {
     let p = Pipeline::new("kernel-fails");
-    let (ok, failed) = p
-        .iter_source("batches", 1, |_| (0..10).map(|b| level_batch(b * 10, 10)))
-        .map_batches("project", |b| {
-            let id = b.column(0).as_primitive::<Int64Type>();
-            if id.value(0) == 50 {
-                return Err(ArrowError::ComputeError("id 50 is cursed".into()));
-            }
-            b.project(&[0])
-        });
-    let rows = ok.count("rows");
     let errors = Arc::new(parking_lot::Mutex::new(Vec::new()));
     let e2 = errors.clone();
-    failed.dead_letter("failed", move |f| e2.lock().push(f.error.to_string()));
+    let rows = p
+        .iter_source("batches", 1, |_| (0..10).map(|b| level_batch(b * 10, 10)))
+        .map_batches(
+            "project",
+            |b| {
+                let id = b.column(0).as_primitive::<Int64Type>();
+                if id.value(0) == 50 {
+                    return Err(ArrowError::ComputeError("id 50 is cursed".into()));
+                }
+                b.project(&[0])
+            },
+            move |f| e2.lock().push(f.error.to_string()),
+        )
+        .count("rows");
     let report = p.run().unwrap().wait().unwrap();
     assert_eq!(rows.get(), 90);
     assert_eq!(*errors.lock(), ["Compute error: id 50 is cursed"]);
@@ -143,13 +146,13 @@ fn a_failing_kernel_dead_letters_the_batch_as_its_rows() {
 #[test]
 fn a_predicate_of_the_wrong_length_is_a_dead_letter_not_a_crash() {
     let p = Pipeline::new("bad-predicate");
-    let (ok, failed) = p
-        .iter_source("batches", 1, |_| [level_batch(0, 10)])
-        .filter_rows("short", |_| Ok(vec![true; 3].into()));
-    ok.count("rows");
-    failed.dead_letter("failed", |f| {
-        assert!(f.error.to_string().contains("3 values"))
-    });
+    p.iter_source("batches", 1, |_| [level_batch(0, 10)])
+        .filter_rows(
+            "short",
+            |_| Ok(vec![true; 3].into()),
+            |f| assert!(f.error.to_string().contains("3 values")),
+        )
+        .count("rows");
     let l = p.run().unwrap().wait().unwrap().ledger;
     assert_eq!((l.emitted, l.dead_lettered, l.delivered), (10, 10, 0));
 }

@@ -98,7 +98,8 @@ where
             acks,
         } = batch;
         let out = self.op.process(records);
-        self.stats.add(n, self.rows_out.all(&out));
+        let dead = self.op.take_dead_lettered();
+        self.stats.add_with_dead(n, self.rows_out.all(&out), dead);
         set_held(0);
         if out.is_empty() {
             // Everything was consumed (filtered): the records ended here.
@@ -119,7 +120,8 @@ where
         set_current_op(self.op_id);
         set_held(0);
         let tail = self.op.finish();
-        self.stats.add(0, self.rows_out.all(&tail));
+        let dead = self.op.take_dead_lettered();
+        self.stats.add_with_dead(0, self.rows_out.all(&tail), dead);
         if !tail.is_empty() {
             self.out.emit(Batch::new(tail))?;
         }

@@ -1,0 +1,422 @@
+//! Keyed columnar operators: partitioning rows by the hash of key columns, and a running
+//! per-key sum.
+
+use std::sync::Arc;
+
+use arrow::array::{Array, ArrayRef, AsArray, PrimitiveArray, RecordBatch, UInt32Array};
+use arrow::compute::{cast, take_record_batch};
+use arrow::datatypes::{DataType, Field, Int64Type, Schema, UInt64Type};
+use arrow::error::ArrowError;
+use sluice_engine::{partition_of, Stream};
+
+use super::types::{DeadLetterFn, FailedBatch};
+use crate::{KeyedState, StreamExt};
+
+/// A batch tagged with the instance its rows hash to (between a columnar `key_by`'s split
+/// and its edge).
+#[derive(Debug, Clone)]
+pub struct Routed {
+    /// The downstream instance.
+    pub target: usize,
+    /// Its rows.
+    pub batch: RecordBatch,
+}
+
+fn routed_rows(r: &Routed) -> usize {
+    r.batch.num_rows()
+}
+
+const MIX: u64 = 0x517c_c1b7_2722_0a95;
+
+/// FxHash's step: one multiply per word.
+#[inline]
+fn mix(h: u64, x: u64) -> u64 {
+    (h.rotate_left(5) ^ x).wrapping_mul(MIX)
+}
+
+/// Folds column `col` into the per-row hashes `h`.
+fn hash_column(col: &ArrayRef, h: &mut [u64]) -> Result<(), ArrowError> {
+    const NULL: u64 = 0x9e37_79b9_7f4a_7c15;
+    let dt = col.data_type();
+    if dt.is_integer() {
+        let ints: ArrayRef = if matches!(dt, DataType::UInt64) {
+            col.clone()
+        } else if dt.is_signed_integer() {
+            cast(col, &DataType::Int64)?
+        } else {
+            cast(col, &DataType::UInt64)?
+        };
+        let words: Vec<u64> = match ints.data_type() {
+            DataType::Int64 => ints
+                .as_primitive::<Int64Type>()
+                .values()
+                .iter()
+                .map(|v| *v as u64)
+                .collect(),
+            _ => ints.as_primitive::<UInt64Type>().values().to_vec(),
+        };
+        for (i, (hv, w)) in h.iter_mut().zip(words).enumerate() {
+            *hv = mix(*hv, if ints.is_null(i) { NULL } else { w });
+        }
+        return Ok(());
+    }
+    match dt {
+        DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View | DataType::Dictionary(..) => {
+            let s = cast(col, &DataType::Utf8)?;
+            let s = s.as_string::<i32>();
+            for (i, hv) in h.iter_mut().enumerate() {
+                let w = if s.is_null(i) {
+                    NULL
+                } else {
+                    s.value(i).as_bytes().chunks(8).fold(0u64, |a, c| {
+                        let mut b = [0u8; 8];
+                        b[..c.len()].copy_from_slice(c);
+                        mix(a, u64::from_le_bytes(b))
+                    }) ^ s.value(i).len() as u64
+                };
+                *hv = mix(*hv, w);
+            }
+            Ok(())
+        }
+        DataType::Boolean => {
+            let b = col.as_boolean();
+            for (i, hv) in h.iter_mut().enumerate() {
+                let w = if b.is_null(i) {
+                    NULL
+                } else {
+                    u64::from(b.value(i))
+                };
+                *hv = mix(*hv, w);
+            }
+            Ok(())
+        }
+        other => Err(ArrowError::InvalidArgumentError(format!(
+            "a key column holds integers, booleans, strings or a dictionary of them, not {other}"
+        ))),
+    }
+}
+
+/// `b`'s rows split by the hash of `columns` into `p` parts, tagged with their instance.
+fn partition(b: RecordBatch, columns: &[String], p: usize) -> Result<Vec<Routed>, FailedBatch> {
+    let fail = |b: RecordBatch, e: ArrowError| FailedBatch {
+        batch: b,
+        error: Arc::new(e),
+    };
+    if p <= 1 || b.num_rows() == 0 {
+        return Ok(vec![Routed {
+            target: 0,
+            batch: b,
+        }]);
+    }
+    // One hash per row over every key column.
+    let mut h = vec![0u64; b.num_rows()];
+    for c in columns {
+        let Some(col) = b.column_by_name(c) else {
+            let e = ArrowError::InvalidArgumentError(format!("no key column `{c}`"));
+            return Err(fail(b, e));
+        };
+        if let Err(e) = hash_column(col, &mut h) {
+            return Err(fail(b, e));
+        }
+    }
+    let mut rows: Vec<Vec<u32>> = vec![Vec::new(); p];
+    for (i, hv) in h.iter().enumerate() {
+        rows[partition_of(*hv, p)].push(i as u32);
+    }
+    let present = rows.iter().filter(|r| !r.is_empty()).count();
+    if present == 1 {
+        // Every row to one instance: the batch moves whole.
+        let target = rows.iter().position(|r| !r.is_empty()).unwrap_or(0);
+        return Ok(vec![Routed { target, batch: b }]);
+    }
+    let mut out = Vec::with_capacity(present);
+    for (target, idx) in rows.into_iter().enumerate() {
+        if idx.is_empty() {
+            continue;
+        }
+        match take_record_batch(&b, &UInt32Array::from(idx)) {
+            Ok(batch) => out.push(Routed { target, batch }),
+            Err(e) => return Err(fail(b, e)),
+        }
+    }
+    Ok(out)
+}
+
+/// Keyed operators on a stream of record batches.
+pub trait KeyedBatchStreamExt: Sized {
+    /// Partitions rows by the values of `columns` into `p` instances: one hash per row over
+    /// the key columns (integers, booleans, strings, dictionaries), then one `take` per
+    /// instance; rows with equal keys meet in one instance, in the order each upstream
+    /// instance sent them. A batch without a key column goes to `dead_letter`.
+    fn key_by_columns<D>(
+        self,
+        name: &str,
+        columns: &[&str],
+        p: usize,
+        dead_letter: D,
+    ) -> Stream<RecordBatch>
+    where
+        D: Fn(FailedBatch) + Send + Sync + 'static;
+
+    /// For each row, sets column `out` (appended, or replaced if present) to the running
+    /// wrapping sum of integer column `value` over the rows of its `key` seen so far by this
+    /// instance, this row included. Keys are integers; below 65,536 their sums live in a
+    /// vector, others in a hash map. Put it after [`KeyedBatchStreamExt::key_by_columns`]
+    /// on `key`. A batch without the columns (or with nulls in them) goes to `dead_letter`.
+    fn running_sum<D>(
+        self,
+        name: &str,
+        key: &str,
+        value: &str,
+        out: &str,
+        dead_letter: D,
+    ) -> Stream<RecordBatch>
+    where
+        D: Fn(FailedBatch) + Send + Sync + 'static;
+}
+
+impl KeyedBatchStreamExt for Stream<RecordBatch> {
+    fn key_by_columns<D>(
+        self,
+        name: &str,
+        columns: &[&str],
+        p: usize,
+        dead_letter: D,
+    ) -> Stream<RecordBatch>
+    where
+        D: Fn(FailedBatch) + Send + Sync + 'static,
+    {
+        let _ = sluice_engine::count_rows(routed_rows as fn(&Routed) -> usize);
+        let cols: Vec<String> = columns.iter().map(|c| c.to_string()).collect();
+        let dead_letter: DeadLetterFn<FailedBatch> = Arc::new(dead_letter);
+        self.operator(name, move |_| Partition {
+            columns: cols.clone(),
+            p,
+            dead_letter: dead_letter.clone(),
+            dead: 0,
+        })
+        .route_to(p, |r: &Routed| r.target)
+        .map(&format!("{name}: batches"), |r: Routed| r.batch)
+    }
+
+    fn running_sum<D>(
+        self,
+        name: &str,
+        key: &str,
+        value: &str,
+        out: &str,
+        dead_letter: D,
+    ) -> Stream<RecordBatch>
+    where
+        D: Fn(FailedBatch) + Send + Sync + 'static,
+    {
+        let (key, value, out) = (key.to_string(), value.to_string(), out.to_string());
+        let dead_letter: DeadLetterFn<FailedBatch> = Arc::new(dead_letter);
+        self.operator(name, move |_| RunningSum {
+            key: key.clone(),
+            value: value.clone(),
+            out: out.clone(),
+            sums: KeyedState::default(),
+            dead_letter: dead_letter.clone(),
+            dead: 0,
+        })
+    }
+}
+
+/// The split half of [`KeyedBatchStreamExt::key_by_columns`] in one instance.
+struct Partition {
+    columns: Vec<String>,
+    p: usize,
+    dead_letter: DeadLetterFn<FailedBatch>,
+    dead: u64,
+}
+
+impl sluice_engine::Operator<RecordBatch, Routed> for Partition {
+    fn process(&mut self, input: Vec<RecordBatch>) -> Vec<Routed> {
+        let mut out = Vec::with_capacity(input.len() * self.p.min(8));
+        for b in input {
+            match partition(b, &self.columns, self.p) {
+                Ok(parts) => out.extend(parts),
+                Err(f) => {
+                    self.dead += f.batch.num_rows() as u64;
+                    (self.dead_letter)(f);
+                }
+            }
+        }
+        out
+    }
+
+    fn take_dead_lettered(&mut self) -> u64 {
+        std::mem::take(&mut self.dead)
+    }
+}
+
+/// The state of [`KeyedBatchStreamExt::running_sum`] in one instance.
+struct RunningSum {
+    key: String,
+    value: String,
+    out: String,
+    sums: KeyedState<u64, u64>,
+    dead_letter: DeadLetterFn<FailedBatch>,
+    dead: u64,
+}
+
+impl sluice_engine::Operator<RecordBatch, RecordBatch> for RunningSum {
+    fn process(&mut self, input: Vec<RecordBatch>) -> Vec<RecordBatch> {
+        let mut out = Vec::with_capacity(input.len());
+        for b in input {
+            match self.apply(&b) {
+                Ok(o) => out.push(o),
+                Err(e) => {
+                    self.dead += b.num_rows() as u64;
+                    (self.dead_letter)(FailedBatch {
+                        batch: b,
+                        error: Arc::new(e),
+                    });
+                }
+            }
+        }
+        out
+    }
+
+    fn take_dead_lettered(&mut self) -> u64 {
+        std::mem::take(&mut self.dead)
+    }
+}
+
+/// An integer column as `u64` words (signed values by their two's complement bits).
+fn words(col: &ArrayRef) -> Result<std::borrow::Cow<'_, [u64]>, ArrowError> {
+    match col.data_type() {
+        DataType::UInt64 => Ok(col.as_primitive::<UInt64Type>().values().as_ref().into()),
+        dt if dt.is_signed_integer() => {
+            let c = cast(col, &DataType::Int64)?;
+            Ok(c.as_primitive::<Int64Type>()
+                .values()
+                .iter()
+                .map(|v| *v as u64)
+                .collect::<Vec<_>>()
+                .into())
+        }
+        dt if dt.is_integer() => {
+            let c = cast(col, &DataType::UInt64)?;
+            Ok(c.as_primitive::<UInt64Type>().values().to_vec().into())
+        }
+        other => Err(ArrowError::InvalidArgumentError(format!(
+            "running_sum needs integer columns, not {other}"
+        ))),
+    }
+}
+
+impl RunningSum {
+    fn apply(&mut self, b: &RecordBatch) -> Result<RecordBatch, ArrowError> {
+        let column = |name: &str| {
+            b.column_by_name(name)
+                .ok_or_else(|| ArrowError::InvalidArgumentError(format!("no column `{name}`")))
+        };
+        let (kc, vc) = (column(&self.key)?, column(&self.value)?);
+        if kc.null_count() > 0 || vc.null_count() > 0 {
+            return Err(ArrowError::InvalidArgumentError(
+                "running_sum needs key and value columns without nulls".into(),
+            ));
+        }
+        let (keys, values) = (words(kc)?, words(vc)?);
+        let mut sums = Vec::with_capacity(keys.len());
+        for (k, v) in keys.iter().zip(values.iter()) {
+            let s = self.sums.get_or_insert_with(*k, || 0);
+            *s = s.wrapping_add(*v);
+            sums.push(*s);
+        }
+        let sums: ArrayRef = Arc::new(PrimitiveArray::<UInt64Type>::from(sums));
+        let schema = b.schema();
+        let mut fields: Vec<Arc<Field>> = schema.fields().iter().cloned().collect();
+        let mut cols: Vec<ArrayRef> = b.columns().to_vec();
+        let field = Arc::new(Field::new(&self.out, DataType::UInt64, false));
+        match fields.iter().position(|f| f.name() == &self.out) {
+            Some(i) => {
+                fields[i] = field;
+                cols[i] = sums;
+            }
+            None => {
+                fields.push(field);
+                cols.push(sums);
+            }
+        }
+        RecordBatch::try_new(Arc::new(Schema::new(fields)), cols)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow::array::{Int32Array, StringArray};
+
+    fn b(keys: Vec<i32>, names: Vec<&str>) -> RecordBatch {
+        let k: ArrayRef = Arc::new(Int32Array::from(keys));
+        let n: ArrayRef = Arc::new(StringArray::from(names));
+        RecordBatch::try_from_iter([("k", k), ("name", n)]).unwrap()
+    }
+
+    #[test]
+    fn equal_keys_go_to_one_part_in_order_and_every_row_goes_somewhere() {
+        let keys: Vec<i32> = (0..1000).map(|i| i % 37).collect();
+        let names: Vec<&str> = (0..1000).map(|i| ["a", "b", "c"][i % 3]).collect();
+        let parts = partition(b(keys, names), &["k".into(), "name".into()], 4).unwrap();
+        assert_eq!(
+            parts.iter().map(|r| r.batch.num_rows()).sum::<usize>(),
+            1000
+        );
+        let mut seen = std::collections::HashMap::new();
+        for r in &parts {
+            let k = r
+                .batch
+                .column(0)
+                .as_primitive::<arrow::datatypes::Int32Type>();
+            let n = r.batch.column(1).as_string::<i32>();
+            for i in 0..r.batch.num_rows() {
+                let prev = seen.insert((k.value(i), n.value(i).to_string()), r.target);
+                assert!(prev.is_none_or(|t| t == r.target), "a key in two parts");
+            }
+        }
+        assert!(parts.len() > 1, "37 x 3 keys spread over 4 instances");
+    }
+
+    #[test]
+    fn a_missing_key_column_fails_the_batch_whole() {
+        let e = partition(b(vec![1, 2], vec!["a", "b"]), &["nope".into()], 2).unwrap_err();
+        assert_eq!(e.batch.num_rows(), 2);
+        assert!(e.error.to_string().contains("nope"));
+    }
+
+    #[test]
+    fn running_sums_follow_each_key() {
+        let mut op = RunningSum {
+            key: "k".into(),
+            value: "k".into(),
+            out: "sum".into(),
+            sums: KeyedState::default(),
+            dead_letter: Arc::new(|_| {}),
+            dead: 0,
+        };
+        let out = op.apply(&b(vec![1, 2, 1, 1], vec!["a"; 4])).unwrap();
+        let s = out
+            .column_by_name("sum")
+            .unwrap()
+            .as_primitive::<UInt64Type>();
+        assert_eq!(s.values().as_ref(), &[1, 2, 2, 3]);
+        let out = op.apply(&b(vec![2, -1], vec!["a"; 2])).unwrap();
+        let s = out
+            .column_by_name("sum")
+            .unwrap()
+            .as_primitive::<UInt64Type>();
+        assert_eq!(s.values().as_ref(), &[4, u64::MAX]);
+    }
+
+    #[test]
+    fn strings_hash_by_content() {
+        let a: ArrayRef = Arc::new(StringArray::from(vec!["abcdefghij", "abcdefghij", "x"]));
+        let mut h = vec![0u64; 3];
+        hash_column(&a, &mut h).unwrap();
+        assert_eq!(h[0], h[1]);
+        assert_ne!(h[0], h[2]);
+    }
+}

@@ -1,0 +1,198 @@
+//! Arrow record batches through the dataflow (feature `arrow`).
+//!
+//! A `Stream<RecordBatch>` moves Arrow batches as items; the engine counts each batch as its
+//! rows ([`sluice_engine::rows`]), so edges hold rows, and operator counters, drops and the
+//! ledger are in rows. The operators here work a batch at a time with Arrow's compute
+//! kernels:
+//!
+//! - [`BatchStreamExt::filter_rows`] keeps the rows a predicate over columns selects (the
+//!   filter kernel), [`BatchStreamExt::map_batches`] projects and computes columns;
+//! - [`BatchStreamExt::classify_by_column`] splits each batch into one batch per class of a
+//!   class column (integer ranks, or names such as `"debug"` in a string or dictionary
+//!   column) and classifies the next edge by it, so `ShedByPriority`, `Sample` and the
+//!   priority service order drop and serve exactly the rows of a class;
+//! - [`RowStreamExt::to_batches`] and [`BatchStreamExt::to_rows`] convert between typed
+//!   Rust rows (serde) and batches.
+//!
+//! A kernel that fails on a batch (a missing column, a type mismatch) does not fail the job
+//! and loses nothing: the batch goes, with the error, to the operator's dead-letter function
+//! (a log, a file, a topic: called on the operator's thread, no extra thread or edge), and
+//! its rows count as dead-lettered in the ledger. Rows that do not convert go the same way,
+//! one by one.
+//!
+//! ```
+//! use std::sync::Arc;
+//! use sluice_connectors::PipelineExt;
+//! use sluice_engine::Pipeline;
+//! use sluice_operators::columnar::arrow::array::{ArrayRef, Int64Array, RecordBatch};
+//! use sluice_operators::columnar::arrow::compute::kernels::cmp::gt;
+//! use sluice_operators::columnar::BatchStreamExt;
+//! use sluice_operators::SinkExt;
+//!
+//! let batch = |from: i64| {
+//!     let v: ArrayRef = Arc::new(Int64Array::from_iter_values(from..from + 100));
+//!     RecordBatch::try_from_iter([("v", v)]).unwrap()
+//! };
+//! let p = Pipeline::new("columnar");
+//! let rows = p
+//!     .iter_source("batches", 1, move |_| [batch(0), batch(100)])
+//!     .filter_rows(
+//!         "v > 149",
+//!         |b| gt(b.column(0), &Int64Array::new_scalar(149)),
+//!         |f| eprintln!("{}", f.error),
+//!     )
+//!     .count("rows");
+//! let report = p.run()?.wait()?;
+//! // Counted in rows: 200 emitted, 50 delivered, 150 filtered.
+//! assert_eq!((report.ledger.emitted, report.ledger.delivered), (200, 50));
+//! assert_eq!(rows.get(), 50);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+mod classes;
+mod convert;
+mod keyed;
+mod types;
+
+pub use arrow;
+pub use keyed::KeyedBatchStreamExt;
+pub use types::{FailedBatch, FailedRow};
+
+use std::sync::Arc;
+
+use arrow::array::{BooleanArray, RecordBatch};
+use arrow::compute::filter_record_batch;
+use arrow::datatypes::SchemaRef;
+use arrow::error::ArrowError;
+use sluice_engine::{Priority, Stream};
+
+use crate::{Failed, StreamExt};
+use classes::{class_of_first_row, split_by_class};
+use convert::{ToBatches, ToRows};
+use types::BatchOp;
+
+/// Operators on a stream of Arrow record batches. Each runs in its upstream's thread; each
+/// that can fail takes a `dead_letter` function for what it cannot process.
+pub trait BatchStreamExt: Sized {
+    /// Keeps the rows for which `predicate` (a boolean column computed from the batch, e.g.
+    /// with `arrow::compute::kernels::cmp`) is true; a null counts as false. The other rows
+    /// count as filtered. Batches left empty are not passed on. A batch whose predicate
+    /// fails (or has the wrong length) goes to `dead_letter`.
+    fn filter_rows<F, D>(self, name: &str, predicate: F, dead_letter: D) -> Stream<RecordBatch>
+    where
+        F: Fn(&RecordBatch) -> Result<BooleanArray, ArrowError> + Send + Sync + 'static,
+        D: Fn(FailedBatch) + Send + Sync + 'static;
+
+    /// Transforms each batch (project, compute or rename columns). Rows it adds or removes
+    /// count as created or filtered. A batch the transform fails on goes to `dead_letter`.
+    fn map_batches<F, D>(self, name: &str, f: F, dead_letter: D) -> Stream<RecordBatch>
+    where
+        F: Fn(&RecordBatch) -> Result<RecordBatch, ArrowError> + Send + Sync + 'static,
+        D: Fn(FailedBatch) + Send + Sync + 'static;
+
+    /// Splits each batch into one batch per class of `column` (rows keep their order within
+    /// a class; a batch of one class passes unchanged, without a copy) and classifies the
+    /// next edge by it. The column holds integer ranks (`0` debug .. `4` critical, up to
+    /// `7`) or class names (`"debug"`, `"INFO"`, ...) in a string or dictionary column.
+    /// Rows whose class is null, unknown, or whose batch has no such column are of class
+    /// `unknown`.
+    fn classify_by_column(self, name: &str, column: &str, unknown: Priority)
+        -> Stream<RecordBatch>;
+
+    /// Converts each batch into typed rows (through JSON: each row is encoded, then
+    /// deserialized). Rows that do not deserialize go to `dead_letter`, one by one.
+    fn to_rows<T, D>(self, name: &str, dead_letter: D) -> Stream<T>
+    where
+        T: serde::de::DeserializeOwned + Send + 'static,
+        D: Fn(FailedRow) + Send + Sync + 'static;
+}
+
+impl BatchStreamExt for Stream<RecordBatch> {
+    fn filter_rows<F, D>(self, name: &str, predicate: F, dead_letter: D) -> Stream<RecordBatch>
+    where
+        F: Fn(&RecordBatch) -> Result<BooleanArray, ArrowError> + Send + Sync + 'static,
+        D: Fn(FailedBatch) + Send + Sync + 'static,
+    {
+        self.map_batches(
+            name,
+            move |b| {
+                let keep = predicate(b)?;
+                if keep.len() != b.num_rows() {
+                    return Err(ArrowError::InvalidArgumentError(format!(
+                        "the predicate returned {} values for a batch of {} rows",
+                        keep.len(),
+                        b.num_rows()
+                    )));
+                }
+                filter_record_batch(b, &keep)
+            },
+            dead_letter,
+        )
+    }
+
+    fn map_batches<F, D>(self, name: &str, f: F, dead_letter: D) -> Stream<RecordBatch>
+    where
+        F: Fn(&RecordBatch) -> Result<RecordBatch, ArrowError> + Send + Sync + 'static,
+        D: Fn(FailedBatch) + Send + Sync + 'static,
+    {
+        let f = Arc::new(f);
+        let dead_letter: types::DeadLetterFn<FailedBatch> = Arc::new(dead_letter);
+        self.operator(name, move |_| BatchOp {
+            f: f.clone(),
+            dead_letter: dead_letter.clone(),
+            dead: 0,
+        })
+    }
+
+    fn classify_by_column(
+        self,
+        name: &str,
+        column: &str,
+        unknown: Priority,
+    ) -> Stream<RecordBatch> {
+        let col = column.to_string();
+        let col2 = column.to_string();
+        self.flat_map(name, move |b: RecordBatch| split_by_class(b, &col, unknown))
+            .classify(move |b: &RecordBatch| class_of_first_row(b, &col2, unknown))
+    }
+
+    fn to_rows<T, D>(self, name: &str, dead_letter: D) -> Stream<T>
+    where
+        T: serde::de::DeserializeOwned + Send + 'static,
+        D: Fn(FailedRow) + Send + Sync + 'static,
+    {
+        let dead_letter: types::DeadLetterFn<FailedRow> = Arc::new(dead_letter);
+        self.operator(name, move |_| ToRows {
+            dead_letter: dead_letter.clone(),
+            dead: 0,
+            _t: std::marker::PhantomData,
+        })
+    }
+}
+
+/// Operators that turn typed rows into Arrow batches.
+pub trait RowStreamExt<T>: Sized {
+    /// Collects the rows of each input batch into one record batch of `schema` (through
+    /// serde: field names are column names). Rows that do not fit the schema go to
+    /// `dead_letter`, one by one, with the reason; the others still make a batch.
+    fn to_batches<D>(self, name: &str, schema: SchemaRef, dead_letter: D) -> Stream<RecordBatch>
+    where
+        D: Fn(Failed<T, String>) + Send + Sync + 'static;
+}
+
+impl<T> RowStreamExt<T> for Stream<T>
+where
+    T: serde::Serialize + Send + 'static,
+{
+    fn to_batches<D>(self, name: &str, schema: SchemaRef, dead_letter: D) -> Stream<RecordBatch>
+    where
+        D: Fn(Failed<T, String>) + Send + Sync + 'static,
+    {
+        let dead_letter: types::DeadLetterFn<Failed<T, String>> = Arc::new(dead_letter);
+        self.operator(name, move |_| ToBatches {
+            schema: schema.clone(),
+            dead_letter: dead_letter.clone(),
+            dead: 0,
+        })
+    }
+}

@@ -1,0 +1,65 @@
+//! What the columnar operators dead-letter, and the in-chain operator that does it.
+
+use std::sync::Arc;
+
+use arrow::array::RecordBatch;
+use arrow::error::ArrowError;
+use sluice_engine::Operator;
+
+/// A batch an operator could not process, with the error: rows that end dead-lettered.
+#[derive(Debug, Clone)]
+pub struct FailedBatch {
+    /// The batch, as it came in.
+    pub batch: RecordBatch,
+    /// What the kernel said.
+    pub error: Arc<ArrowError>,
+}
+
+/// A row that did not convert between a typed record and a batch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FailedRow {
+    /// The row as JSON (as far as it could be encoded).
+    pub json: String,
+    /// Why it did not convert.
+    pub error: String,
+}
+
+/// Where an operator's failures go: called on the operator's thread, once per failed batch
+/// (or row); what it is given counts as dead-lettered once it returns.
+pub(super) type DeadLetterFn<X> = Arc<dyn Fn(X) + Send + Sync>;
+
+/// A batch-at-a-time operator on record batches that hands failed batches to a dead-letter
+/// function in the chain (no extra thread or edge) and reports their rows to the ledger.
+pub(super) struct BatchOp<F> {
+    pub f: Arc<F>,
+    pub dead_letter: DeadLetterFn<FailedBatch>,
+    pub dead: u64,
+}
+
+impl<F> Operator<RecordBatch, RecordBatch> for BatchOp<F>
+where
+    F: Fn(&RecordBatch) -> Result<RecordBatch, ArrowError> + Send + Sync + 'static,
+{
+    fn process(&mut self, input: Vec<RecordBatch>) -> Vec<RecordBatch> {
+        let mut out = Vec::with_capacity(input.len());
+        for b in input {
+            match (self.f)(&b) {
+                // A batch left without rows carries nothing on (its rows were filtered).
+                Ok(o) if o.num_rows() == 0 => {}
+                Ok(o) => out.push(o),
+                Err(e) => {
+                    self.dead += b.num_rows() as u64;
+                    (self.dead_letter)(FailedBatch {
+                        batch: b,
+                        error: Arc::new(e),
+                    });
+                }
+            }
+        }
+        out
+    }
+
+    fn take_dead_lettered(&mut self) -> u64 {
+        std::mem::take(&mut self.dead)
+    }
+}
