@@ -39,7 +39,21 @@ pub struct BenchArgs {
     /// error) and report its cost against Block.
     #[arg(long)]
     shed: bool,
+    /// Also run W1 in columnar form (Arrow record batches) at batch sizes of 1k, 8k and 64k
+    /// rows, without and with rayon, and compare each with the row form.
+    #[arg(long)]
+    columnar: bool,
 }
+
+/// The columnar variants `--columnar` runs: rows per batch, and rayon.
+const COLUMNAR: [(usize, bool); 6] = [
+    (1024, false),
+    (8192, false),
+    (65_536, false),
+    (1024, true),
+    (8192, true),
+    (65_536, true),
+];
 
 impl W1Args {
     fn config(&self) -> w1::Config {
@@ -80,6 +94,8 @@ pub fn bench(a: &BenchArgs) -> Result<(), CliError> {
     let (mut sc, mut bc) = (Vec::new(), Vec::new());
     // The single-threaded fused loop, for scale.
     let mut one = Vec::new();
+    // Columnar rates per variant of COLUMNAR.
+    let mut col: Vec<Vec<f64>> = vec![Vec::new(); COLUMNAR.len()];
     let cpu = |o: &w1::Outcome| {
         o.cpu_ns_per_record(cfg.records)
             .map_or_else(|| "    ? ns".to_string(), |c| format!("{c:>5.1} ns"))
@@ -121,6 +137,33 @@ pub fn bench(a: &BenchArgs) -> Result<(), CliError> {
                 r / 1e6
             ))
         );
+        if a.columnar {
+            let mut line = String::new();
+            for (k, &(rows, rayon)) in COLUMNAR.iter().enumerate() {
+                let c = sluice_workloads::w1_columnar::ColumnarConfig {
+                    base: w1::Config {
+                        batch_size: rows,
+                        ..cfg
+                    },
+                    rayon,
+                };
+                let (o, _) = sluice_workloads::w1_columnar::run(&c)
+                    .map_err(|e| CliError::job("w1 (columnar)", e))?;
+                if (o.records_out, o.checksum) != (out.records_out, out.checksum) {
+                    return Err(CliError::Check(
+                        "columnar W1 and the row form disagree on W1's result".into(),
+                    ));
+                }
+                col[k].push(o.rate(cfg.records));
+                line.push_str(&format!(
+                    " {}{}:{:.1}",
+                    rows / 1024,
+                    if rayon { "k+rayon" } else { "k" },
+                    o.rate(cfg.records) / 1e6
+                ));
+            }
+            outln!("  columnar M rec/s:{line}");
+        }
         s.push(out.rate(cfg.records));
         b.push(base.rate(cfg.records));
         one.push(single.rate(cfg.records));
@@ -150,6 +193,19 @@ pub fn bench(a: &BenchArgs) -> Result<(), CliError> {
             mbc,
             msc / mbc
         );
+    }
+    if a.columnar {
+        outln!("columnar W1 (Arrow record batches) against the row form (batches of 1024 records), medians:");
+        for (k, &(rows, rayon)) in COLUMNAR.iter().enumerate() {
+            let m = median(&col[k]);
+            outln!(
+                "  {:>6} rows per batch{:<7} {:>6.1} M rec/s   {:.2}x the row form",
+                rows,
+                if rayon { " +rayon" } else { "" },
+                m / 1e6,
+                m / ms
+            );
+        }
     }
     if a.shed {
         let msh = median(&sh);

@@ -19,3 +19,4 @@ pub mod overload;
 pub mod passthrough;
 pub mod stats;
 pub mod w1;
+pub mod w1_columnar;

@@ -214,7 +214,7 @@ impl<T: Send, H: Fn(&T, usize) -> usize + Send + Sync> Emit<T> for Hash<T, H> {
             merge_acks(&mut self.acks[i], &acks);
         }
         for i in 0..n {
-            if self.bufs[i].len() >= self.batch_size {
+            if self.rows.all(&self.bufs[i]) >= self.batch_size {
                 // On failure, `send_buf` counts every buffered record as abandoned and fails
                 // their acks.
                 self.send_buf(i)?;
