@@ -4,13 +4,14 @@
 use std::sync::Arc;
 
 use arrow::array::{Array, ArrayRef, AsArray, PrimitiveArray, RecordBatch, UInt32Array};
+use arrow::buffer::NullBuffer;
 use arrow::compute::{cast, take_record_batch};
 use arrow::datatypes::{DataType, Field, Int64Type, Schema, UInt64Type};
 use arrow::error::ArrowError;
 use sluice_engine::{partition_of, Stream};
 
 use super::types::{DeadLetterFn, FailedBatch};
-use crate::{KeyedState, StreamExt};
+use crate::{StreamExt, DENSE_KEYS};
 
 /// A batch tagged with the instance its rows hash to (between a columnar `key_by`'s split
 /// and its edge).
@@ -34,29 +35,51 @@ fn mix(h: u64, x: u64) -> u64 {
     (h.rotate_left(5) ^ x).wrapping_mul(MIX)
 }
 
+/// Folds one word per row into the hashes; a null row folds `NULL`.
+fn fold_words(h: &mut [u64], words: impl Iterator<Item = u64>, nulls: Option<&NullBuffer>) {
+    match nulls {
+        // No nulls: one multiply per row, nothing else.
+        None => h
+            .iter_mut()
+            .zip(words)
+            .for_each(|(hv, w)| *hv = mix(*hv, w)),
+        Some(n) => h
+            .iter_mut()
+            .zip(words)
+            .enumerate()
+            .for_each(|(i, (hv, w))| *hv = mix(*hv, if n.is_null(i) { NULL } else { w })),
+    }
+}
+
+/// What a null key folds into a row's hash.
+const NULL: u64 = 0x9e37_79b9_7f4a_7c15;
+
 /// Folds column `col` into the per-row hashes `h`.
 fn hash_column(col: &ArrayRef, h: &mut [u64]) -> Result<(), ArrowError> {
-    const NULL: u64 = 0x9e37_79b9_7f4a_7c15;
     let dt = col.data_type();
     if dt.is_integer() {
-        let ints: ArrayRef = if matches!(dt, DataType::UInt64) {
+        let ints: ArrayRef = if matches!(dt, DataType::UInt64 | DataType::Int64) {
             col.clone()
         } else if dt.is_signed_integer() {
             cast(col, &DataType::Int64)?
         } else {
             cast(col, &DataType::UInt64)?
         };
-        let words: Vec<u64> = match ints.data_type() {
-            DataType::Int64 => ints
-                .as_primitive::<Int64Type>()
-                .values()
-                .iter()
-                .map(|v| *v as u64)
-                .collect(),
-            _ => ints.as_primitive::<UInt64Type>().values().to_vec(),
-        };
-        for (i, (hv, w)) in h.iter_mut().zip(words).enumerate() {
-            *hv = mix(*hv, if ints.is_null(i) { NULL } else { w });
+        let nulls = ints.logical_nulls();
+        match ints.data_type() {
+            DataType::Int64 => fold_words(
+                h,
+                ints.as_primitive::<Int64Type>()
+                    .values()
+                    .iter()
+                    .map(|v| *v as u64),
+                nulls.as_ref(),
+            ),
+            _ => fold_words(
+                h,
+                ints.as_primitive::<UInt64Type>().values().iter().copied(),
+                nulls.as_ref(),
+            ),
         }
         return Ok(());
     }
@@ -96,6 +119,19 @@ fn hash_column(col: &ArrayRef, h: &mut [u64]) -> Result<(), ArrowError> {
     }
 }
 
+/// The positions of `t` in `targets`, in order: a pass without branches (every position is
+/// written, the cursor advances only on a match; one spare slot for the last write).
+fn rows_of(targets: &[u32], t: u32) -> Vec<u32> {
+    let mut out = vec![0u32; targets.len() + 1];
+    let mut w = 0usize;
+    for (i, &x) in targets.iter().enumerate() {
+        out[w] = i as u32;
+        w += usize::from(x == t);
+    }
+    out.truncate(w);
+    out
+}
+
 /// `b`'s rows split by the hash of `columns` into `p` parts, tagged with their instance.
 fn partition(b: RecordBatch, columns: &[String], p: usize) -> Result<Vec<Routed>, FailedBatch> {
     let fail = |b: RecordBatch, e: ArrowError| FailedBatch {
@@ -119,10 +155,8 @@ fn partition(b: RecordBatch, columns: &[String], p: usize) -> Result<Vec<Routed>
             return Err(fail(b, e));
         }
     }
-    let mut rows: Vec<Vec<u32>> = vec![Vec::new(); p];
-    for (i, hv) in h.iter().enumerate() {
-        rows[partition_of(*hv, p)].push(i as u32);
-    }
+    let targets: Vec<u32> = h.iter().map(|hv| partition_of(*hv, p) as u32).collect();
+    let rows: Vec<Vec<u32>> = (0..p as u32).map(|t| rows_of(&targets, t)).collect();
     let present = rows.iter().filter(|r| !r.is_empty()).count();
     if present == 1 {
         // Every row to one instance: the batch moves whole.
@@ -216,7 +250,8 @@ impl KeyedBatchStreamExt for Stream<RecordBatch> {
             key: key.clone(),
             value: value.clone(),
             out: out.clone(),
-            sums: KeyedState::default(),
+            dense: Vec::new(),
+            sparse: Default::default(),
             dead_letter: dead_letter.clone(),
             dead: 0,
         })
@@ -256,7 +291,10 @@ struct RunningSum {
     key: String,
     value: String,
     out: String,
-    sums: KeyedState<u64, u64>,
+    /// Sums of keys below [`DENSE_KEYS`], indexed by key (grown to the largest seen).
+    dense: Vec<u64>,
+    /// Sums of the other keys.
+    sparse: rustc_hash::FxHashMap<u64, u64>,
     dead_letter: DeadLetterFn<FailedBatch>,
     dead: u64,
 }
@@ -321,10 +359,33 @@ impl RunningSum {
         }
         let (keys, values) = (words(kc)?, words(vc)?);
         let mut sums = Vec::with_capacity(keys.len());
-        for (k, v) in keys.iter().zip(values.iter()) {
-            let s = self.sums.get_or_insert_with(*k, || 0);
-            *s = s.wrapping_add(*v);
-            sums.push(*s);
+        // Small keys index a vector: one load and one store per row, no hashing.
+        let small = keys.iter().copied().max().unwrap_or(0) < DENSE_KEYS as u64;
+        if small {
+            if let Some(&top) = keys.iter().max() {
+                if top as usize >= self.dense.len() {
+                    self.dense.resize(top as usize + 1, 0);
+                }
+            }
+            let dense = &mut self.dense;
+            sums.extend(keys.iter().zip(values.iter()).map(|(k, v)| {
+                let s = &mut dense[*k as usize];
+                *s = s.wrapping_add(*v);
+                *s
+            }));
+        } else {
+            for (k, v) in keys.iter().zip(values.iter()) {
+                let s = if *k < DENSE_KEYS as u64 {
+                    if *k as usize >= self.dense.len() {
+                        self.dense.resize(*k as usize + 1, 0);
+                    }
+                    &mut self.dense[*k as usize]
+                } else {
+                    self.sparse.entry(*k).or_insert(0)
+                };
+                *s = s.wrapping_add(*v);
+                sums.push(*s);
+            }
         }
         let sums: ArrayRef = Arc::new(PrimitiveArray::<UInt64Type>::from(sums));
         let schema = b.schema();
@@ -393,7 +454,8 @@ mod tests {
             key: "k".into(),
             value: "k".into(),
             out: "sum".into(),
-            sums: KeyedState::default(),
+            dense: Vec::new(),
+            sparse: Default::default(),
             dead_letter: Arc::new(|_| {}),
             dead: 0,
         };
