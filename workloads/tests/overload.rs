@@ -25,3 +25,44 @@ fn an_unbounded_queue_is_aborted_at_the_memory_cap_and_the_result_says_so() {
         "what was queued counts as in flight"
     );
 }
+
+/// The shed scenario at 8x through the row edge and through Arrow batches shed by their
+/// class column: every error delivered on both, debug shed on both, the books balanced in
+/// rows, and the arrow pipeline refuses the defer policy up front.
+#[test]
+fn arrow_batches_shed_by_row_like_the_row_form() {
+    use sluice_engine::Priority;
+    use sluice_workloads::overload::PipelineShape;
+    let run = |pipeline| {
+        let s = Scenario {
+            policy: PolicyChoice::Shed,
+            pipeline,
+            overload: 8.0,
+            sink_capacity: 20_000.0,
+            duration: Duration::from_millis(1500),
+            ..Scenario::default()
+        };
+        overload::run(&s, &mut |_| {}).unwrap()
+    };
+    for r in [run(PipelineShape::Edge), run(PipelineShape::Arrow)] {
+        let name = r.pipeline.name();
+        assert!(r.ledger.balanced, "{name}: {}", r.ledger.explain());
+        let err = &r.classes[&Priority::ERROR];
+        assert!(err.offered > 0, "{name}");
+        assert_eq!((err.dropped, err.delivered), (0, err.offered), "{name}");
+        let debug = &r.classes[&Priority::DEBUG];
+        assert!(
+            debug.dropped * 2 > debug.offered,
+            "{name}: most debug is shed"
+        );
+        let by_class: u64 = r.classes.values().map(|c| c.dropped).sum();
+        assert_eq!(by_class, r.ledger.dropped, "{name}");
+    }
+    let s = Scenario {
+        policy: PolicyChoice::Defer,
+        pipeline: PipelineShape::Arrow,
+        ..Scenario::default()
+    };
+    let e = overload::run(&s, &mut |_| {}).unwrap_err();
+    assert!(e.to_string().contains("defer"), "{e}");
+}

@@ -79,6 +79,9 @@ pub enum PipelineShape {
     /// 2 sink instances, each with half the capacity: three edges, every one served in the
     /// scenario's order and holding the same number of records.
     Keyed,
+    /// producer -> Arrow record batches split by their class column -> (the edge under
+    /// test, counted and shed by row) -> typed rows -> sink. Not with the defer policy.
+    Arrow,
 }
 
 impl PipelineShape {
@@ -87,6 +90,7 @@ impl PipelineShape {
         match self {
             PipelineShape::Edge => "edge",
             PipelineShape::Keyed => "keyed",
+            PipelineShape::Arrow => "arrow",
         }
     }
 }
