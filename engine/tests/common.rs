@@ -131,6 +131,16 @@ impl<T: Send + 'static> Sink<T> for GatedCollect<T> {
     }
 }
 
+/// Sleeps per batch, then collects it (any record type).
+pub struct SlowCollectAny<T>(pub Duration, pub Arc<Mutex<Vec<T>>>);
+impl<T: Send + 'static> Sink<T> for SlowCollectAny<T> {
+    fn write(&mut self, records: Vec<T>) -> Result<(), SinkError> {
+        std::thread::sleep(self.0);
+        self.1.lock().extend(records);
+        Ok(())
+    }
+}
+
 /// Sleeps per batch, then collects it.
 pub struct SlowCollect(pub Duration, pub Arc<Mutex<Vec<u64>>>);
 impl Sink<u64> for SlowCollect {

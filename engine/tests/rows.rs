@@ -1,14 +1,14 @@
 //! Items of many rows ([`sluice_engine::count_rows`]): an edge's credit, its counters and its
 //! drops are in rows, policies act on whole items, an item larger than the edge passes an
-//! empty edge, and a defer edge refuses them at build time.
+//! empty edge, and a defer edge defers and replays them, counted in rows.
 #![allow(clippy::unwrap_used, missing_docs)]
 
 mod common;
 
 use sluice_engine::edge::{PortConfig, Receiver, TrySendError};
 use sluice_engine::{
-    Batch, BuildError, Codec, CodecError, DeferConfig, DropReason, EdgePolicy, Pipeline, Priority,
-    Rows, WhenLogFull,
+    Batch, Codec, CodecError, DeferConfig, DropReason, EdgePolicy, Pipeline, Priority, Rows,
+    WhenLogFull,
 };
 
 /// `n` rows of class `class` moved as one item.
@@ -112,35 +112,54 @@ fn shedding_evicts_low_class_items_for_high_class_ones_counted_in_rows() {
     assert_eq!(s.available + s.in_flight_credit, s.capacity);
 }
 
-struct NoCodec;
-impl Codec<Rowset> for NoCodec {
-    fn encode(&self, _: &Rowset, _: &mut Vec<u8>) -> Result<(), CodecError> {
-        Err(CodecError::invalid("unused"))
+/// A row count and a class, as text.
+struct TextCodec;
+impl Codec<Rowset> for TextCodec {
+    fn encode(&self, r: &Rowset, out: &mut Vec<u8>) -> Result<(), CodecError> {
+        out.extend_from_slice(format!("{} {}", r.class, r.n).as_bytes());
+        Ok(())
     }
-    fn decode(&self, _: &[u8]) -> Result<Rowset, CodecError> {
-        Err(CodecError::invalid("unused"))
+    fn decode(&self, b: &[u8]) -> Result<Rowset, CodecError> {
+        let s = std::str::from_utf8(b).map_err(|e| CodecError::format("UTF-8", e))?;
+        let mut it = s.split(' ').map(str::parse::<usize>);
+        match (it.next(), it.next()) {
+            (Some(Ok(c)), Some(Ok(n))) => Ok(item(c as u8, n)),
+            _ => Err(CodecError::invalid(format!("not a rowset: {s}"))),
+        }
     }
 }
 
 #[test]
-fn a_defer_edge_refuses_items_of_many_rows_at_build_time() {
+fn a_defer_edge_defers_and_replays_items_of_many_rows_counted_in_rows() {
     sluice_engine::count_rows(rows).unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let p = Pipeline::new("defer-rows");
-    p.source("rowsets", 1, |_| Rowsets(3))
+    let p = Pipeline::new("defer-rows").batch_size(4);
+    let got = std::sync::Arc::new(parking_lot::Mutex::new(Vec::new()));
+    let g = got.clone();
+    p.source("rowsets", 1, |_| Rowsets(300))
         .classify(|r: &Rowset| Priority::rank(r.class))
+        .edge_capacity(50)
         .edge_policy(EdgePolicy::Defer(DeferConfig {
-            below: Priority::INFO,
+            below: Priority::WARN,
             when_full: WhenLogFull::Block,
         }))
-        .defer_to(dir.path(), 1 << 20, NoCodec)
+        .defer_to(dir.path(), 1 << 20, TextCodec)
         .new_chain()
-        .sink("out", |_| common::GatedSink(common::Gate::new(u64::MAX)));
-    let Err(e) = p.run() else {
-        panic!("must not build")
-    };
-    assert!(matches!(e, BuildError::DeferNeedsUnitRecords { .. }), "{e}");
-    assert!(e.to_string().contains("Rowset"), "{e}");
+        .sink("slow", move |_| {
+            common::SlowCollectAny(std::time::Duration::from_micros(300), g.clone())
+        });
+    let r = p.run().unwrap().wait().unwrap();
+    let l = &r.ledger;
+    assert!(l.balanced, "{}", l.explain());
+    // 300 items of 7 rows: every row delivered, the debug ones after a stay on disk.
+    assert_eq!((l.emitted, l.delivered, l.dropped), (2100, 2100, 0));
+    let deferred = r.edges[0].deferred;
+    assert!(
+        deferred > 0 && deferred.is_multiple_of(7),
+        "deferred {deferred} rows, whole items"
+    );
+    let got = got.lock();
+    assert_eq!(got.iter().map(|r: &Rowset| r.n).sum::<usize>(), 2100);
 }
 
 struct Rowsets(u64);
@@ -154,7 +173,8 @@ impl sluice_engine::Source<Rowset> for Rowsets {
             return Ok(sluice_engine::SourceStatus::Done);
         }
         self.0 -= 1;
-        out.push(item(0, 7));
+        // Debug and error in turn.
+        out.push(item(if self.0.is_multiple_of(2) { 0 } else { 3 }, 7));
         Ok(sluice_engine::SourceStatus::More)
     }
 }

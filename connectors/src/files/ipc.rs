@@ -357,3 +357,29 @@ impl Sink<RecordBatch> for IpcSink {
         self.close_file()
     }
 }
+
+/// Encodes a record batch as one Arrow IPC stream (schema, batch, end marker), for an edge's
+/// defer log (`Stream::defer_to(dir, max_bytes, IpcCodec)`): deferred rows are written as
+/// Arrow IPC and replayed as batches.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct IpcCodec;
+
+impl sluice_engine::Codec<RecordBatch> for IpcCodec {
+    fn encode(&self, b: &RecordBatch, out: &mut Vec<u8>) -> Result<(), sluice_engine::CodecError> {
+        let fail = |e: ArrowError| sluice_engine::CodecError::format("Arrow IPC", e);
+        let mut w = StreamWriter::try_new(&mut *out, &b.schema()).map_err(fail)?;
+        w.write(b).map_err(fail)?;
+        w.finish().map_err(fail)
+    }
+
+    fn decode(&self, bytes: &[u8]) -> Result<RecordBatch, sluice_engine::CodecError> {
+        let fail = |e: ArrowError| sluice_engine::CodecError::format("Arrow IPC", e);
+        let mut r = StreamReader::try_new(bytes, None).map_err(fail)?;
+        match r.next() {
+            Some(b) => b.map_err(fail),
+            None => Err(sluice_engine::CodecError::invalid(
+                "an Arrow IPC stream without a batch",
+            )),
+        }
+    }
+}

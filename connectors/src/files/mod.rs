@@ -43,7 +43,7 @@ mod parquet_sink;
 
 pub use ::arrow;
 pub use ::parquet;
-pub use ipc::{IpcConfig, IpcFiles, IpcFormat, IpcSink, IpcSource};
+pub use ipc::{IpcCodec, IpcConfig, IpcFiles, IpcFormat, IpcSink, IpcSource};
 pub use json::{JsonLinesSource, RejectedLine, MAX_LINE};
 pub use parquet_sink::{ParquetCompression, ParquetConfig, ParquetFiles, ParquetSink};
 

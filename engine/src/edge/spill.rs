@@ -11,6 +11,9 @@
 //! +----------+----------+-----------------+---------------------+
 //! ```
 //!
+//! For items counted in rows ([`crate::rows`]) the payload starts with the item's row count
+//! (a u32), then the codec's bytes: the log counts pending records in rows, at open too.
+//!
 //! `crc` is the CRC-32 of `created` and the payload; `created` is the wall-clock time (ns
 //! since the Unix epoch) the record's batch was created, so latency measured at a sink
 //! includes the time a record spent deferred. `<name>.cursor` holds the byte offset of the
@@ -60,6 +63,7 @@ use parking_lot::Mutex;
 
 use crate::ack::{Ack, AckOutcome, AckToken};
 use crate::codec::Codec;
+use crate::rows::Rows;
 
 const HEADER: usize = 16;
 
@@ -117,6 +121,8 @@ pub struct SpillLog<T> {
     write_off: u64,
     max_bytes: u64,
     codec: Arc<dyn Codec<T>>,
+    /// How items are counted; counted items carry their row count in the frame.
+    rows: Rows<T>,
     pending: u64,
     /// Records found pending when the log was opened (deferred by an earlier run).
     pub restored: u64,
@@ -261,19 +267,36 @@ fn resync(data: &File, from: u64, end: u64, payload: &mut Vec<u8>) -> io::Result
 struct Scan {
     /// Offsets of valid frames, in order.
     frames: Vec<u64>,
+    /// The records each valid frame holds (1, or the row count it starts with).
+    records: Vec<u64>,
     /// Damaged regions `(start, end, one corrupt frame skipped by its length)`.
     skips: Vec<(u64, u64, bool)>,
     /// Where the valid data ends (a torn tail starts here).
     end: u64,
 }
 
-fn scan(data: &File, start: u64, end: u64, payload: &mut Vec<u8>) -> io::Result<Scan> {
+/// The records a frame's payload holds: 1, or (counted) the row count it starts with.
+fn frame_records(counted: bool, payload: &[u8]) -> u64 {
+    match payload.get(..4) {
+        Some(b) if counted => u64::from(u32::from_le_bytes([b[0], b[1], b[2], b[3]])),
+        _ => 1,
+    }
+}
+
+fn scan(
+    data: &File,
+    start: u64,
+    end: u64,
+    payload: &mut Vec<u8>,
+    counted: bool,
+) -> io::Result<Scan> {
     let mut out = Scan::default();
     let mut off = start;
     while off < end {
         let claimed = match frame_at(data, off, end, payload)? {
             Frame::Valid { len, .. } => {
                 out.frames.push(off);
+                out.records.push(frame_records(counted, payload));
                 off += HEADER as u64 + len;
                 continue;
             }
@@ -326,6 +349,19 @@ impl<T> SpillLog<T> {
     /// # Errors
     /// When the directory or files cannot be created or read.
     pub fn open(spec: &SpillSpec<T>, name: &str) -> Result<Self, SpillError> {
+        Self::open_counted(spec, name, Rows::ONE)
+    }
+
+    /// Like [`SpillLog::open`], for items counted by `rows` (the edge's count: pending,
+    /// restored and lost records are then rows).
+    ///
+    /// # Errors
+    /// As [`SpillLog::open`].
+    pub fn open_counted(
+        spec: &SpillSpec<T>,
+        name: &str,
+        rows: Rows<T>,
+    ) -> Result<Self, SpillError> {
         std::fs::create_dir_all(&spec.dir)?;
         let data_path = spec.dir.join(format!("{name}.log"));
         let cursor_path = spec.dir.join(format!("{name}.cursor"));
@@ -337,7 +373,7 @@ impl<T> SpillLog<T> {
             .open(&data_path)?;
         let len = data.metadata()?.len();
         let mut payload = Vec::new();
-        let found = scan(&data, 0, len, &mut payload)?;
+        let found = scan(&data, 0, len, &mut payload, rows.is_counted())?;
         let truncated_bytes = len - found.end;
         if truncated_bytes > 0 {
             data.set_len(found.end)?;
@@ -351,7 +387,13 @@ impl<T> SpillLog<T> {
             None if found.frames.is_empty() => (0, false),
             _ => (found.frames.first().copied().unwrap_or(found.end), true),
         };
-        let pending = found.frames.iter().filter(|&&f| f >= read_off).count() as u64;
+        let pending: u64 = found
+            .frames
+            .iter()
+            .zip(&found.records)
+            .filter(|(&f, _)| f >= read_off)
+            .map(|(_, n)| n)
+            .sum();
         // Damage behind the cursor was replayed before it happened (or does not matter).
         let ahead: Vec<(u64, u64, bool)> = found
             .skips
@@ -374,6 +416,7 @@ impl<T> SpillLog<T> {
             write_off: found.end,
             max_bytes: spec.max_bytes,
             codec: spec.codec.clone(),
+            rows,
             pending,
             restored: pending,
             health: DeferHealth {
@@ -451,9 +494,25 @@ impl<T> SpillLog<T> {
         let wall = wall_ns(created);
         self.buf.clear();
         let mut payload = Vec::new();
+        let counted = self.rows.is_counted();
         for r in records {
             payload.clear();
+            if counted {
+                let n = u32::try_from(self.rows.of(r)).map_err(|_| {
+                    SpillError::Codec(crate::CodecError::invalid(
+                        "an item of more than 4,294,967,295 rows",
+                    ))
+                })?;
+                payload.extend_from_slice(&n.to_le_bytes());
+            }
             self.codec.encode(r, &mut payload)?;
+            if payload.len() as u64 > MAX_FRAME {
+                // It could not be read back: refused now rather than lost at replay.
+                return Err(SpillError::Codec(crate::CodecError::invalid(format!(
+                    "an item encodes to {} bytes, more than a defer log frame holds ({MAX_FRAME})",
+                    payload.len()
+                ))));
+            }
             self.buf
                 .extend_from_slice(&(payload.len() as u32).to_le_bytes());
             self.buf
@@ -479,7 +538,7 @@ impl<T> SpillLog<T> {
             Err(e) => return Err(e.into()),
         }
         self.write_off += self.buf.len() as u64;
-        self.pending += records.len() as u64;
+        self.pending += self.rows.all(records) as u64;
         Ok(())
     }
 
@@ -505,7 +564,9 @@ impl<T> SpillLog<T> {
         let mut first_created = None;
         let mut payload = std::mem::take(&mut self.buf);
         let mut frames = 0u64;
-        while out.len() < max && self.read_off < self.write_off {
+        let counted = self.rows.is_counted();
+        let mut taken = 0usize;
+        while taken < max && self.read_off < self.write_off {
             if let Some(&(a, b)) = self.skips.front() {
                 if a <= self.read_off {
                     self.read_off = self.read_off.max(b);
@@ -528,12 +589,21 @@ impl<T> SpillLog<T> {
             match frame {
                 Frame::Valid { len, created } => {
                     self.read_off += HEADER as u64 + len;
-                    self.pending = self.pending.saturating_sub(1);
+                    let n = frame_records(counted, &payload);
+                    self.pending = self.pending.saturating_sub(n);
                     frames += 1;
                     first_created.get_or_insert(created);
-                    match self.codec.decode(&payload) {
-                        Ok(r) => out.push(r),
-                        Err(_) => *bad += 1,
+                    let body = if counted {
+                        payload.get(4..).unwrap_or(&[])
+                    } else {
+                        &payload[..]
+                    };
+                    match self.codec.decode(body) {
+                        Ok(r) => {
+                            out.push(r);
+                            taken += n.max(1) as usize;
+                        }
+                        Err(_) => *bad += n,
                     }
                 }
                 // Damaged while the job ran: skip to the next valid frame (or the end).

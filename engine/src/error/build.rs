@@ -31,15 +31,6 @@ pub enum BuildError {
         /// The edge.
         edge: String,
     },
-    /// A `Defer` edge carries items counted in rows ([`crate::count_rows`]): its log counts
-    /// one record per frame, which would not balance the books.
-    #[error("edge `{edge}` defers items of {ty}, which count as many rows each; the defer log counts one record per item, so this edge cannot defer them yet: use another policy")]
-    DeferNeedsUnitRecords {
-        /// The edge.
-        edge: String,
-        /// The item type.
-        ty: &'static str,
-    },
     /// A defer log could not be opened.
     #[error("cannot open the defer log of edge `{edge}`: {message}")]
     DeferLog {

@@ -72,13 +72,6 @@ impl<T: Send + 'static> Stream<T> {
             bm.error(BuildError::DeferNeedsLog { edge });
         }
         let rows = crate::rows::rows_of::<T>();
-        if matches!(self.policy, EdgePolicy::Defer(_)) && rows.is_counted() {
-            let edge = format!("{} -> #{to_stage}", bm.plan.ops[from_op].name);
-            bm.error(BuildError::DeferNeedsUnitRecords {
-                edge,
-                ty: std::any::type_name::<T>(),
-            });
-        }
         // Without a classifier every record is of one class: a by-class order is FIFO.
         let service = match (self.classifier.is_some(), self.service) {
             (false, _) => ServiceOrder::Fifo,
@@ -91,7 +84,7 @@ impl<T: Send + 'static> Stream<T> {
             let spill = match &self.spill {
                 Some(spec) => {
                     let name = format!("{}-edge{edge_index}-{instance}", file_safe(&bm.plan.name));
-                    match SpillLog::open(spec, &name) {
+                    match SpillLog::open_counted(spec, &name, rows) {
                         Ok(log) => Some(log),
                         Err(e) => {
                             let edge = format!("{} -> #{to_stage}", bm.plan.ops[from_op].name);

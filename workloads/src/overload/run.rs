@@ -37,13 +37,14 @@ fn by_class(
 
 /// The Arrow pipeline's edge: events to record batches (one per producer batch, the class
 /// as a rank column), split by that column, across the edge under test (counted and shed by
-/// row), back to events for the paced sink. The conversions read and write the columns
+/// row, deferred as Arrow IPC), back to events for the paced sink. The conversions read and write the columns
 /// directly (a serde round trip per row would cost the sink more than its work).
 fn arrow_edge(
     stream: sluice_engine::Stream<Event>,
     s: &Scenario,
     capacity: usize,
     policy: EdgePolicy,
+    defer_dir: &std::path::Path,
 ) -> sluice_engine::Stream<Event> {
     use sluice_operators::columnar::arrow::datatypes::{DataType, Field, Schema};
     use sluice_operators::columnar::BatchStreamExt;
@@ -58,7 +59,9 @@ fn arrow_edge(
         })
         .classify_by_column("by class", "class", Priority::DEFAULT)
         .edge_capacity(capacity)
-        .edge_policy(policy);
+        .edge_policy(policy)
+        // Deferred rows go to disk as Arrow IPC and come back as batches.
+        .defer_to(defer_dir, 256 << 20, sluice_connectors::files::IpcCodec);
     if let Some(o) = s.service {
         edge = edge.service_order(o);
     }
@@ -193,9 +196,7 @@ pub fn run(
         }
         PipelineShape::Keyed => KEYED_SINKS,
     };
-    if s.pipeline == PipelineShape::Arrow && matches!(policy, EdgePolicy::Defer(_)) {
-        return Err("the arrow pipeline cannot use the defer policy yet (a defer log counts one record per item, a record batch holds many rows)".into());
-    }
+
     let per_record = Duration::from_secs_f64(workers as f64 / s.sink_capacity.max(1.0));
     let failure_rate = s.sink_failure_rate;
     let nonce = std::time::SystemTime::now()
@@ -234,7 +235,7 @@ pub fn run(
         None => st,
     };
     let tail = if s.pipeline == PipelineShape::Arrow {
-        arrow_edge(stream, s, capacity, policy)
+        arrow_edge(stream, s, capacity, policy, &defer_dir)
     } else {
         let mut first = stream
             .edge_capacity(capacity)

@@ -80,7 +80,8 @@ pub enum PipelineShape {
     /// scenario's order and holding the same number of records.
     Keyed,
     /// producer -> Arrow record batches split by their class column -> (the edge under
-    /// test, counted and shed by row) -> typed rows -> sink. Not with the defer policy.
+    /// test, counted and shed by row; deferred rows written as Arrow IPC) -> typed rows ->
+    /// sink.
     Arrow,
 }
 
