@@ -23,8 +23,9 @@
 //! already used, or a second, different count for a type, is an error.
 //!
 //! # What an item is to a policy
-//! An edge's policy drops, evicts, samples and classifies whole items: an item of many rows
-//! is dropped whole (counted as its rows), and a classifier gives the item one class. Split
+//! An edge's policy drops, evicts, samples, defers and classifies whole items: an item of
+//! many rows is dropped or deferred whole (counted as its rows; a defer log frame carries
+//! the item's row count), and a classifier gives the item one class. Split
 //! payloads into single-class items before a classifying edge (the Arrow operators do: their
 //! class column splits a batch into one batch per class). An item larger than an edge's
 //! capacity is admitted alone into an empty edge (its weight is clamped to the capacity), so
