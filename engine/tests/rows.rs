@@ -178,3 +178,30 @@ impl sluice_engine::Source<Rowset> for Rowsets {
         Ok(sluice_engine::SourceStatus::More)
     }
 }
+
+#[test]
+fn batches_of_items_without_rows_still_take_a_credit() {
+    let (rx, tx) = port(3, EdgePolicy::Block);
+    for _ in 0..3 {
+        tx.try_send(Batch::new(vec![item(0, 0), item(0, 0)]))
+            .unwrap();
+    }
+    assert!(matches!(
+        tx.try_send(Batch::new(vec![item(0, 0)])),
+        Err(TrySendError::Full(_))
+    ));
+    let s = rx.snapshot(0);
+    assert_eq!(
+        (s.queued_records, s.available, s.in_flight_credit),
+        (0, 0, 3)
+    );
+    // The receiver takes them together (no rows to fill its batch) and returns the credit.
+    assert_eq!(rx.try_recv().unwrap().len(), 6);
+    assert_eq!(rx.snapshot(0).available, 3);
+    // Under DropNewest, with no credit left, they are refused (counted as 0 rows), not queued.
+    let (rx, tx) = port(1, EdgePolicy::DropNewest);
+    tx.try_send(Batch::new(vec![item(0, 1)])).unwrap();
+    tx.try_send(Batch::new(vec![item(0, 0)])).unwrap();
+    let s = rx.snapshot(0);
+    assert_eq!((s.queued_records, s.sent_batches, s.available), (1, 1, 0));
+}

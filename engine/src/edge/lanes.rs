@@ -15,7 +15,8 @@
 //! - `records[c]` is the number of records in lane `c` (rows, for items counted in rows).
 //! - Splitting a batch keeps its weight: the parts' weights add up to the whole's, so the
 //!   port's `available + in_flight == capacity` is untouched by sorting. A part's weight never
-//!   exceeds its length, and shrinking an entry sets its weight to `min(weight, len)`. A
+//!   exceeds its length (but for the one credit a batch of items without rows holds, which
+//!   goes to its highest class), and shrinking an entry sets its weight to `min(weight, len)`. A
 //!   clamped batch (more records than the capacity, weight = capacity) gives its weight to
 //!   its lowest classes, taken last; its other parts weigh 0, so an edge holds at most one
 //!   batch's overshoot beyond its capacity, as a FIFO edge does.
@@ -156,6 +157,7 @@ impl<T> Lanes<T> {
             // weight goes to the lowest classes first, which are taken last, so the credit
             // stays reserved while most of the batch waits.
             let mut left = weight;
+            let mut split: Vec<(usize, Vec<T>, usize, usize)> = Vec::new();
             for (k, records) in parts.into_iter().enumerate() {
                 if records.is_empty() {
                     continue;
@@ -163,6 +165,14 @@ impl<T> Lanes<T> {
                 let n = self.rows.all(&records);
                 let w = n.min(left);
                 left -= w;
+                split.push((k, records, n, w));
+            }
+            // Credit the parts do not account for by their records (a batch of items without
+            // rows still holds one credit): to the highest class, taken first.
+            if let Some(last) = split.last_mut() {
+                last.3 += left;
+            }
+            for (k, records, n, w) in split {
                 let mut classes = [0u32; CLASSES];
                 classes[k] = u32::try_from(n).unwrap_or(u32::MAX);
                 self.push(

@@ -294,9 +294,11 @@ impl<T> Port<T> {
     }
 
     /// The credit `rows` records take: clamped to the capacity, so an oversized batch (or
-    /// item) passes through an empty port instead of waiting forever.
+    /// item) passes through an empty port instead of waiting forever; at least 1.
     pub fn weight(&self, rows: usize) -> usize {
-        rows.min(self.capacity)
+        // At least one: a batch of items without rows (empty record batches) still takes a
+        // credit, so an edge cannot fill with them without bound.
+        rows.max(1).min(self.capacity)
     }
 
     /// The credit a batch takes.
@@ -472,7 +474,11 @@ impl<T> Port<T> {
             }
             EdgePolicy::DropNewest => {
                 if self.available < weight {
-                    let keep = self.rows.fitting(&batch.records, self.available);
+                    let mut keep = self.rows.fitting(&batch.records, self.available);
+                    // Items without rows still take a credit: none is left for them.
+                    if self.weight(self.rows.all(&batch.records[..keep])) > self.available {
+                        keep = 0;
+                    }
                     let refused = batch.records.split_off(keep);
                     self.drop_all(refused, DropReason::Newest, tapped);
                 }
