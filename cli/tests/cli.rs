@@ -56,6 +56,7 @@ fn bench_pipeline_reports_rates_and_cpu_per_record_of_all_three() {
         "--rounds",
         "3",
         "--shed",
+        "--columnar",
     ]);
     assert!(
         out.status.success(),
@@ -69,6 +70,7 @@ fn bench_pipeline_reports_rates_and_cpu_per_record_of_all_three() {
         "one fused loop",
         "median CPU per record (user + system, all threads): sluice ",
         "ShedByPriority (nothing shed)",
+        "65536 rows per batch +rayon",
     ] {
         assert!(stdout.contains(want), "{want}: {stdout}");
     }
@@ -506,6 +508,36 @@ fn bench_overload_sweeps_edge_sizes_next_to_the_oracle_and_steps_the_sink() {
     assert_eq!(r["pipeline"], "keyed");
     assert_eq!(r["ledger"]["balanced"], true);
     assert_eq!(r["classes"]["error"]["dropped"], 0);
+
+    // The same edge on Arrow record batches, shed by row on their class column.
+    let out = sluice(&[
+        "bench",
+        "overload",
+        "--policy",
+        "shed",
+        "--pipeline",
+        "arrow",
+        "--duration",
+        "400ms",
+        "--sink-capacity",
+        "20k",
+        "--progress",
+        "off",
+        "--json",
+        json.to_str().expect("utf8 path"),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).expect("written")).expect("json");
+    let r = &v[0];
+    assert_eq!(r["pipeline"], "arrow");
+    assert_eq!(r["ledger"]["balanced"], true);
+    assert_eq!(r["classes"]["error"]["dropped"], 0);
+    assert!(r["classes"]["debug"]["dropped"].as_u64().expect("a count") > 0);
     let _ = std::fs::remove_dir_all(&dir);
 }
 
