@@ -9,8 +9,9 @@
 //!   filter kernel), [`BatchStreamExt::map_batches`] projects and computes columns;
 //! - [`BatchStreamExt::classify_by_column`] splits each batch into one batch per class of a
 //!   class column (integer ranks, or names such as `"debug"` in a string or dictionary
-//!   column) and classifies the next edge by it, so `ShedByPriority`, `Sample` and the
-//!   priority service order drop and serve exactly the rows of a class;
+//!   column) and classifies the next edge by it, so `ShedByPriority`, `Defer`, `Sample` and
+//!   the priority service order drop, defer and serve exactly the rows of a class (whole
+//!   batches of it: `Sample` keeps one in n batches of a class, not one in n rows);
 //! - [`RowStreamExt::to_batches`] and [`BatchStreamExt::to_rows`] convert between typed
 //!   Rust rows (serde) and batches.
 //!
