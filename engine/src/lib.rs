@@ -55,6 +55,6 @@ pub use report::{
     DropCount, EdgeReport, JobEvent, JobReport, JobStatus, LatencySummary, OperatorReport,
     SinkReport, StageReport,
 };
-pub use rows::{count_rows, Rows, RowsError};
+pub use rows::{count_bytes, count_rows, slice_rows, BytesFn, Rows, RowsError, RowsFn, SliceFn};
 pub use runtime::{partition_of, Job, JobHandle, UnknownEdge};
 pub use topology::{ExchangeKind, OpKind, Topology, TopologyEdge, TopologyStage};

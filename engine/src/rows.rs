@@ -37,29 +37,47 @@ use std::sync::OnceLock;
 
 use parking_lot::Mutex;
 
-/// Why [`count_rows`] refused a registration.
+/// Why [`count_rows`], [`slice_rows`] or [`count_bytes`] refused a registration.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum RowsError {
-    /// The type already has a different row count.
-    #[error("{ty} already has a different row count")]
+    /// The type already has a different function of this kind.
+    #[error("{ty} already has a different {what}")]
     AlreadyRegistered {
         /// The type's name.
         ty: &'static str,
+        /// Which hook: "row count", "slice" or "byte size".
+        what: &'static str,
     },
-    /// A pipeline was already built with the type counted one record per item: register
-    /// its count before building the first pipeline that carries it.
-    #[error("{ty} was already used by a pipeline, counted one record per item: register its row count before building pipelines that carry it")]
+    /// A pipeline was already built with the type: register its hooks before building the
+    /// first pipeline that carries it.
+    #[error("{ty} was already used by a pipeline: register its {what} before building pipelines that carry it")]
     AlreadyUsed {
+        /// The type's name.
+        ty: &'static str,
+        /// Which hook: "row count", "slice" or "byte size".
+        what: &'static str,
+    },
+    /// A slice function was registered for a type without a row count.
+    #[error("{ty} has no row count: register one with count_rows before its slice function")]
+    NotCounted {
         /// The type's name.
         ty: &'static str,
     },
 }
 
-enum Entry {
-    /// Looked up by a builder without a registration: one record per item, for good.
-    One,
-    /// The registered `fn(&T) -> usize`, as `dyn Any`.
-    Counted(Box<dyn Any + Send + Sync>),
+/// Counts an item's rows.
+pub type RowsFn<T> = fn(&T) -> usize;
+/// Cuts rows `offset..offset + len` out of an item (zero-copy where the type allows).
+pub type SliceFn<T> = fn(&T, usize, usize) -> T;
+/// Measures the bytes an item holds.
+pub type BytesFn<T> = fn(&T) -> usize;
+
+/// The registered hooks of one type.
+struct Entry {
+    /// A `Rows<T>` as `dyn Any`.
+    hooks: Box<dyn Any + Send + Sync>,
+    /// Looked up by a builder: the hooks are fixed for good.
+    used: bool,
 }
 
 fn registry() -> &'static Mutex<HashMap<TypeId, Entry>> {
@@ -69,14 +87,78 @@ fn registry() -> &'static Mutex<HashMap<TypeId, Entry>> {
         let mut m = HashMap::new();
         #[cfg(feature = "arrow")]
         {
-            let rows: fn(&arrow_array::RecordBatch) -> usize = arrow_array::RecordBatch::num_rows;
+            use arrow_array::RecordBatch;
+            let hooks = Rows::<RecordBatch> {
+                rows: Some(RecordBatch::num_rows),
+                slice: Some(RecordBatch::slice),
+                bytes: Some(batch_bytes),
+            };
             m.insert(
-                TypeId::of::<arrow_array::RecordBatch>(),
-                Entry::Counted(Box::new(rows)),
+                TypeId::of::<RecordBatch>(),
+                Entry {
+                    hooks: Box::new(hooks),
+                    used: false,
+                },
             );
         }
         Mutex::new(m)
     })
+}
+
+/// The bytes of a record batch's rows: of a slice, its own rows' share of the buffers it
+/// shares with other slices (so the slices of one batch add up to about the batch).
+#[cfg(feature = "arrow")]
+fn batch_bytes(b: &arrow_array::RecordBatch) -> usize {
+    use arrow_array::Array;
+    b.columns()
+        .iter()
+        .map(|c| {
+            c.to_data()
+                .get_slice_memory_size()
+                .unwrap_or_else(|_| c.get_array_memory_size())
+        })
+        .sum()
+}
+
+/// Sets one hook of `T` with `set`, which returns the hook already there (if any) and
+/// whether it equals the new one.
+fn register<T: 'static>(
+    what: &'static str,
+    set: impl FnOnce(&mut Rows<T>) -> Result<(), RowsError>,
+) -> Result<(), RowsError> {
+    let ty = std::any::type_name::<T>();
+    let mut reg = registry().lock();
+    let entry = reg.entry(TypeId::of::<T>()).or_insert_with(|| Entry {
+        hooks: Box::new(Rows::<T>::ONE),
+        used: false,
+    });
+    let Some(hooks) = entry.hooks.downcast_mut::<Rows<T>>() else {
+        return Err(RowsError::AlreadyRegistered { ty, what });
+    };
+    let before = *hooks;
+    set(hooks)?;
+    if entry.used && !before.same(hooks) {
+        *hooks = before;
+        return Err(RowsError::AlreadyUsed { ty, what });
+    }
+    Ok(())
+}
+
+/// Sets `slot` to `f`, refusing a different function already there.
+fn set_hook<F: Copy>(
+    slot: &mut Option<F>,
+    f: F,
+    eq: fn(F, F) -> bool,
+    ty: &'static str,
+    what: &'static str,
+) -> Result<(), RowsError> {
+    match *slot {
+        Some(g) if !eq(g, f) => Err(RowsError::AlreadyRegistered { ty, what }),
+        _ => {
+            *slot = Some(f);
+            Ok(())
+        }
+    }
 }
 
 /// Makes every pipeline count an item of type `T` as `rows(item)` records: in edge credit,
@@ -86,36 +168,67 @@ fn registry() -> &'static Mutex<HashMap<TypeId, Entry>> {
 /// [`RowsError::AlreadyUsed`] if a pipeline was already built carrying `T` (its counters
 /// count one per item), [`RowsError::AlreadyRegistered`] if `T` already has a different
 /// count. Registering the same function again is fine.
-pub fn count_rows<T: 'static>(rows: fn(&T) -> usize) -> Result<(), RowsError> {
+pub fn count_rows<T: 'static>(rows: RowsFn<T>) -> Result<(), RowsError> {
     let ty = std::any::type_name::<T>();
-    let mut reg = registry().lock();
-    match reg.get(&TypeId::of::<T>()) {
-        None => {
-            reg.insert(TypeId::of::<T>(), Entry::Counted(Box::new(rows)));
-            Ok(())
-        }
-        Some(Entry::One) => Err(RowsError::AlreadyUsed { ty }),
-        Some(Entry::Counted(f)) => match f.downcast_ref::<fn(&T) -> usize>() {
-            Some(&g) if std::ptr::fn_addr_eq(g, rows) => Ok(()),
-            _ => Err(RowsError::AlreadyRegistered { ty }),
-        },
-    }
+    register::<T>("row count", |h| {
+        set_hook(&mut h.rows, rows, std::ptr::fn_addr_eq, ty, "row count")
+    })
 }
 
-/// How pipelines count `T`'s items: one record each, or their rows. The builder looks it up
-/// as it wires a pipeline; a sink that reports dead letters counts them with it. Looking a
-/// type up fixes its count: register with [`count_rows`] first.
+/// Lets edges cut an item of `T` that is larger than their capacity into slices of rows
+/// (`slice(item, offset, len)`), instead of admitting it whole into an empty edge. The type
+/// needs a row count ([`count_rows`]) first. Arrow's `RecordBatch` slices without copying,
+/// with no registration.
+///
+/// # Errors
+/// [`RowsError::NotCounted`] without a row count; otherwise as [`count_rows`].
+pub fn slice_rows<T: 'static>(slice: SliceFn<T>) -> Result<(), RowsError> {
+    let ty = std::any::type_name::<T>();
+    register::<T>("slice", |h| {
+        if h.rows.is_none() {
+            return Err(RowsError::NotCounted { ty });
+        }
+        set_hook(&mut h.slice, slice, std::ptr::fn_addr_eq, ty, "slice")
+    })
+}
+
+/// Tells edges bounded in bytes ([`Stream::edge_bytes`](crate::Stream::edge_bytes)) how many
+/// bytes an item of `T` holds. Without one an item weighs `size_of::<T>()`. Arrow's
+/// `RecordBatch` weighs the bytes of its rows' buffers, with no registration.
+///
+/// # Errors
+/// As [`count_rows`].
+pub fn count_bytes<T: 'static>(bytes: BytesFn<T>) -> Result<(), RowsError> {
+    let ty = std::any::type_name::<T>();
+    register::<T>("byte size", |h| {
+        set_hook(&mut h.bytes, bytes, std::ptr::fn_addr_eq, ty, "byte size")
+    })
+}
+
+/// How pipelines count `T`'s items: one record each, or their rows (with the type's slice
+/// and byte hooks). The builder looks it up as it wires a pipeline; a sink that reports dead
+/// letters counts them with it. Looking a type up fixes its hooks: register first.
 pub fn rows_of<T: 'static>() -> Rows<T> {
     let mut reg = registry().lock();
-    let entry = reg.entry(TypeId::of::<T>()).or_insert(Entry::One);
-    match entry {
-        Entry::One => Rows::ONE,
-        Entry::Counted(f) => Rows(f.downcast_ref::<fn(&T) -> usize>().copied()),
-    }
+    let entry = reg.entry(TypeId::of::<T>()).or_insert_with(|| Entry {
+        hooks: Box::new(Rows::<T>::ONE),
+        used: false,
+    });
+    entry.used = true;
+    entry
+        .hooks
+        .downcast_ref::<Rows<T>>()
+        .copied()
+        .unwrap_or(Rows::ONE)
 }
 
-/// How an item of `T` is counted: one record, or its rows.
-pub struct Rows<T>(Option<fn(&T) -> usize>);
+/// How an item of `T` is counted (one record, or its rows), and how it is sliced and
+/// weighed in bytes when its type says.
+pub struct Rows<T> {
+    rows: Option<RowsFn<T>>,
+    slice: Option<SliceFn<T>>,
+    bytes: Option<BytesFn<T>>,
+}
 
 impl<T> Clone for Rows<T> {
     fn clone(&self) -> Self {
@@ -127,11 +240,11 @@ impl<T> Copy for Rows<T> {}
 
 impl<T> std::fmt::Debug for Rows<T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(if self.0.is_some() {
-            "Rows(counted)"
-        } else {
-            "Rows(one)"
-        })
+        f.debug_struct("Rows")
+            .field("counted", &self.rows.is_some())
+            .field("sliced", &self.slice.is_some())
+            .field("bytes", &self.bytes.is_some())
+            .finish()
     }
 }
 
@@ -143,22 +256,63 @@ impl<T> Default for Rows<T> {
 
 impl<T> Rows<T> {
     /// One record per item.
-    pub const ONE: Rows<T> = Rows(None);
+    pub const ONE: Rows<T> = Rows {
+        rows: None,
+        slice: None,
+        bytes: None,
+    };
 
     /// Counts each item with `f`.
-    pub fn counted(f: fn(&T) -> usize) -> Self {
-        Rows(Some(f))
+    pub fn counted(f: RowsFn<T>) -> Self {
+        Rows {
+            rows: Some(f),
+            ..Self::ONE
+        }
+    }
+
+    /// These hooks, with items cut into slices by `f` when they are larger than an edge.
+    pub fn sliced(self, f: SliceFn<T>) -> Self {
+        Rows {
+            slice: Some(f),
+            ..self
+        }
+    }
+
+    /// These hooks, with items weighed in bytes by `f`.
+    pub fn weighed(self, f: BytesFn<T>) -> Self {
+        Rows {
+            bytes: Some(f),
+            ..self
+        }
+    }
+
+    fn same(&self, other: &Self) -> bool {
+        fn eq<F: Copy>(a: Option<F>, b: Option<F>, same: fn(F, F) -> bool) -> bool {
+            match (a, b) {
+                (None, None) => true,
+                (Some(x), Some(y)) => same(x, y),
+                _ => false,
+            }
+        }
+        eq(self.rows, other.rows, std::ptr::fn_addr_eq)
+            && eq(self.slice, other.slice, std::ptr::fn_addr_eq)
+            && eq(self.bytes, other.bytes, std::ptr::fn_addr_eq)
     }
 
     /// Whether items count as more than one record.
     pub fn is_counted(&self) -> bool {
-        self.0.is_some()
+        self.rows.is_some()
+    }
+
+    /// Whether items larger than an edge can be cut into slices.
+    pub fn can_slice(&self) -> bool {
+        self.rows.is_some() && self.slice.is_some()
     }
 
     /// Records in one item.
     #[inline]
     pub fn of(&self, item: &T) -> usize {
-        match self.0 {
+        match self.rows {
             None => 1,
             Some(f) => f(item),
         }
@@ -167,10 +321,23 @@ impl<T> Rows<T> {
     /// Records in a slice of items.
     #[inline]
     pub fn all(&self, items: &[T]) -> usize {
-        match self.0 {
+        match self.rows {
             None => items.len(),
             Some(f) => items.iter().map(f).sum(),
         }
+    }
+
+    /// Bytes held by a slice of items: the type's byte hook, or `size_of::<T>()` each.
+    pub fn bytes(&self, items: &[T]) -> usize {
+        match self.bytes {
+            None => items.len().saturating_mul(std::mem::size_of::<T>()),
+            Some(f) => items.iter().map(f).sum(),
+        }
+    }
+
+    /// Rows `offset..offset + len` of `item`, if the type can be sliced.
+    pub fn slice(&self, item: &T, offset: usize, len: usize) -> Option<T> {
+        self.slice.map(|f| f(item, offset, len))
     }
 
     /// How many of the first `items` fit in `room` records: for unit items `room` (or all);
@@ -188,7 +355,7 @@ impl<T> Rows<T> {
     where
         T: 'a,
     {
-        let Some(f) = self.0 else {
+        let Some(f) = self.rows else {
             return room.min(len);
         };
         let mut used = 0usize;
@@ -203,7 +370,7 @@ impl<T> Rows<T> {
 
     /// The fewest of the first `items` that hold at least `need` records (or all of them).
     pub fn covering(&self, items: &[T], need: usize) -> usize {
-        let Some(f) = self.0 else {
+        let Some(f) = self.rows else {
             return need.min(items.len());
         };
         let mut got = 0usize;
@@ -224,6 +391,33 @@ mod tests {
     struct Chunk(usize);
     struct Late;
     struct Twice;
+    struct Uncounted;
+    #[derive(Debug, PartialEq)]
+    struct Cut(usize);
+
+    #[test]
+    fn slices_need_a_row_count_and_byte_sizes_default_to_the_type_size() {
+        fn slice(_: &Uncounted, _: usize, _: usize) -> Uncounted {
+            Uncounted
+        }
+        assert!(matches!(
+            slice_rows(slice),
+            Err(RowsError::NotCounted { .. })
+        ));
+        count_rows(|c: &Cut| c.0).unwrap();
+        slice_rows(|_: &Cut, _, len| Cut(len)).unwrap();
+        count_bytes(|c: &Cut| 3 * c.0).unwrap();
+        let r = rows_of::<Cut>();
+        assert!(r.can_slice());
+        assert_eq!(r.slice(&Cut(10), 2, 4), Some(Cut(4)));
+        assert_eq!(r.bytes(&[Cut(10), Cut(1)]), 33);
+        assert!(matches!(
+            count_bytes(|c: &Cut| c.0),
+            Err(RowsError::AlreadyRegistered { .. })
+        ));
+        assert_eq!(rows_of::<[u8; 24]>().bytes(&[[0; 24], [0; 24]]), 48);
+        assert!(!rows_of::<u64>().can_slice());
+    }
 
     #[test]
     fn a_registered_type_counts_its_rows_and_others_count_one() {
@@ -259,7 +453,12 @@ mod tests {
         use arrow_array::{ArrayRef, Int32Array, RecordBatch};
         let col: ArrayRef = std::sync::Arc::new(Int32Array::from(vec![1, 2, 3]));
         let b = RecordBatch::try_from_iter([("x", col)]).unwrap();
-        assert_eq!(rows_of::<RecordBatch>().all(&[b.clone(), b.slice(0, 1)]), 4);
+        let r = rows_of::<RecordBatch>();
+        assert_eq!(r.all(&[b.clone(), b.slice(0, 1)]), 4);
+        assert_eq!(r.slice(&b, 1, 2).map(|s| s.num_rows()), Some(2));
+        // A slice weighs its own rows, not the buffer it shares.
+        assert_eq!(r.bytes(&[b.slice(0, 1)]), 4);
+        assert_eq!(r.bytes(std::slice::from_ref(&b)), 12);
         assert!(count_rows(RecordBatch::num_rows as fn(&RecordBatch) -> usize).is_ok());
     }
 

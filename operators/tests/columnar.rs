@@ -156,3 +156,86 @@ fn a_predicate_of_the_wrong_length_is_a_dead_letter_not_a_crash() {
     let l = p.run().unwrap().wait().unwrap().ledger;
     assert_eq!((l.emitted, l.dead_lettered, l.delivered), (10, 10, 0));
 }
+
+#[test]
+fn a_batch_larger_than_its_edge_is_sliced_and_the_edge_holds_at_most_its_capacity() {
+    let p = Pipeline::new("slices").batch_size(4);
+    let out = p
+        .iter_source("big", 1, |_| {
+            (0..3).map(|b| level_batch(b * 65_536, 65_536))
+        })
+        .edge_capacity(8192)
+        .new_chain()
+        .map("slow", |b: RecordBatch| {
+            std::thread::sleep(Duration::from_micros(200));
+            b
+        })
+        .collect("out");
+    let report = p.run().unwrap().wait().unwrap();
+    let got = out.take();
+    assert!(
+        got.iter().all(|b| b.num_rows() <= 8192),
+        "sliced to the edge"
+    );
+    let ids: Vec<i64> = got
+        .iter()
+        .flat_map(|b| b.column(0).as_primitive::<Int64Type>().values().to_vec())
+        .collect();
+    assert_eq!(
+        ids,
+        (0..3 * 65_536).collect::<Vec<_>>(),
+        "every row, in order"
+    );
+    let edge = &report.edges[0];
+    assert!(edge.max_queued <= 8192, "held {} rows", edge.max_queued);
+    let l = &report.ledger;
+    assert!(l.balanced, "{}", l.explain());
+    assert_eq!((l.emitted, l.delivered), (3 * 65_536, 3 * 65_536));
+}
+
+#[test]
+fn an_edge_bounded_in_bytes_holds_fewer_wide_rows_than_narrow_ones() {
+    // Rows of 8 bytes (one i64) and of ~1 KB (an i64 and a 1,016-byte string).
+    let narrow = |b: i64| {
+        let ids: ArrayRef = Arc::new(Int64Array::from_iter_values(b * 1024..(b + 1) * 1024));
+        RecordBatch::try_from_iter([("id", ids)]).unwrap()
+    };
+    let wide = |b: i64| {
+        let ids: ArrayRef = Arc::new(Int64Array::from_iter_values(b * 1024..(b + 1) * 1024));
+        let text: ArrayRef = Arc::new(StringArray::from_iter_values(
+            (0..1024).map(|_| "x".repeat(1016)),
+        ));
+        RecordBatch::try_from_iter([("id", ids), ("text", text)]).unwrap()
+    };
+    let run = |make: fn(i64) -> RecordBatch| {
+        let p = Pipeline::new("bytes").batch_size(4);
+        let n = p
+            .iter_source("rows", 1, move |_| (0..32).map(make))
+            .edge_capacity(100_000)
+            .edge_bytes(1 << 20)
+            .new_chain()
+            .map("slow", |b: RecordBatch| {
+                std::thread::sleep(Duration::from_micros(500));
+                b
+            })
+            .count("out");
+        let report = p.run().unwrap().wait().unwrap();
+        assert_eq!(n.get(), 32 * 1024);
+        assert!(report.ledger.balanced, "{}", report.ledger.explain());
+        report.edges[0].clone()
+    };
+    let n = run(narrow);
+    let w = run(wide);
+    let (nb, wb) = (n.bytes_per_row.unwrap(), w.bytes_per_row.unwrap());
+    assert!((nb - 8.0).abs() < 0.5, "narrow rows measured {nb} bytes");
+    assert!(wb > 1000.0, "wide rows measured {wb} bytes");
+    // 1 MiB holds all 32k narrow rows (capped by the edge's 100,000), about 1,000 wide ones.
+    assert_eq!(n.capacity, 100_000);
+    assert!(w.capacity <= (1 << 20) / 1000, "capacity {}", w.capacity);
+    assert!(
+        w.max_queued as f64 * wb <= 1.1 * (1 << 20) as f64,
+        "held {} wide rows ({} bytes)",
+        w.max_queued,
+        w.max_queued as f64 * wb
+    );
+}

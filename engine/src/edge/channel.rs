@@ -105,6 +105,9 @@ pub struct PortSnapshot {
     /// On a port sized in time: its receiver's measured drain rate, records per second
     /// (0 before the first estimate).
     pub drain_rate: Option<f64>,
+    /// On a port bounded in bytes: the bytes per row its senders offer, smoothed (0 before
+    /// the first batch).
+    pub bytes_per_row: Option<f64>,
 }
 
 impl PortSnapshot {
@@ -231,7 +234,64 @@ fn snapshot<T>(p: &Port<T>) -> PortSnapshot {
         restored: p.spill.as_ref().map_or(p.restored_at_open, |s| s.restored),
         defer: p.defer_health(),
         drain_rate: p.drain_rate(),
+        bytes_per_row: p.bytes_per_row(),
     }
+}
+
+/// Cuts `batch` (counted, sliceable items, more rows than `cap`) into a head that fits `cap`
+/// and the rest: the whole items that fit, or, when even the first does not, its first
+/// `cap` rows as a slice. Both parts keep the batch's creation instant and acks.
+fn cut<T>(rows: Rows<T>, mut batch: Batch<T>, cap: usize) -> (Batch<T>, Batch<T>) {
+    let cap = cap.max(1);
+    let whole = rows.fitting(&batch.records, cap);
+    let mut tail_records = if whole > 0 {
+        batch.records.split_off(whole)
+    } else {
+        let rest = batch.records.split_off(1);
+        let mut head = Vec::with_capacity(1);
+        let mut tail = Vec::with_capacity(rest.len() + 1);
+        if let Some(item) = batch.records.pop() {
+            let n = rows.of(&item);
+            match (rows.slice(&item, 0, cap), rows.slice(&item, cap, n - cap)) {
+                (Some(a), Some(b)) => {
+                    head.push(a);
+                    tail.push(b);
+                }
+                // Not sliceable after all: the item goes whole (clamped to the capacity).
+                _ => head.push(item),
+            }
+        }
+        tail.extend(rest);
+        batch.records = head;
+        tail
+    };
+    tail_records.shrink_to_fit();
+    let tail = Batch {
+        records: tail_records,
+        created: batch.created,
+        acks: batch.acks.clone(),
+    };
+    (batch, tail)
+}
+
+/// `batch` followed by `rest`, as one batch (an offer that ends early hands back the whole).
+fn rejoin<T>(batch: Batch<T>, rest: Option<Batch<T>>) -> Batch<T> {
+    match rest {
+        None => batch,
+        Some(r) => rejoin_opt(batch, Some(r)),
+    }
+}
+
+fn rejoin_opt<T>(mut batch: Batch<T>, rest: Option<Batch<T>>) -> Batch<T> {
+    if let Some(mut r) = rest {
+        if batch.records.is_empty() {
+            return r;
+        }
+        batch.records.append(&mut r.records);
+        batch.created = batch.created.min(r.created);
+        crate::ack::merge_acks(&mut batch.acks, &r.acks);
+    }
+    batch
 }
 
 /// The sending half of one port of an inbox.
@@ -245,6 +305,8 @@ pub struct Sender<T> {
     task: Option<std::sync::Arc<TaskStats>>,
     /// How the port counts items (records or rows).
     rows: Rows<T>,
+    /// The port is bounded in bytes: tell it what each batch weighs.
+    weigh: bool,
 }
 
 impl<T> std::fmt::Debug for Sender<T> {
@@ -294,27 +356,62 @@ impl<T> Sender<T> {
         if batch.is_empty() {
             return Ok(());
         }
+        // Weighed outside the lock: a byte hook may walk every column of every item.
+        let weighed = self.weigh.then(|| {
+            (
+                self.rows.all(&batch.records),
+                self.rows.bytes(&batch.records),
+            )
+        });
         let mut tapped: Vec<Dropped<T>> = Vec::new();
         let mut st = self.shared.state.lock();
+        if let Some((rows, bytes)) = weighed {
+            st.ports[self.port].observe_bytes(rows, bytes);
+        }
         let mut batch = batch;
+        // What is left of a batch larger than the port, cut off to be offered after `batch`.
+        let mut rest: Option<Batch<T>> = None;
         let mut first = true;
         let mut classes = None;
         let mut waited_since: Option<Instant> = None;
         let mut spins = 0;
         let result = loop {
             if st.aborted {
-                break Err(TrySendError::Aborted(batch));
+                break Err(TrySendError::Aborted(rejoin(batch, rest.take())));
             }
             if !st.receiver_alive {
-                break Err(TrySendError::Disconnected(batch));
+                break Err(TrySendError::Disconnected(rejoin(batch, rest.take())));
+            }
+            if self.rows.can_slice() && first {
+                let cap = st.ports[self.port].capacity;
+                if self.rows.all(&batch.records) > cap {
+                    let (head, tail) = cut(self.rows, batch, cap);
+                    batch = head;
+                    rest = Some(rejoin_opt(tail, rest.take()));
+                    classes = None;
+                }
             }
             match st.ports[self.port].offer(batch, &mut classes, first, &mut tapped) {
-                Offer::Done => break Ok(()),
-                Offer::Wait(rest) => batch = rest,
+                Offer::Done => match rest.take() {
+                    // The next part of a cut batch: offered at once, as a new batch.
+                    Some(next) => {
+                        // The receiver may be parked: it must see this part before the
+                        // sender waits for credit for the next.
+                        if st.receiver_waiting {
+                            self.shared.data_ready.notify_one();
+                        }
+                        batch = next;
+                        first = true;
+                        classes = None;
+                        continue;
+                    }
+                    None => break Ok(()),
+                },
+                Offer::Wait(left) => batch = left,
             }
             first = false;
             if !blocking {
-                break Err(TrySendError::Full(batch));
+                break Err(TrySendError::Full(rejoin(batch, rest.take())));
             }
             if waited_since.is_none() {
                 waited_since = Some(Instant::now());
@@ -417,6 +514,7 @@ impl<T> Clone for Sender<T> {
             closed: false,
             task: None,
             rows: self.rows,
+            weigh: self.weigh,
         }
     }
 }
@@ -485,6 +583,7 @@ impl<T> Receiver<T> {
         let mut st = self.shared.state.lock();
         let port = st.ports.len();
         let rows = cfg.rows;
+        let weigh = cfg.max_bytes.is_some();
         let mut p = Port::new(cfg);
         if let Some(l) = &mut p.lanes {
             l.merge_to(st.coalesce);
@@ -498,6 +597,7 @@ impl<T> Receiver<T> {
             closed: false,
             task: None,
             rows,
+            weigh,
         }
     }
 

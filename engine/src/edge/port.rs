@@ -16,7 +16,7 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Instant;
 
-use super::budget::Sizer;
+use super::budget::{ByteBound, Sizer};
 use super::lanes::{Entry, Lanes};
 use super::spill::{DeferHealth, SpillError, SpillLog};
 use crate::batch::Batch;
@@ -62,6 +62,10 @@ pub struct PortConfig<T> {
     /// How items are counted in credit and counters: one record each, or their rows
     /// ([`crate::rows`]).
     pub rows: Rows<T>,
+    /// Bound the port in bytes too: its capacity in rows follows `max_bytes` divided by the
+    /// bytes per row its senders offer (measured with the type's byte hook,
+    /// [`crate::count_bytes`]), between 1 and `capacity`.
+    pub max_bytes: Option<usize>,
 }
 
 impl<T> PortConfig<T> {
@@ -76,6 +80,7 @@ impl<T> PortConfig<T> {
             service: ServiceOrder::Fifo,
             budget: None,
             rows: Rows::ONE,
+            max_bytes: None,
         }
     }
 }
@@ -130,6 +135,8 @@ pub(super) struct Port<T> {
     pub lanes: Option<Lanes<T>>,
     /// The capacity's controller on a port sized in time.
     sizer: Option<Sizer>,
+    /// The bound in bytes, on a port bounded in bytes.
+    bytes: Option<ByteBound>,
     pub queued_records: usize,
     pub open_senders: usize,
     pub sent_records: u64,
@@ -176,6 +183,7 @@ impl<T> Port<T> {
                 None
             },
             sizer: cfg.budget.map(|b| Sizer::new(b, cfg.capacity)),
+            bytes: cfg.max_bytes.map(|b| ByteBound::new(b, cfg.capacity)),
             queued_records: 0,
             open_senders: 1,
             sent_records: 0,
@@ -384,15 +392,34 @@ impl<T> Port<T> {
         Some(first)
     }
 
-    /// On a port sized in time: measures the drain and moves the capacity toward its target,
-    /// growing with new credit, shrinking only by credit that is free.
+    /// On a port sized in time: measures the drain and moves the capacity toward its target.
     fn after_take(&mut self, taken: usize) {
         let Some(sizer) = &mut self.sizer else {
             return;
         };
         let still_queued = self.queued_records > 0;
         sizer.observe(Instant::now(), taken, still_queued);
-        let target = sizer.target;
+        self.resize();
+    }
+
+    /// On a port bounded in bytes: a sender offers `rows` rows holding `bytes` bytes; the
+    /// capacity moves toward the bound at the measured bytes per row.
+    pub fn observe_bytes(&mut self, rows: usize, bytes: usize) {
+        if let Some(b) = &mut self.bytes {
+            b.observe(rows, bytes);
+            self.resize();
+        }
+    }
+
+    /// Moves the capacity toward the smallest target (time budget, byte bound), growing with
+    /// new credit, shrinking only by credit that is free.
+    fn resize(&mut self) {
+        let target = match (&self.sizer, &self.bytes) {
+            (Some(s), Some(b)) => s.target.min(b.target),
+            (Some(s), None) => s.target,
+            (None, Some(b)) => b.target,
+            (None, None) => return,
+        };
         if self.capacity > target {
             let x = self.available.min(self.capacity - target);
             self.capacity -= x;
@@ -401,6 +428,11 @@ impl<T> Port<T> {
             self.available += target - self.capacity;
             self.capacity = target;
         }
+    }
+
+    /// The bytes per row a port bounded in bytes measured.
+    pub fn bytes_per_row(&self) -> Option<f64> {
+        self.bytes.as_ref().map(ByteBound::per_row)
     }
 
     /// The drain rate a port sized in time measured, records per second.

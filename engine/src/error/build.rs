@@ -17,6 +17,14 @@ pub enum BuildError {
         /// The edge, `upstream -> downstream`.
         edge: String,
     },
+    /// An edge was bounded to 0 bytes; it could never hold a record.
+    #[error(
+        "edge `{edge}` is bounded to 0 bytes: give it room for at least one batch (`edge_bytes`)"
+    )]
+    ZeroBytes {
+        /// The edge, `upstream -> downstream`.
+        edge: String,
+    },
     /// An edge's policy acts on priority classes but the edge has no classifier.
     #[error("edge `{edge}` uses policy {policy}, which needs record classes: call `.classify(..)` or `.prioritized()` before the edge")]
     PolicyNeedsClassifier {

@@ -149,6 +149,7 @@ impl Pipeline {
             spill: None,
             service: None,
             budget: None,
+            max_bytes: None,
             chain,
         }
     }

@@ -47,6 +47,8 @@ pub struct Stream<T> {
     pub(super) service: Option<ServiceOrder>,
     /// Size the next edge in time (its capacity is then the upper bound).
     pub(super) budget: Option<std::time::Duration>,
+    /// Bound the next edge in bytes too.
+    pub(super) max_bytes: Option<usize>,
     pub(super) chain: ChainFn<T>,
 }
 
@@ -103,6 +105,24 @@ impl<T: Send + 'static> Stream<T> {
     /// shows the capacity the edge has now.
     pub fn edge_budget(mut self, budget: std::time::Duration) -> Self {
         self.budget = Some(budget);
+        self
+    }
+
+    /// Bounds the next edge in bytes as well as in records: its capacity in records follows
+    /// `max_bytes` divided by the bytes per record its senders offer (measured with the
+    /// type's byte size, [`count_bytes`](crate::count_bytes); Arrow record batches weigh
+    /// their rows' buffers), between 1 and the edge's capacity ([`Stream::edge_capacity`],
+    /// or the pipeline's default). So an edge of batches with wide rows holds fewer rows
+    /// than one with narrow rows, and the memory an edge holds stays about `max_bytes`
+    /// whatever the rows' width.
+    ///
+    /// Policies still act on records (rows): what is shed, evicted and counted is the same
+    /// as on an edge of that many records. The bound is exact for rows of one size; for
+    /// rows of varying size it follows their average over recent batches (smoothed), so a
+    /// burst of unusually wide rows overshoots until the average catches up. The report
+    /// shows the bytes per row measured and the capacity in records that follows.
+    pub fn edge_bytes(mut self, max_bytes: usize) -> Self {
+        self.max_bytes = Some(max_bytes);
         self
     }
 
@@ -197,6 +217,7 @@ impl<T: Send + 'static> Stream<T> {
             policy,
             service,
             budget,
+            max_bytes,
             mut chain,
             ..
         } = self;
@@ -238,6 +259,7 @@ impl<T: Send + 'static> Stream<T> {
             spill: None,
             service,
             budget,
+            max_bytes,
             chain: next,
         }
     }

@@ -54,6 +54,10 @@ impl<T: Send + 'static> Stream<T> {
             let edge = format!("{} -> #{to_stage}", bm.plan.ops[from_op].name);
             bm.error(BuildError::ZeroBudget { edge });
         }
+        if self.max_bytes == Some(0) {
+            let edge = format!("{} -> #{to_stage}", bm.plan.ops[from_op].name);
+            bm.error(BuildError::ZeroBytes { edge });
+        }
         if self.policy.uses_classes() && self.classifier.is_none() {
             let edge = format!("{} -> #{to_stage}", bm.plan.ops[from_op].name);
             bm.error(BuildError::PolicyNeedsClassifier {
@@ -107,6 +111,7 @@ impl<T: Send + 'static> Stream<T> {
                 service,
                 budget: self.budget,
                 rows,
+                max_bytes: self.max_bytes,
             }));
             probes.push((rx.probe(), rx.ports() - 1));
         }
@@ -208,6 +213,7 @@ impl<T: Send + 'static> Stream<T> {
             spill: None,
             service: None,
             budget: None,
+            max_bytes: None,
             chain,
         }
     }

@@ -77,6 +77,7 @@ pub(crate) fn assemble(snap: &Snapshot<'_>) -> JobReport {
                 defer_io_errors: 0,
                 defer_cursor_resets: 0,
                 drain_rate: None,
+                bytes_per_row: None,
             };
             let mut live_capacity = 0;
             for (probe, port) in &e.ports {
@@ -84,6 +85,10 @@ pub(crate) fn assemble(snap: &Snapshot<'_>) -> JobReport {
                 live_capacity = live_capacity.max(s.capacity);
                 if let Some(rate) = s.drain_rate {
                     *r.drain_rate.get_or_insert(0.0) += rate;
+                }
+                if let Some(b) = s.bytes_per_row {
+                    let m = r.bytes_per_row.get_or_insert(0.0);
+                    *m = m.max(b);
                 }
                 r.sent += s.sent_records;
                 r.batches += s.sent_batches;

@@ -87,6 +87,11 @@ pub struct EdgeReport {
     /// receivers' measured drain rate, records per second, summed over the ports.
     #[serde(default)]
     pub drain_rate: Option<f64>,
+    /// On an edge bounded in bytes ([`Stream::edge_bytes`](crate::Stream::edge_bytes)): the
+    /// bytes per row its senders offer (the largest over the ports), which sets its
+    /// capacity in rows.
+    #[serde(default)]
+    pub bytes_per_row: Option<f64>,
     /// Ports (downstream instances).
     pub ports: usize,
     /// Records sent.
