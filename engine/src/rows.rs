@@ -27,9 +27,18 @@
 //! many rows is dropped or deferred whole (counted as its rows; a defer log frame carries
 //! the item's row count), and a classifier gives the item one class. Split
 //! payloads into single-class items before a classifying edge (the Arrow operators do: their
-//! class column splits a batch into one batch per class). An item larger than an edge's
-//! capacity is admitted alone into an empty edge (its weight is clamped to the capacity), so
-//! it can never deadlock an edge.
+//! class column splits a batch into one batch per class).
+//!
+//! # Items larger than an edge
+//! A type that registers a slice function ([`slice_rows`]; Arrow's `RecordBatch` has one) is
+//! cut by the sender into slices of the edge's capacity, so an edge never holds more rows
+//! than its capacity. An item that cannot be sliced is admitted alone into an empty edge
+//! (its weight is clamped to the capacity), so it can never deadlock an edge.
+//!
+//! # Bytes
+//! An edge bounded in bytes ([`Stream::edge_bytes`](crate::Stream::edge_bytes)) weighs items
+//! with the type's byte size ([`count_bytes`]; `size_of::<T>()` without one; a `RecordBatch`
+//! weighs its rows' share of its buffers).
 
 use std::any::{Any, TypeId};
 use std::collections::HashMap;

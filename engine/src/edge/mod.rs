@@ -31,6 +31,19 @@
 //! whole, counted as its rows); a port evicting to free `n` records takes the fewest whole
 //! items that hold them.
 //!
+//! A sender cuts a batch of such items that is larger than its port's capacity before
+//! offering it: whole items up to the capacity, and an item that alone exceeds it into
+//! slices of the capacity, if its type can be sliced ([`crate::slice_rows`]; Arrow record
+//! batches slice without copying). The parts are offered in order, each as a new batch,
+//! and the receiver is woken for each part before the sender waits for credit for the
+//! next; a send that ends early hands back every row not queued. So an edge of sliceable
+//! items never holds more rows than its capacity.
+//!
+//! A port may also be bounded in bytes ([`PortConfig::max_bytes`]): senders weigh each
+//! batch outside the lock with the type's byte size ([`crate::count_bytes`]) and the port
+//! moves its capacity in rows toward `max_bytes / bytes per row`, by free credit only, as a
+//! port sized in time does.
+//!
 //! # Wake-ups
 //! The receiver is woken only when it is waiting (empty to non-empty transition) and senders
 //! only when one of them is waiting for credit, so the steady state costs one uncontended lock
