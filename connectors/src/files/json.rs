@@ -164,7 +164,10 @@ fn rejects_io(path: &std::path::Path, e: std::io::Error) -> SourceError {
 }
 
 /// Decodes JSON objects, one per item, into one batch (`None` for no rows).
-fn decode_lines(schema: &SchemaRef, lines: &[&[u8]]) -> Result<Option<RecordBatch>, ArrowError> {
+pub(crate) fn decode_lines(
+    schema: &SchemaRef,
+    lines: &[&[u8]],
+) -> Result<Option<RecordBatch>, ArrowError> {
     let mut d = ReaderBuilder::new(schema.clone())
         .with_batch_size(lines.len().max(1))
         .build_decoder()?;

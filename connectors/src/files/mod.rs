@@ -38,7 +38,7 @@
 //! ```
 
 mod ipc;
-mod json;
+pub(crate) mod json;
 mod parquet_sink;
 
 pub use ::arrow;

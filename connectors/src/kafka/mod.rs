@@ -98,6 +98,8 @@
 //! wait until `assigned` is the topic's partition count before offering load that must be
 //! read from the start of a measurement.
 
+#[cfg(feature = "arrow")]
+pub mod batches;
 pub mod codec;
 mod config;
 mod embedded;
@@ -108,7 +110,7 @@ pub use config::{KafkaConfig, KafkaConfigError, REFUSED_PROPERTIES};
 pub use embedded::EmbeddedKafka;
 pub use sink::{
     ClassOf, ClassRoutes, DeadLetterFn, Encoder, KafkaSink, KafkaSinkConfig, KafkaSinkStats,
-    OnExpired,
+    OnExpired, TryEncoder, MAX_MESSAGE_ROWS,
 };
 pub use source::{committed_offsets, Decoder, KafkaSource, KafkaSourceConfig, KafkaSourceStats};
 
@@ -192,6 +194,17 @@ pub trait KafkaStreamExt<T: Send + 'static> {
         stats: Arc<KafkaSinkStats>,
     ) -> SinkHandle;
 
+    /// Ends the stream in a Kafka topic, with an encoder that may refuse a record (it is
+    /// dead-lettered and counted, never produced half-encoded): for instance
+    /// [`codec::arrow_ipc_encoder`], one message per record batch.
+    fn kafka_sink_with(
+        self,
+        name: &str,
+        cfg: KafkaSinkConfig,
+        encode: TryEncoder<T>,
+        stats: Arc<KafkaSinkStats>,
+    ) -> SinkHandle;
+
     /// Ends the stream in Kafka topics chosen by each record's priority class (see
     /// [`ClassRoutes`]); classes without a route go to `cfg.topic`.
     fn kafka_sink_by_class(
@@ -217,6 +230,21 @@ impl<T: Send + 'static> KafkaStreamExt<T> for Stream<T> {
         self.sink(name, move |_| {
             KafkaSinkOrError(
                 KafkaSink::new(cfg.clone(), encode.clone(), None, stats.clone()).map_err(Some),
+            )
+        })
+    }
+
+    fn kafka_sink_with(
+        self,
+        name: &str,
+        cfg: KafkaSinkConfig,
+        encode: TryEncoder<T>,
+        stats: Arc<KafkaSinkStats>,
+    ) -> SinkHandle {
+        self.sink(name, move |_| {
+            KafkaSinkOrError(
+                KafkaSink::with_try_encoder(cfg.clone(), encode.clone(), None, stats.clone())
+                    .map_err(Some),
             )
         })
     }

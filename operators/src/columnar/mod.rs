@@ -106,6 +106,13 @@ pub trait BatchStreamExt: Sized {
     where
         T: serde::de::DeserializeOwned + Send + 'static,
         D: Fn(FailedRow) + Send + Sync + 'static;
+
+    /// Joins small batches: the consecutive batches of one schema that arrive together (in
+    /// one batch of the stream) become batches of up to `max_rows` rows, in order (a
+    /// batch already larger passes as it is). For sources that make a batch per message,
+    /// such as a Kafka topic of one JSON object per message. It holds nothing across calls,
+    /// so it adds no latency and no state.
+    fn concat_batches(self, name: &str, max_rows: usize) -> Stream<RecordBatch>;
 }
 
 impl BatchStreamExt for Stream<RecordBatch> {
@@ -168,6 +175,55 @@ impl BatchStreamExt for Stream<RecordBatch> {
             dead: 0,
             _t: std::marker::PhantomData,
         })
+    }
+
+    fn concat_batches(self, name: &str, max_rows: usize) -> Stream<RecordBatch> {
+        let max_rows = max_rows.max(1);
+        self.operator(name, move |_| Concat { max_rows })
+    }
+}
+
+/// The operator of [`BatchStreamExt::concat_batches`].
+struct Concat {
+    max_rows: usize,
+}
+
+impl sluice_engine::Operator<RecordBatch, RecordBatch> for Concat {
+    fn process(&mut self, input: Vec<RecordBatch>) -> Vec<RecordBatch> {
+        if input.len() < 2 {
+            return input;
+        }
+        let mut out = Vec::new();
+        let mut group: Vec<RecordBatch> = Vec::new();
+        let mut rows = 0;
+        for b in input {
+            let fits = group
+                .first()
+                .is_none_or(|g| g.schema() == b.schema() && rows + b.num_rows() <= self.max_rows);
+            if !fits {
+                flush_group(&mut group, &mut out);
+                rows = 0;
+            }
+            rows += b.num_rows();
+            group.push(b);
+        }
+        flush_group(&mut group, &mut out);
+        out
+    }
+}
+
+/// Moves `group` to `out` as one batch (as it is, should joining fail: nothing is lost).
+fn flush_group(group: &mut Vec<RecordBatch>, out: &mut Vec<RecordBatch>) {
+    match group.len() {
+        0 => {}
+        1 => out.append(group),
+        _ => match arrow::compute::concat_batches(&group[0].schema(), group.iter()) {
+            Ok(b) => {
+                out.push(b);
+                group.clear();
+            }
+            Err(_) => out.append(group),
+        },
     }
 }
 

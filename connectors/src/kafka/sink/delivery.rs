@@ -30,9 +30,12 @@ pub(super) struct Ctx {
     /// graph writes again (a sink that only released them on its next write left an idle
     /// job's last batches unacknowledged, their offsets uncommitted).
     pub(super) held: Mutex<HashMap<u64, HeldBatch>>,
-    pub(super) errors: Mutex<Vec<(Vec<u8>, String)>>,
+    /// Messages that failed for good: payload, reason, records (rows) they held.
+    pub(super) errors: Mutex<Vec<(Vec<u8>, String, u64)>>,
     pub(super) on_expired: OnExpired,
     pub(super) stats: Arc<KafkaSinkStats>,
+    /// With records of many rows: the opaque value is `batch << bits | rows`.
+    pub(super) row_bits: Option<u32>,
 }
 
 impl Ctx {
@@ -90,7 +93,11 @@ impl ClientContext for Ctx {
 impl ProducerContext for Ctx {
     type DeliveryOpaque = usize;
 
-    fn delivery(&self, result: &DeliveryResult<'_>, batch: usize) {
+    fn delivery(&self, result: &DeliveryResult<'_>, opaque: usize) {
+        let (batch, rows) = match self.row_bits {
+            Some(bits) => (opaque >> bits, (opaque & ((1 << bits) - 1)) as u64),
+            None => (opaque, 1),
+        };
         let failed = match result {
             Ok(_) => {
                 self.stats.acked.fetch_add(1, Ordering::Relaxed);
@@ -98,9 +105,11 @@ impl ProducerContext for Ctx {
             }
             Err((e, m)) => {
                 self.stats.failed.fetch_add(1, Ordering::Relaxed);
-                self.errors
-                    .lock()
-                    .push((m.payload().unwrap_or_default().to_vec(), e.to_string()));
+                self.errors.lock().push((
+                    m.payload().unwrap_or_default().to_vec(),
+                    e.to_string(),
+                    rows,
+                ));
                 true
             }
         };
@@ -123,6 +132,7 @@ mod tests {
             errors: Mutex::new(Vec::new()),
             on_expired,
             stats: Arc::new(KafkaSinkStats::default()),
+            row_bits: None,
         }
     }
 

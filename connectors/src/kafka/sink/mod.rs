@@ -40,6 +40,17 @@ pub use routes::{ClassOf, ClassRoutes};
 /// Turns a record into an optional key and a payload.
 pub type Encoder<T> = Arc<dyn Fn(&T) -> (Option<Vec<u8>>, Vec<u8>) + Send + Sync>;
 
+/// Turns a record into an optional key and a payload, or says why it cannot: the record is
+/// then dead-lettered (counted, and handed to the sink's dead-letter function with an empty
+/// payload and the reason), never produced half-encoded.
+pub type TryEncoder<T> =
+    Arc<dyn Fn(&T) -> Result<(Option<Vec<u8>>, Vec<u8>), String> + Send + Sync>;
+
+/// Rows one message may carry when records count many rows (the delivery report carries
+/// the count in the low bits of its opaque value, beside the batch id).
+pub const MAX_MESSAGE_ROWS: usize = (1 << ROW_BITS) - 1;
+const ROW_BITS: u32 = 24;
+
 /// Receives a message that failed for good: its payload and the error.
 pub type DeadLetterFn = Arc<dyn Fn(Vec<u8>, String) + Send + Sync>;
 
@@ -125,9 +136,11 @@ pub struct KafkaSinkStats {
 pub struct KafkaSink<T> {
     producer: ThreadedProducer<Ctx>,
     cfg: KafkaSinkConfig,
-    encode: Encoder<T>,
+    encode: TryEncoder<T>,
     dead: Option<DeadLetterFn>,
+    /// Records (rows) dead-lettered and not yet reported.
     dead_count: u64,
+    rows: sluice_engine::Rows<T>,
     /// Topics: the sink's own first, then the routes'.
     topics: Vec<String>,
     /// The class of a record and each class's topic index, when routing.
@@ -145,7 +158,7 @@ impl<T> std::fmt::Debug for KafkaSink<T> {
     }
 }
 
-impl<T> KafkaSink<T> {
+impl<T: 'static> KafkaSink<T> {
     /// Creates the producer.
     ///
     /// # Errors
@@ -156,6 +169,22 @@ impl<T> KafkaSink<T> {
         dead: Option<DeadLetterFn>,
         stats: Arc<KafkaSinkStats>,
     ) -> Result<Self, ConnectorError> {
+        let encode: TryEncoder<T> = Arc::new(move |r: &T| Ok(encode(r)));
+        Self::with_try_encoder(cfg, encode, dead, stats)
+    }
+
+    /// Creates the producer, with an encoder that may refuse a record (it is then
+    /// dead-lettered).
+    ///
+    /// # Errors
+    /// When the client cannot be created.
+    pub fn with_try_encoder(
+        cfg: KafkaSinkConfig,
+        encode: TryEncoder<T>,
+        dead: Option<DeadLetterFn>,
+        stats: Arc<KafkaSinkStats>,
+    ) -> Result<Self, ConnectorError> {
+        let rows = sluice_engine::rows::rows_of::<T>();
         let timeout = cfg.message_timeout.as_millis().to_string();
         let in_flight = cfg.max_in_flight.max(1).to_string();
         let producer: ThreadedProducer<Ctx> = cfg
@@ -175,6 +204,7 @@ impl<T> KafkaSink<T> {
                 errors: Mutex::new(Vec::new()),
                 on_expired: cfg.on_expired,
                 stats,
+                row_bits: rows.is_counted().then_some(ROW_BITS),
             })
             .map_err(|e| ConnectorError::kafka("cannot create the Kafka producer", e))?;
         Ok(KafkaSink {
@@ -186,6 +216,7 @@ impl<T> KafkaSink<T> {
             encode,
             dead,
             dead_count: 0,
+            rows,
             next_batch: 0,
         })
     }
@@ -218,15 +249,42 @@ impl<T> KafkaSink<T> {
 
     fn produce_inner(&mut self, records: &[T], id: u64) -> Result<(), SinkError> {
         let ctx = self.producer.context();
+        let counted = self.rows.is_counted();
         for (i, r) in records.iter().enumerate() {
-            let (key, payload) = (self.encode)(r);
+            let rows = self.rows.of(r);
+            let encoded = if counted && rows > MAX_MESSAGE_ROWS {
+                Err(format!(
+                    "a record of {rows} rows: one message carries at most {MAX_MESSAGE_ROWS}"
+                ))
+            } else {
+                (self.encode)(r)
+            };
+            let (key, payload) = match encoded {
+                Ok(m) => m,
+                Err(reason) => {
+                    // Never produced: dead-lettered, which ends it (its batch still completes).
+                    ctx.stats.failed.fetch_add(1, Ordering::Relaxed);
+                    self.dead_count += rows as u64;
+                    if let Some(d) = &self.dead {
+                        d(Vec::new(), format!("cannot encode: {reason}"));
+                    }
+                    ctx.ended(id, 1, false);
+                    continue;
+                }
+            };
+            // With counted records the report carries the message's rows beside the batch.
+            let opaque = if counted {
+                ((id as usize) << ROW_BITS) | rows
+            } else {
+                id as usize
+            };
             let t = match &self.route {
                 Some((class_of, table)) => table[class_of(r).index()],
                 None => 0,
             };
             self.per_topic[t] += 1;
             let topic = &self.topics[t];
-            let mut rec = BaseRecord::<Vec<u8>, Vec<u8>, usize>::with_opaque_to(topic, id as usize)
+            let mut rec = BaseRecord::<Vec<u8>, Vec<u8>, usize>::with_opaque_to(topic, opaque)
                 .payload(&payload);
             if let Some(k) = &key {
                 rec = rec.key(k);
@@ -252,7 +310,7 @@ impl<T> KafkaSink<T> {
                         // rerun on it. Dead-lettered is an end: its batch still completes.
                         ctx.stats.in_flight.fetch_sub(1, Ordering::AcqRel);
                         ctx.stats.failed.fetch_add(1, Ordering::Relaxed);
-                        self.dead_count += 1;
+                        self.dead_count += rows as u64;
                         if let Some(d) = &self.dead {
                             let reason = format!(
                                 "message of {} bytes is larger than the producer's message.max.bytes",
@@ -295,9 +353,9 @@ impl<T> KafkaSink<T> {
                 )))
             }
             OnExpired::DeadLetter => {
-                self.dead_count += errors.len() as u64;
+                self.dead_count += errors.iter().map(|e| e.2).sum::<u64>();
                 if let Some(d) = &self.dead {
-                    for (payload, reason) in errors {
+                    for (payload, reason, _) in errors {
                         d(payload, reason);
                     }
                 }
