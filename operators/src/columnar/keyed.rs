@@ -207,6 +207,38 @@ pub trait KeyedBatchStreamExt: Sized {
     ) -> Stream<RecordBatch>
     where
         D: Fn(FailedBatch) + Send + Sync + 'static;
+
+    /// For each row, sets column `out` to the running aggregate `agg` of integer column
+    /// `value` over the rows of its `key` seen so far by this instance, this row included:
+    /// [`Agg::Sum`] (wrapping, `UInt64`), [`Agg::Count`] (`UInt64`; `value` is not read),
+    /// [`Agg::Min`] and [`Agg::Max`] (`Int64` for a signed `value`, `UInt64` for an
+    /// unsigned one). State is kept as [`KeyedBatchStreamExt::running_sum`] keeps it. A
+    /// batch without the columns, with nulls in them, or whose `value` changed signedness
+    /// goes to `dead_letter`.
+    fn running_agg<D>(
+        self,
+        name: &str,
+        key: &str,
+        value: &str,
+        out: &str,
+        agg: Agg,
+        dead_letter: D,
+    ) -> Stream<RecordBatch>
+    where
+        D: Fn(FailedBatch) + Send + Sync + 'static;
+}
+
+/// A running aggregate per key ([`KeyedBatchStreamExt::running_agg`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Agg {
+    /// The wrapping sum of the values.
+    Sum,
+    /// The number of rows.
+    Count,
+    /// The smallest value.
+    Min,
+    /// The largest value.
+    Max,
 }
 
 impl KeyedBatchStreamExt for Stream<RecordBatch> {
@@ -244,12 +276,29 @@ impl KeyedBatchStreamExt for Stream<RecordBatch> {
     where
         D: Fn(FailedBatch) + Send + Sync + 'static,
     {
+        self.running_agg(name, key, value, out, Agg::Sum, dead_letter)
+    }
+
+    fn running_agg<D>(
+        self,
+        name: &str,
+        key: &str,
+        value: &str,
+        out: &str,
+        agg: Agg,
+        dead_letter: D,
+    ) -> Stream<RecordBatch>
+    where
+        D: Fn(FailedBatch) + Send + Sync + 'static,
+    {
         let (key, value, out) = (key.to_string(), value.to_string(), out.to_string());
         let dead_letter: DeadLetterFn<FailedBatch> = Arc::new(dead_letter);
         self.operator(name, move |_| RunningSum {
             key: key.clone(),
             value: value.clone(),
             out: out.clone(),
+            agg,
+            signed: None,
             dense: Vec::new(),
             sparse: Default::default(),
             dead_letter: dead_letter.clone(),
@@ -286,14 +335,19 @@ impl sluice_engine::Operator<RecordBatch, Routed> for Partition {
     }
 }
 
-/// The state of [`KeyedBatchStreamExt::running_sum`] in one instance.
+/// The state of [`KeyedBatchStreamExt::running_agg`] in one instance.
 struct RunningSum {
     key: String,
     value: String,
     out: String,
-    /// Sums of keys below [`DENSE_KEYS`], indexed by key (grown to the largest seen).
+    agg: Agg,
+    /// Whether the value column is signed (fixed by the first batch: min and max compare
+    /// by it).
+    signed: Option<bool>,
+    /// Aggregates of keys below [`DENSE_KEYS`], indexed by key (grown to the largest seen;
+    /// a key not seen yet holds the aggregate's identity).
     dense: Vec<u64>,
-    /// Sums of the other keys.
+    /// Aggregates of the other keys.
     sparse: rustc_hash::FxHashMap<u64, u64>,
     dead_letter: DeadLetterFn<FailedBatch>,
     dead: u64,
@@ -340,7 +394,7 @@ fn words(col: &ArrayRef) -> Result<std::borrow::Cow<'_, [u64]>, ArrowError> {
             Ok(c.as_primitive::<UInt64Type>().values().to_vec().into())
         }
         other => Err(ArrowError::InvalidArgumentError(format!(
-            "running_sum needs integer columns, not {other}"
+            "a running aggregate needs integer columns, not {other}"
         ))),
     }
 }
@@ -351,58 +405,118 @@ impl RunningSum {
             b.column_by_name(name)
                 .ok_or_else(|| ArrowError::InvalidArgumentError(format!("no column `{name}`")))
         };
-        let (kc, vc) = (column(&self.key)?, column(&self.value)?);
-        if kc.null_count() > 0 || vc.null_count() > 0 {
+        let kc = column(&self.key)?;
+        let vc = if self.agg == Agg::Count {
+            None
+        } else {
+            Some(column(&self.value)?)
+        };
+        if kc.null_count() > 0 || vc.is_some_and(|v| v.null_count() > 0) {
             return Err(ArrowError::InvalidArgumentError(
-                "running_sum needs key and value columns without nulls".into(),
+                "a running aggregate needs key and value columns without nulls".into(),
             ));
         }
-        let (keys, values) = (words(kc)?, words(vc)?);
-        let mut sums = Vec::with_capacity(keys.len());
-        // Small keys index a vector: one load and one store per row, no hashing.
-        let small = keys.iter().copied().max().unwrap_or(0) < DENSE_KEYS as u64;
-        if small {
-            if let Some(&top) = keys.iter().max() {
-                if top as usize >= self.dense.len() {
-                    self.dense.resize(top as usize + 1, 0);
-                }
-            }
-            let dense = &mut self.dense;
-            sums.extend(keys.iter().zip(values.iter()).map(|(k, v)| {
-                let s = &mut dense[*k as usize];
-                *s = s.wrapping_add(*v);
-                *s
-            }));
-        } else {
-            for (k, v) in keys.iter().zip(values.iter()) {
-                let s = if *k < DENSE_KEYS as u64 {
-                    if *k as usize >= self.dense.len() {
-                        self.dense.resize(*k as usize + 1, 0);
-                    }
-                    &mut self.dense[*k as usize]
-                } else {
-                    self.sparse.entry(*k).or_insert(0)
-                };
-                *s = s.wrapping_add(*v);
-                sums.push(*s);
-            }
+        let signed = vc.is_some_and(|v| v.data_type().is_signed_integer());
+        if vc.is_some() && *self.signed.get_or_insert(signed) != signed {
+            return Err(ArrowError::InvalidArgumentError(format!(
+                "column `{}` changed between signed and unsigned integers",
+                self.value
+            )));
         }
-        let sums: ArrayRef = Arc::new(PrimitiveArray::<UInt64Type>::from(sums));
+        let keys = words(kc)?;
+        let values = match vc {
+            Some(v) => words(v)?,
+            None => std::borrow::Cow::Borrowed(&[][..]),
+        };
+        let (identity, out_type) = match (self.agg, signed) {
+            (Agg::Sum | Agg::Count, _) => (0, DataType::UInt64),
+            (Agg::Min, true) => (i64::MAX as u64, DataType::Int64),
+            (Agg::Min, false) => (u64::MAX, DataType::UInt64),
+            (Agg::Max, true) => (i64::MIN as u64, DataType::Int64),
+            (Agg::Max, false) => (0, DataType::UInt64),
+        };
+        let out = match (self.agg, signed) {
+            (Agg::Sum, _) => self.fold(&keys, &values, identity, u64::wrapping_add),
+            (Agg::Count, _) => self.fold(&keys, &[], identity, |s, _| s.wrapping_add(1)),
+            (Agg::Min, true) => self.fold(&keys, &values, identity, |s, v| {
+                ((s as i64).min(v as i64)) as u64
+            }),
+            (Agg::Min, false) => self.fold(&keys, &values, identity, u64::min),
+            (Agg::Max, true) => self.fold(&keys, &values, identity, |s, v| {
+                ((s as i64).max(v as i64)) as u64
+            }),
+            (Agg::Max, false) => self.fold(&keys, &values, identity, u64::max),
+        };
+        let out: ArrayRef = if out_type == DataType::Int64 {
+            let signed: Vec<i64> = out.into_iter().map(|v| v as i64).collect();
+            Arc::new(PrimitiveArray::<Int64Type>::from(signed))
+        } else {
+            Arc::new(PrimitiveArray::<UInt64Type>::from(out))
+        };
         let schema = b.schema();
         let mut fields: Vec<Arc<Field>> = schema.fields().iter().cloned().collect();
         let mut cols: Vec<ArrayRef> = b.columns().to_vec();
-        let field = Arc::new(Field::new(&self.out, DataType::UInt64, false));
+        let field = Arc::new(Field::new(&self.out, out_type, false));
         match fields.iter().position(|f| f.name() == &self.out) {
             Some(i) => {
                 fields[i] = field;
-                cols[i] = sums;
+                cols[i] = out;
             }
             None => {
                 fields.push(field);
-                cols.push(sums);
+                cols.push(out);
             }
         }
         RecordBatch::try_new(Arc::new(Schema::new(fields)), cols)
+    }
+
+    /// Folds each row's value (`values` empty: none is read) into its key's state with `f`,
+    /// starting from `identity`; returns the state after each row.
+    #[inline]
+    fn fold<F: Fn(u64, u64) -> u64>(
+        &mut self,
+        keys: &[u64],
+        values: &[u64],
+        identity: u64,
+        f: F,
+    ) -> Vec<u64> {
+        let value = |i: usize| values.get(i).copied().unwrap_or(0);
+        let mut out = Vec::with_capacity(keys.len());
+        // Small keys index a vector: one load and one store per row, no hashing.
+        let top = keys.iter().copied().max().unwrap_or(0);
+        if top < DENSE_KEYS as u64 {
+            if !keys.is_empty() && top as usize >= self.dense.len() {
+                self.dense.resize(top as usize + 1, identity);
+            }
+            let dense = &mut self.dense;
+            if values.len() == keys.len() {
+                out.extend(keys.iter().zip(values.iter()).map(|(k, v)| {
+                    let s = &mut dense[*k as usize];
+                    *s = f(*s, *v);
+                    *s
+                }));
+            } else {
+                out.extend(keys.iter().map(|k| {
+                    let s = &mut dense[*k as usize];
+                    *s = f(*s, 0);
+                    *s
+                }));
+            }
+            return out;
+        }
+        for (i, k) in keys.iter().enumerate() {
+            let s = if *k < DENSE_KEYS as u64 {
+                if *k as usize >= self.dense.len() {
+                    self.dense.resize(*k as usize + 1, identity);
+                }
+                &mut self.dense[*k as usize]
+            } else {
+                self.sparse.entry(*k).or_insert(identity)
+            };
+            *s = f(*s, value(i));
+            out.push(*s);
+        }
+        out
     }
 }
 
@@ -454,6 +568,8 @@ mod tests {
             key: "k".into(),
             value: "k".into(),
             out: "sum".into(),
+            agg: Agg::Sum,
+            signed: None,
             dense: Vec::new(),
             sparse: Default::default(),
             dead_letter: Arc::new(|_| {}),
@@ -471,6 +587,45 @@ mod tests {
             .unwrap()
             .as_primitive::<UInt64Type>();
         assert_eq!(s.values().as_ref(), &[4, u64::MAX]);
+    }
+
+    #[test]
+    fn count_min_and_max_follow_each_key_signed_or_not() {
+        let op = |agg| RunningSum {
+            key: "k".into(),
+            value: "v".into(),
+            out: "agg".into(),
+            agg,
+            signed: None,
+            dense: Vec::new(),
+            sparse: Default::default(),
+            dead_letter: Arc::new(|_| {}),
+            dead: 0,
+        };
+        let batch = |keys: Vec<u64>, v: ArrayRef| {
+            let k: ArrayRef = Arc::new(arrow::array::UInt64Array::from(keys));
+            RecordBatch::try_from_iter([("k", k), ("v", v)]).unwrap()
+        };
+        // Key 1 << 40 lives in the hash map, the others in the vector.
+        let big = 1u64 << 40;
+        let signed = || -> ArrayRef { Arc::new(Int32Array::from(vec![5, -3, 7, -9, 1])) };
+        let keys = || vec![1, 2, 1, big, big];
+        let run = |agg| {
+            let mut o = op(agg);
+            let out = o.apply(&batch(keys(), signed())).unwrap();
+            out.column_by_name("agg").unwrap().clone()
+        };
+        let ints = |a: ArrayRef| a.as_primitive::<Int64Type>().values().to_vec();
+        let uints = |a: ArrayRef| a.as_primitive::<UInt64Type>().values().to_vec();
+        assert_eq!(uints(run(Agg::Count)), vec![1, 1, 2, 1, 2]);
+        assert_eq!(ints(run(Agg::Min)), vec![5, -3, 5, -9, -9]);
+        assert_eq!(ints(run(Agg::Max)), vec![5, -3, 7, -9, 1]);
+        let mut max = op(Agg::Max);
+        let unsigned: ArrayRef = Arc::new(arrow::array::UInt64Array::from(vec![1, u64::MAX]));
+        let out = max.apply(&batch(vec![3, 3], unsigned)).unwrap();
+        assert_eq!(uints(out.column(2).clone()), vec![1, u64::MAX]);
+        // The state compares by the first batch's signedness: a change is refused.
+        assert!(max.apply(&batch(vec![3], signed().slice(0, 1))).is_err());
     }
 
     #[test]

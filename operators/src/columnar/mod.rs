@@ -56,7 +56,7 @@ mod keyed;
 mod types;
 
 pub use arrow;
-pub use keyed::KeyedBatchStreamExt;
+pub use keyed::{Agg, KeyedBatchStreamExt};
 pub use types::{FailedBatch, FailedRow};
 
 use std::sync::Arc;
