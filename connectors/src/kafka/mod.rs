@@ -196,7 +196,7 @@ pub trait KafkaStreamExt<T: Send + 'static> {
 
     /// Ends the stream in a Kafka topic, with an encoder that may refuse a record (it is
     /// dead-lettered and counted, never produced half-encoded): for instance
-    /// [`codec::arrow_ipc_encoder`], one message per record batch.
+    /// `batches::arrow_ipc_encoder` (feature `arrow`), one message per record batch.
     fn kafka_sink_with(
         self,
         name: &str,
