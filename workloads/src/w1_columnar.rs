@@ -18,7 +18,7 @@ use sluice_operators::columnar::arrow::array::{
 };
 use sluice_operators::columnar::arrow::buffer::BooleanBuffer;
 use sluice_operators::columnar::arrow::datatypes::{
-    DataType, Field, Schema, SchemaRef, UInt64Type,
+    DataType, Field, Schema, SchemaRef, UInt64Type, UInt8Type,
 };
 use sluice_operators::columnar::arrow::error::ArrowError;
 use sluice_operators::columnar::{BatchStreamExt, FailedBatch, KeyedBatchStreamExt};
@@ -34,6 +34,9 @@ pub struct ColumnarConfig {
     pub base: Config,
     /// Run the per-row kernels of large batches on rayon's pool.
     pub rayon: bool,
+    /// Compute the map, the filter and the key in one pass over the columns (one
+    /// `map_batches`), instead of one kernel per operator.
+    pub fused: bool,
 }
 
 fn schema() -> SchemaRef {
@@ -164,6 +167,60 @@ fn with_key(b: &RecordBatch) -> Result<RecordBatch, ArrowError> {
     RecordBatch::try_new(Arc::new(Schema::new(fields)), cols)
 }
 
+fn keyed_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("id", DataType::UInt64, false),
+        Field::new("level", DataType::UInt8, false),
+        Field::new("value", DataType::UInt64, false),
+        Field::new("key", DataType::UInt64, false),
+    ]))
+}
+
+/// `rotate`, `keep` and `with_key` in one pass, as a query engine compiles an expression
+/// pipeline: each row's new value, its verdict and its key are computed together and
+/// written at a cursor that moves only past kept rows (no mask, no gather, one new array
+/// per column).
+fn fused(b: &RecordBatch, schema: &SchemaRef) -> Result<RecordBatch, ArrowError> {
+    let (ids, values) = (u64s(b, "id")?, u64s(b, "value")?);
+    let levels = b
+        .column_by_name("level")
+        .and_then(|c| c.as_primitive_opt::<UInt8Type>())
+        .ok_or_else(|| ArrowError::InvalidArgumentError("`level` is not u8".into()))?
+        .values();
+    let n = b
+        .num_rows()
+        .min(ids.len())
+        .min(values.len())
+        .min(levels.len());
+    // One spare slot: every row is written, the cursor advances only for kept rows.
+    let (mut oid, mut olevel, mut oval, mut okey) = (
+        vec![0u64; n + 1],
+        vec![0u8; n + 1],
+        vec![0u64; n + 1],
+        vec![0u64; n + 1],
+    );
+    let mut w = 0usize;
+    for i in 0..n {
+        let (id, v) = (ids[i], values[i].rotate_left(5) ^ ids[i]);
+        oid[w] = id;
+        olevel[w] = levels[i];
+        oval[w] = v;
+        okey[w] = id % 1024;
+        w += usize::from(v % 10 < 7);
+    }
+    for c in [&mut oid, &mut oval, &mut okey] {
+        c.truncate(w);
+    }
+    olevel.truncate(w);
+    let cols: Vec<ArrayRef> = vec![
+        Arc::new(UInt64Array::from(oid)),
+        Arc::new(UInt8Array::from(olevel)),
+        Arc::new(UInt64Array::from(oval)),
+        Arc::new(UInt64Array::from(okey)),
+    ];
+    RecordBatch::try_new(schema.clone(), cols)
+}
+
 /// W1 on record batches; returns the sink's handle (rows, XOR of values per instance).
 pub fn build(
     p: &Pipeline,
@@ -183,34 +240,42 @@ pub fn build(
         failed.clone(),
         failed,
     );
-    p.source("source", c.parallelism, move |info| Generator {
+    let source = p.source("source", c.parallelism, move |info| Generator {
         next: info.instance as u64,
         step: info.parallelism as u64,
         end: records,
         rows,
         schema: schema.clone(),
-    })
-    .map_batches("rotate", move |b| rotate(b, par), move |f| f1(f))
-    .filter_rows("keep", move |b| keep(b, par), move |f| f2(f))
-    .map_batches("key", with_key, move |f| f3(f))
-    .edge_capacity(capacity)
-    .key_by_columns("key_by", &["key"], c.parallelism, move |f| f4(f))
-    .running_sum("running sum", "key", "value", "value", move |f| f5(f))
-    .new_chain()
-    .edge_capacity(capacity)
-    .fold_sink(
-        "checksum",
-        || (0u64, 0u64),
-        |acc, b: RecordBatch| {
-            acc.0 += b.num_rows() as u64;
-            if let Some(v) = b
-                .column_by_name("value")
-                .and_then(|c| c.as_primitive_opt::<UInt64Type>())
-            {
-                acc.1 = v.values().iter().fold(acc.1, |x, v| x ^ v);
-            }
-        },
-    )
+    });
+    let keyed = if cfg.fused {
+        let out = keyed_schema();
+        let _ = (f2, f3);
+        source.map_batches("rotate, keep, key", move |b| fused(b, &out), move |f| f1(f))
+    } else {
+        source
+            .map_batches("rotate", move |b| rotate(b, par), move |f| f1(f))
+            .filter_rows("keep", move |b| keep(b, par), move |f| f2(f))
+            .map_batches("key", with_key, move |f| f3(f))
+    };
+    keyed
+        .edge_capacity(capacity)
+        .key_by_columns("key_by", &["key"], c.parallelism, move |f| f4(f))
+        .running_sum("running sum", "key", "value", "value", move |f| f5(f))
+        .new_chain()
+        .edge_capacity(capacity)
+        .fold_sink(
+            "checksum",
+            || (0u64, 0u64),
+            |acc, b: RecordBatch| {
+                acc.0 += b.num_rows() as u64;
+                if let Some(v) = b
+                    .column_by_name("value")
+                    .and_then(|c| c.as_primitive_opt::<UInt64Type>())
+                {
+                    acc.1 = v.values().iter().fold(acc.1, |x, v| x ^ v);
+                }
+            },
+        )
 }
 
 /// Runs W1 in columnar form.

@@ -5,6 +5,10 @@
 use sluice_workloads::{w1, w1_columnar};
 
 fn check(records: u64, parallelism: usize, batch_size: usize, rayon: bool) {
+    check_form(records, parallelism, batch_size, rayon, false);
+}
+
+fn check_form(records: u64, parallelism: usize, batch_size: usize, rayon: bool, fused: bool) {
     let cfg = w1_columnar::ColumnarConfig {
         base: w1::Config {
             records,
@@ -13,12 +17,13 @@ fn check(records: u64, parallelism: usize, batch_size: usize, rayon: bool) {
             ..w1::Config::default()
         },
         rayon,
+        fused,
     };
     let (out, report) = w1_columnar::run(&cfg).expect("columnar w1 runs");
     assert_eq!(
         (out.records_out, out.checksum),
         w1::reference(records),
-        "p={parallelism} batch={batch_size} rayon={rayon}"
+        "p={parallelism} batch={batch_size} rayon={rayon} fused={fused}"
     );
     let l = &report.ledger;
     assert!(l.balanced, "{}", l.explain());
@@ -40,4 +45,12 @@ fn columnar_w1_matches_the_reference() {
 fn columnar_w1_matches_the_reference_with_rayon_and_large_batches() {
     check(300_000, 2, 65_536, true);
     check(100_001, 1, 40_000, true);
+}
+
+#[test]
+fn fused_columnar_w1_matches_the_reference() {
+    for p in [1, 2, 4] {
+        check_form(200_000, p, 8192, false, true);
+    }
+    check_form(100_001, 2, 1000, false, true);
 }
