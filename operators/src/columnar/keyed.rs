@@ -3,10 +3,7 @@
 
 use std::sync::Arc;
 
-use arrow::array::{
-    downcast_primitive_array, Array, ArrayRef, ArrowPrimitiveType, AsArray, PrimitiveArray,
-    RecordBatch, UInt32Array,
-};
+use arrow::array::{Array, ArrayRef, AsArray, PrimitiveArray, RecordBatch, UInt32Array};
 use arrow::buffer::NullBuffer;
 use arrow::compute::{cast, take_record_batch};
 use arrow::datatypes::{DataType, Field, Int64Type, Schema, UInt64Type};
@@ -135,37 +132,6 @@ fn rows_of(targets: &[u32], t: u32) -> Vec<u32> {
     out
 }
 
-/// A primitive column without nulls split by `targets` into one column per instance
-/// (`counts[t]` rows each), in one pass; `None` for other columns.
-fn scatter_primitive(col: &ArrayRef, targets: &[u32], counts: &[usize]) -> Option<Vec<ArrayRef>> {
-    fn split<T: ArrowPrimitiveType>(
-        a: &PrimitiveArray<T>,
-        targets: &[u32],
-        counts: &[usize],
-    ) -> Vec<ArrayRef> {
-        let mut outs: Vec<Vec<T::Native>> = counts.iter().map(|c| Vec::with_capacity(*c)).collect();
-        for (v, t) in a.values().iter().zip(targets) {
-            if let Some(o) = outs.get_mut(*t as usize) {
-                o.push(*v);
-            }
-        }
-        outs.into_iter()
-            .map(|v| {
-                Arc::new(
-                    PrimitiveArray::<T>::new(v.into(), None).with_data_type(a.data_type().clone()),
-                ) as ArrayRef
-            })
-            .collect()
-    }
-    if col.null_count() > 0 {
-        return None;
-    }
-    Some(downcast_primitive_array!(
-        col => split(col, targets, counts),
-        _ => return None
-    ))
-}
-
 /// `b`'s rows split by the hash of `columns` into `p` parts, tagged with their instance.
 fn partition(b: RecordBatch, columns: &[String], p: usize) -> Result<Vec<Routed>, FailedBatch> {
     let fail = |b: RecordBatch, e: ArrowError| FailedBatch {
@@ -199,36 +165,6 @@ fn partition(b: RecordBatch, columns: &[String], p: usize) -> Result<Vec<Routed>
         // Every row to one instance: the batch moves whole.
         let target = counts.iter().position(|c| *c > 0).unwrap_or(0);
         return Ok(vec![Routed { target, batch: b }]);
-    }
-    // Columns of fixed-width values without nulls are scattered in one pass each (a
-    // cursor per instance); the others are gathered with a `take` per instance.
-    if b.columns()
-        .iter()
-        .all(|c| c.null_count() == 0 && c.data_type().is_primitive())
-    {
-        let mut parts: Vec<Vec<ArrayRef>> = (0..p).map(|_| Vec::new()).collect();
-        for col in b.columns() {
-            let Some(split) = scatter_primitive(col, &targets, &counts) else {
-                parts.clear();
-                break;
-            };
-            for (part, c) in parts.iter_mut().zip(split) {
-                part.push(c);
-            }
-        }
-        if !parts.is_empty() {
-            let mut out = Vec::with_capacity(present);
-            for (target, cols) in parts.into_iter().enumerate() {
-                if counts[target] == 0 {
-                    continue;
-                }
-                match RecordBatch::try_new(b.schema(), cols) {
-                    Ok(batch) => out.push(Routed { target, batch }),
-                    Err(e) => return Err(fail(b, e)),
-                }
-            }
-            return Ok(out);
-        }
     }
     let rows: Vec<Vec<u32>> = (0..p as u32).map(|t| rows_of(&targets, t)).collect();
     let mut out = Vec::with_capacity(present);
@@ -621,35 +557,6 @@ mod tests {
             }
         }
         assert!(parts.len() > 1, "37 x 3 keys spread over 4 instances");
-    }
-
-    #[test]
-    fn primitive_columns_are_scattered_like_a_take_per_instance() {
-        let k: ArrayRef = Arc::new(arrow::array::Int64Array::from_iter_values(
-            (0..5000).map(|i| (i * 7919) % 101),
-        ));
-        let seq: ArrayRef = Arc::new(arrow::array::UInt32Array::from_iter_values(0..5000));
-        let b = RecordBatch::try_from_iter([("k", k), ("seq", seq)]).unwrap();
-        let parts = partition(b.clone(), &["k".into()], 3).unwrap();
-        // The same split as the gather path (a string column forces it).
-        let s: ArrayRef = Arc::new(StringArray::from_iter_values((0..5000).map(|_| "x")));
-        let with_string = RecordBatch::try_from_iter([
-            ("k", b.column(0).clone()),
-            ("seq", b.column(1).clone()),
-            ("s", s),
-        ])
-        .unwrap();
-        let gathered = partition(with_string, &["k".into()], 3).unwrap();
-        assert_eq!(parts.len(), gathered.len());
-        for (a, g) in parts.iter().zip(&gathered) {
-            assert_eq!(a.target, g.target);
-            assert_eq!(a.batch.columns(), &g.batch.columns()[..2]);
-            assert_eq!(a.batch.schema(), b.schema());
-        }
-        assert_eq!(
-            parts.iter().map(|r| r.batch.num_rows()).sum::<usize>(),
-            5000
-        );
     }
 
     #[test]
