@@ -36,7 +36,9 @@ use arrow::datatypes::SchemaRef;
 use arrow::error::ArrowError;
 use arrow::ipc::reader::StreamDecoder;
 use arrow::ipc::writer::StreamWriter;
-use arrow::json::LineDelimitedWriter;
+use arrow::json::reader::Decoder as JsonDecoder;
+use arrow::json::{LineDelimitedWriter, ReaderBuilder};
+use parking_lot::Mutex;
 use sluice_engine::CodecError;
 
 use super::codec::{payload, Decoder};
@@ -84,20 +86,76 @@ fn decode_ipc(b: &[u8], want: Option<&SchemaRef>) -> Result<RecordBatch, ArrowEr
 /// batch of `schema`. A message with a line that does not fit is malformed as a whole (its
 /// reason names the first such line, from 1): the dead-letter topic then holds the message
 /// as it was produced.
+///
+/// Decoders are kept between messages (a few, for the source instances that share this
+/// function): building one costs more than decoding a short message.
 pub fn json_lines(schema: SchemaRef) -> Decoder<RecordBatch> {
+    let pool: Arc<Mutex<Vec<JsonDecoder>>> = Arc::default();
     payload(move |b| {
-        let lines: Vec<&[u8]> = b
-            .split(|c| *c == b'\n')
-            .filter(|l| !l.iter().all(u8::is_ascii_whitespace))
-            .collect();
-        match decode_lines(&schema, &lines) {
-            Ok(Some(batch)) => Ok(batch),
-            Ok(None) => Ok(RecordBatch::new_empty(schema.clone())),
+        let taken = pool.lock().pop();
+        let mut d = match taken {
+            Some(d) => d,
+            None => ReaderBuilder::new(schema.clone())
+                .with_batch_size(JSON_BATCH)
+                .build_decoder()
+                .map_err(|e| CodecError::format("JSON lines", e))?,
+        };
+        match decode_all(&mut d, &schema, b) {
+            Ok(batch) => {
+                // Only a decoder that ended cleanly is used again.
+                let mut p = pool.lock();
+                if p.len() < POOL {
+                    p.push(d);
+                }
+                Ok(batch)
+            }
             Err(e) => Err(first_bad_line(&schema, b).unwrap_or_else(|| {
                 CodecError::invalid(format!("JSON lines do not fit the schema: {e}"))
             })),
         }
     })
+}
+
+/// Rows a JSON decoder buffers before it is flushed.
+const JSON_BATCH: usize = 8192;
+/// Decoders kept between messages.
+const POOL: usize = 8;
+
+/// Decodes the whole of `b` with `d` into one batch (several flushes joined).
+fn decode_all(
+    d: &mut JsonDecoder,
+    schema: &SchemaRef,
+    b: &[u8],
+) -> Result<RecordBatch, ArrowError> {
+    let mut parts = Vec::new();
+    let mut rest = b;
+    while !rest.is_empty() {
+        let used = d.decode(rest)?;
+        rest = &rest[used..];
+        if used == 0 || !rest.is_empty() {
+            // The decoder is full: take what it holds.
+            match d.flush()? {
+                Some(p) => parts.push(p),
+                None if used == 0 => {
+                    return Err(ArrowError::JsonError("the decoder made no progress".into()))
+                }
+                None => {}
+            }
+        }
+    }
+    if d.has_partial_record() {
+        return Err(ArrowError::JsonError(
+            "the message ends inside an object".into(),
+        ));
+    }
+    if let Some(p) = d.flush()? {
+        parts.push(p);
+    }
+    match parts.len() {
+        0 => Ok(RecordBatch::new_empty(schema.clone())),
+        1 => Ok(parts.remove(0)),
+        _ => concat_batches(schema, &parts),
+    }
 }
 
 /// The first line of `b` that does not decode alone, as an error naming its number.
