@@ -1,4 +1,4 @@
-//! Telemetry as Arrow: JSON log lines from Kafka, decoded straight into Arrow record batches,
+//! Telemetry as Arrow: JSON log lines from Kafka, decoded into Arrow record batches,
 //! shed by row on their `level` column in front of a slow stage, written to Parquet files;
 //! then the files are read back and their rows counted per level, next to the job's ledger.
 //!
@@ -27,9 +27,17 @@ use std::time::{Duration, Instant};
 
 use sluice::arrow::array::{AsArray, RecordBatch};
 use sluice::arrow::datatypes::{DataType, Field, Schema};
-use sluice::connectors::kafka::batches;
+use sluice::connectors::kafka::codec::json;
 use sluice::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use sluice::prelude::*;
+
+/// A log line as it arrives (and as a row of the batches: field names are column names).
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+struct Log {
+    level: String,
+    service: String,
+    msg: String,
+}
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let logs: u64 = match arg("--logs") {
@@ -81,11 +89,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let source = Arc::new(KafkaSourceStats::default());
     let p = Pipeline::new("telemetry-arrow");
     let written = p
-        // Each message's JSON decoded straight into a record batch of the schema; a message
-        // that does not fit goes to the dead-letter topic with the line and the reason.
-        .kafka_source("logs", 1, cfg, batches::json_lines(schema), source.clone())
-        // One message is one row here: join the batches of a poll into one.
-        .concat_batches("join", 4096)
+        .kafka_source("logs", 1, cfg, json::<Log>(), source.clone())
+        // Rows to Arrow: one record batch per polled batch of messages.
+        .to_batches("to arrow", schema, |f| {
+            eprintln!("row does not fit: {}", f.error)
+        })
         // One batch per level; the edge after it sheds by level, in rows.
         .classify_by_column("by level", "level", Priority::INFO)
         .edge_capacity(4096)
