@@ -4,9 +4,16 @@
 //! A message that does not decode (not an IPC stream, another schema, a line that does not
 //! fit) goes to the source's dead-letter path with the reason, and its line number for
 //! JSON lines, like any malformed message. Each decoded message is one item of the stream,
-//! counted as its rows in edges and the ledger; producers that send one row per message
-//! give one-row batches: join them with
-//! `sluice_operators::columnar::BatchStreamExt::concat_batches` before columnar work.
+//! counted as its rows in edges and the ledger.
+//!
+//! # Which decoder
+//! `json_lines` pays for building a batch per message: about 0.37 us per row for a message
+//! of 1,000 lines, but 2.3 us for a message of one line, where decoding a typed row with
+//! serde (`codec::json`) takes 0.3 us (this machine, 200,000 messages of three string
+//! fields). For topics of one object per message, decode typed rows and convert a whole
+//! polled batch with `to_batches`; for producers that batch lines into messages (Vector,
+//! Fluent Bit, or Sluice's own `json_lines_encoder`), decode with `json_lines`. One-row
+//! batches can be joined with `sluice_operators::columnar::BatchStreamExt::concat_batches`.
 //!
 //! ```
 //! use std::sync::Arc;
