@@ -2,7 +2,7 @@
 
 use std::collections::VecDeque;
 use std::fs::File;
-use std::io::{BufReader, BufWriter, Write};
+use std::io::{BufReader, BufWriter};
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -14,6 +14,7 @@ use arrow::ipc::writer::{FileWriter, StreamWriter};
 use parking_lot::Mutex;
 use sluice_engine::{Ack, InstanceInfo, Sink, SinkError, Source, SourceError, SourceStatus};
 
+use super::tmpfile::TmpFile;
 use crate::ConnectorError;
 
 /// The two Arrow IPC formats.
@@ -148,9 +149,7 @@ impl IpcWriter {
 struct OpenIpc {
     writer: IpcWriter,
     schema: SchemaRef,
-    tmp: PathBuf,
-    path: PathBuf,
-    acks: Vec<Ack>,
+    file: TmpFile,
 }
 
 /// The files an [`IpcSink`] completed, for every instance.
@@ -238,62 +237,27 @@ impl IpcSink {
             self.cfg.format.extension()
         );
         self.seq += 1;
-        let path = self.cfg.dir.join(&name);
-        let tmp = self.cfg.dir.join(format!("{name}.tmp"));
-        let file = File::create(&tmp).map_err(|e| {
-            SinkError::retryable(ConnectorError::io(format!("creating {}", tmp.display()), e))
-        })?;
+        let (tmp, file) = TmpFile::create(&self.cfg.dir, &name)?;
         let out = BufWriter::new(file);
         let writer = match self.cfg.format {
             IpcFormat::File => FileWriter::try_new(out, &schema).map(IpcWriter::File),
             IpcFormat::Stream => StreamWriter::try_new(out, &schema).map(IpcWriter::Stream),
         }
-        .map_err(|e| format_error(&tmp, e))?;
+        .map_err(|e| format_error(&tmp.tmp, e))?;
         Ok(self.open.insert(OpenIpc {
             writer,
             schema,
-            tmp,
-            path,
-            acks: Vec::new(),
+            file: tmp,
         }))
     }
 
     fn close_file(&mut self) -> Result<(), SinkError> {
-        let Some(f) = self.open.take() else {
+        let Some(OpenIpc { writer, file, .. }) = self.open.take() else {
             return Ok(());
         };
-        let OpenIpc {
-            writer,
-            tmp,
-            path,
-            acks,
-            ..
-        } = f;
-        let done = (|| {
-            let mut file = writer.finish().map_err(|e| format_error(&tmp, e))?;
-            file.flush()
-                .and_then(|()| file.sync_all())
-                .and_then(|()| std::fs::rename(&tmp, &path))
-                .map_err(|e| {
-                    SinkError::retryable(ConnectorError::io(
-                        format!("completing {}", path.display()),
-                        e,
-                    ))
-                })
-        })();
-        match done {
-            Ok(()) => {
-                self.files.files.lock().push(path);
-                drop(acks);
-                Ok(())
-            }
-            Err(e) => {
-                for a in &acks {
-                    a.fail();
-                }
-                Err(e)
-            }
-        }
+        // On any error `file` is dropped incomplete, which fails its acks.
+        let done = writer.finish().map_err(|e| format_error(&file.tmp, e))?;
+        file.complete(done, &self.files.files)
     }
 }
 
@@ -302,17 +266,6 @@ fn format_error(path: &std::path::Path, e: ArrowError) -> SinkError {
         context: format!("writing {}", path.display()),
         message: e.to_string(),
     })
-}
-
-impl Drop for IpcSink {
-    /// An incomplete file's records are not durable: their acks fail.
-    fn drop(&mut self) {
-        if let Some(f) = &self.open {
-            for a in &f.acks {
-                a.fail();
-            }
-        }
-    }
 }
 
 impl Sink<RecordBatch> for IpcSink {
@@ -334,21 +287,14 @@ impl Sink<RecordBatch> for IpcSink {
                 None => self.open_file(b.schema())?,
             };
             if let Err(e) = f.writer.write(b) {
-                let e = format_error(&f.tmp, e);
-                if let Some(f) = self.open.take() {
-                    for a in &f.acks {
-                        a.fail();
-                    }
-                }
+                let e = format_error(&f.file.tmp, e);
+                // Abandoned: dropping the file fails what it holds.
+                self.open = None;
                 return Err(e);
             }
         }
         if let Some(f) = self.open.as_mut() {
-            for a in acks.drain(..) {
-                if !f.acks.iter().any(|b| Arc::ptr_eq(&a, b)) {
-                    f.acks.push(a);
-                }
-            }
+            f.file.hold(acks);
         }
         Ok(())
     }

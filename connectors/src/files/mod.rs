@@ -40,6 +40,7 @@
 mod ipc;
 pub(crate) mod json;
 mod parquet_sink;
+mod tmpfile;
 
 pub use ::arrow;
 pub use ::parquet;

@@ -14,6 +14,7 @@ use parquet::basic::Compression;
 use parquet::file::properties::WriterProperties;
 use sluice_engine::{Ack, InstanceInfo, Sink, SinkError};
 
+use super::tmpfile::TmpFile;
 use crate::ConnectorError;
 
 /// Compression of a Parquet file's pages.
@@ -101,14 +102,10 @@ impl ParquetFiles {
 /// The file being written.
 struct OpenFile {
     writer: ArrowWriter<File>,
-    /// Written here, renamed to `path` once complete: a reader never sees half a file.
-    tmp: PathBuf,
-    path: PathBuf,
+    /// Where it is written, and the acks of its batches (complete once the file is).
+    file: TmpFile,
     schema: SchemaRef,
     opened: Instant,
-    /// The acknowledgements of the batches in this file: dropped (done) once the file is
-    /// durable, failed if it cannot be completed.
-    acks: Vec<Ack>,
 }
 
 /// Writes Arrow batches to Parquet files: one file at a time per instance, rolled by size
@@ -142,9 +139,7 @@ impl ParquetSink {
     fn open_file(&mut self, schema: SchemaRef) -> Result<&mut OpenFile, SinkError> {
         let name = format!("{}-{}-{:06}", self.cfg.prefix, self.instance, self.seq);
         self.seq += 1;
-        let path = self.cfg.dir.join(format!("{name}.parquet"));
-        let tmp = self.cfg.dir.join(format!("{name}.parquet.tmp"));
-        let file = File::create(&tmp).map_err(|e| io_error(&tmp, "creating", e))?;
+        let (tmp, file) = TmpFile::create(&self.cfg.dir, &format!("{name}.parquet"))?;
         let props = WriterProperties::builder()
             .set_max_row_group_row_count(Some(self.cfg.row_group_rows.max(1)))
             .set_compression(match self.cfg.compression {
@@ -153,55 +148,26 @@ impl ParquetSink {
             })
             .build();
         let writer = ArrowWriter::try_new(file, schema.clone(), Some(props))
-            .map_err(|e| SinkError::permanent(parquet_error(&tmp, e)))?;
+            .map_err(|e| SinkError::permanent(parquet_error(&tmp.tmp, e)))?;
         Ok(self.open.insert(OpenFile {
             writer,
-            tmp,
-            path,
+            file: tmp,
             schema,
             opened: Instant::now(),
-            acks: Vec::new(),
         }))
     }
 
     /// Completes the open file: footer, sync, rename; then its acks complete.
     fn close_file(&mut self) -> Result<(), SinkError> {
-        let Some(f) = self.open.take() else {
+        let Some(OpenFile { writer, file, .. }) = self.open.take() else {
             return Ok(());
         };
-        let OpenFile {
-            writer,
-            tmp,
-            path,
-            acks,
-            ..
-        } = f;
-        let done = (|| {
-            // Flushes the last row group and writes the footer.
-            let file = writer
-                .into_inner()
-                .map_err(|e| SinkError::permanent(parquet_error(&tmp, e)))?;
-            file.sync_all().map_err(|e| io_error(&tmp, "syncing", e))?;
-            std::fs::rename(&tmp, &path).map_err(|e| io_error(&path, "renaming to", e))?;
-            if let Ok(dir) = File::open(&self.cfg.dir) {
-                // Makes the rename durable where the platform allows it.
-                let _ = dir.sync_all();
-            }
-            Ok(())
-        })();
-        match done {
-            Ok(()) => {
-                self.files.files.lock().push(path);
-                drop(acks);
-                Ok(())
-            }
-            Err(e) => {
-                for a in &acks {
-                    a.fail();
-                }
-                Err(e)
-            }
-        }
+        // Flushes the last row group and writes the footer. On any error `file` is
+        // dropped incomplete, which fails its acks.
+        let done = writer
+            .into_inner()
+            .map_err(|e| SinkError::permanent(parquet_error(&file.tmp, e)))?;
+        file.complete(done, &self.files.files)
     }
 
     fn should_roll(&self) -> bool {
@@ -211,23 +177,6 @@ impl ParquetSink {
                 || self.cfg.roll_after.is_some_and(|d| f.opened.elapsed() >= d)
         })
     }
-}
-
-impl Drop for ParquetSink {
-    /// A file still open when the sink goes away (the job failed or aborts) was never
-    /// completed: its records are not durable, so their acks fail (a dropped ack would count
-    /// as done and let the source commit them).
-    fn drop(&mut self) {
-        if let Some(f) = &self.open {
-            for a in &f.acks {
-                a.fail();
-            }
-        }
-    }
-}
-
-fn io_error(path: &Path, what: &str, e: std::io::Error) -> SinkError {
-    SinkError::retryable(ConnectorError::io(format!("{what} {}", path.display()), e))
 }
 
 fn parquet_error(path: &Path, e: parquet::errors::ParquetError) -> ConnectorError {
@@ -259,23 +208,15 @@ impl Sink<RecordBatch> for ParquetSink {
                 None => self.open_file(b.schema())?,
             };
             if let Err(e) = f.writer.write(b) {
-                let e = SinkError::permanent(parquet_error(&f.tmp, e));
-                // The file cannot be completed: what it holds is not durable.
-                if let Some(f) = self.open.take() {
-                    for a in &f.acks {
-                        a.fail();
-                    }
-                }
+                let e = SinkError::permanent(parquet_error(&f.file.tmp, e));
+                // The file cannot be completed: dropping it fails what it holds.
+                self.open = None;
                 return Err(e);
             }
         }
         if let Some(f) = self.open.as_mut() {
             // Held until the file is complete (see the type's docs).
-            for a in acks.drain(..) {
-                if !f.acks.iter().any(|b| Arc::ptr_eq(&a, b)) {
-                    f.acks.push(a);
-                }
-            }
+            f.file.hold(acks);
         }
         if self.should_roll() {
             self.close_file()?;
