@@ -18,7 +18,7 @@ use sluice_operators::columnar::arrow::array::{
 };
 use sluice_operators::columnar::arrow::buffer::BooleanBuffer;
 use sluice_operators::columnar::arrow::datatypes::{
-    DataType, Field, Schema, SchemaRef, UInt64Type, UInt8Type,
+    DataType, Field, Schema, SchemaRef, UInt64Type,
 };
 use sluice_operators::columnar::arrow::error::ArrowError;
 use sluice_operators::columnar::{BatchStreamExt, FailedBatch, KeyedBatchStreamExt};
@@ -169,54 +169,35 @@ fn with_key(b: &RecordBatch) -> Result<RecordBatch, ArrowError> {
 
 fn keyed_schema() -> SchemaRef {
     Arc::new(Schema::new(vec![
-        Field::new("id", DataType::UInt64, false),
-        Field::new("level", DataType::UInt8, false),
-        Field::new("value", DataType::UInt64, false),
         Field::new("key", DataType::UInt64, false),
+        Field::new("value", DataType::UInt64, false),
     ]))
 }
 
 /// `rotate`, `keep` and `with_key` in one pass, as a query engine compiles an expression
 /// pipeline: each row's new value, its verdict and its key are computed together and
-/// written at a cursor that moves only past kept rows (no mask, no gather, one new array
-/// per column).
+/// written at a cursor that moves only past kept rows (no mask, no gather). It also prunes
+/// the columns nothing downstream reads, as a planner would: the output is `key` and
+/// `value` only (the running sum reads both, the sink reads `value`).
 fn fused(b: &RecordBatch, schema: &SchemaRef) -> Result<RecordBatch, ArrowError> {
     let (ids, values) = (u64s(b, "id")?, u64s(b, "value")?);
-    let levels = b
-        .column_by_name("level")
-        .and_then(|c| c.as_primitive_opt::<UInt8Type>())
-        .ok_or_else(|| ArrowError::InvalidArgumentError("`level` is not u8".into()))?
-        .values();
-    let n = b
-        .num_rows()
-        .min(ids.len())
-        .min(values.len())
-        .min(levels.len());
+    let n = b.num_rows().min(ids.len()).min(values.len());
     // One spare slot: every row is written, the cursor advances only for kept rows.
-    let (mut oid, mut olevel, mut oval, mut okey) = (
-        vec![0u64; n + 1],
-        vec![0u8; n + 1],
-        vec![0u64; n + 1],
-        vec![0u64; n + 1],
-    );
+    let (mut okey, mut oval) = (vec![0u64; n + 1], vec![0u64; n + 1]);
     let mut w = 0usize;
-    for i in 0..n {
-        let (id, v) = (ids[i], values[i].rotate_left(5) ^ ids[i]);
-        oid[w] = id;
-        olevel[w] = levels[i];
-        oval[w] = v;
-        okey[w] = id % 1024;
+    for (&id, &v) in ids[..n].iter().zip(&values[..n]) {
+        let v = v.rotate_left(5) ^ id;
+        if let (Some(k), Some(o)) = (okey.get_mut(w), oval.get_mut(w)) {
+            *k = id % 1024;
+            *o = v;
+        }
         w += usize::from(v % 10 < 7);
     }
-    for c in [&mut oid, &mut oval, &mut okey] {
-        c.truncate(w);
-    }
-    olevel.truncate(w);
+    okey.truncate(w);
+    oval.truncate(w);
     let cols: Vec<ArrayRef> = vec![
-        Arc::new(UInt64Array::from(oid)),
-        Arc::new(UInt8Array::from(olevel)),
-        Arc::new(UInt64Array::from(oval)),
         Arc::new(UInt64Array::from(okey)),
+        Arc::new(UInt64Array::from(oval)),
     ];
     RecordBatch::try_new(schema.clone(), cols)
 }
