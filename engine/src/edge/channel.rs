@@ -323,7 +323,8 @@ impl<T> Sender<T> {
     /// # Backpressure
     /// Under the default `Block` policy, blocks until the receiver has returned enough credit
     /// for the batch's weight (`min(len, capacity)`); the time waited is added to the port's
-    /// `credit_wait_ns`. Other policies may drop part or all of the batch instead (counted
+    /// `credit_wait_ns`. A batch of sliceable items ([`crate::slice_rows`]) larger than the
+    /// capacity is sent in parts that each fit, in order. Other policies may drop part or all of the batch instead (counted
     /// in the port's `drops`), or wait only for the records they may not drop. Empty batches
     /// are accepted and discarded without taking credit.
     ///
