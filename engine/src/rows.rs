@@ -129,8 +129,8 @@ fn batch_bytes(b: &arrow_array::RecordBatch) -> usize {
         .sum()
 }
 
-/// Sets one hook of `T` with `set`, which returns the hook already there (if any) and
-/// whether it equals the new one.
+/// Sets one hook of `T` with `set` (which refuses a different hook already there); a type
+/// that a pipeline already used may only be given the hooks it has.
 fn register<T: 'static>(
     what: &'static str,
     set: impl FnOnce(&mut Rows<T>) -> Result<(), RowsError>,

@@ -214,13 +214,11 @@ pub fn build(
     let capacity = c.capacity.max(4 * rows);
     let records = c.records;
     let schema = schema();
-    let (f1, f2, f3, f4, f5) = (
-        failed.clone(),
-        failed.clone(),
-        failed.clone(),
-        failed.clone(),
-        failed,
-    );
+    // Each operator's dead letters go to `failed`.
+    let to_failed = |f: &Arc<dyn Fn(FailedBatch) + Send + Sync>| {
+        let f = f.clone();
+        move |b: FailedBatch| f(b)
+    };
     let source = p.source("source", c.parallelism, move |info| Generator {
         next: info.instance as u64,
         step: info.parallelism as u64,
@@ -230,18 +228,21 @@ pub fn build(
     });
     let keyed = if cfg.fused {
         let out = keyed_schema();
-        let _ = (f2, f3);
-        source.map_batches("rotate, keep, key", move |b| fused(b, &out), move |f| f1(f))
+        source.map_batches(
+            "rotate, keep, key",
+            move |b| fused(b, &out),
+            to_failed(&failed),
+        )
     } else {
         source
-            .map_batches("rotate", move |b| rotate(b, par), move |f| f1(f))
-            .filter_rows("keep", move |b| keep(b, par), move |f| f2(f))
-            .map_batches("key", with_key, move |f| f3(f))
+            .map_batches("rotate", move |b| rotate(b, par), to_failed(&failed))
+            .filter_rows("keep", move |b| keep(b, par), to_failed(&failed))
+            .map_batches("key", with_key, to_failed(&failed))
     };
     keyed
         .edge_capacity(capacity)
-        .key_by_columns("key_by", &["key"], c.parallelism, move |f| f4(f))
-        .running_sum("running sum", "key", "value", "value", move |f| f5(f))
+        .key_by_columns("key_by", &["key"], c.parallelism, to_failed(&failed))
+        .running_sum("running sum", "key", "value", "value", to_failed(&failed))
         .new_chain()
         .edge_capacity(capacity)
         .fold_sink(

@@ -227,11 +227,8 @@ impl<T: Send + 'static> KafkaStreamExt<T> for Stream<T> {
         encode: Encoder<T>,
         stats: Arc<KafkaSinkStats>,
     ) -> SinkHandle {
-        self.sink(name, move |_| {
-            KafkaSinkOrError(
-                KafkaSink::new(cfg.clone(), encode.clone(), None, stats.clone()).map_err(Some),
-            )
-        })
+        let encode: TryEncoder<T> = Arc::new(move |r: &T| Ok(encode(r)));
+        self.kafka_sink_with(name, cfg, encode, stats)
     }
 
     fn kafka_sink_with(

@@ -244,30 +244,25 @@ fn snapshot<T>(p: &Port<T>) -> PortSnapshot {
 fn cut<T>(rows: Rows<T>, mut batch: Batch<T>, cap: usize) -> (Batch<T>, Batch<T>) {
     let cap = cap.max(1);
     let whole = rows.fitting(&batch.records, cap);
-    let mut tail_records = if whole > 0 {
-        batch.records.split_off(whole)
-    } else {
-        let rest = batch.records.split_off(1);
-        let mut head = Vec::with_capacity(1);
-        let mut tail = Vec::with_capacity(rest.len() + 1);
-        if let Some(item) = batch.records.pop() {
-            let n = rows.of(&item);
-            match (rows.slice(&item, 0, cap), rows.slice(&item, cap, n - cap)) {
-                (Some(a), Some(b)) => {
-                    head.push(a);
-                    tail.push(b);
+    let mut tail = batch.records.split_off(whole);
+    if whole == 0 {
+        if let Some(first) = tail.first() {
+            let n = rows.of(first);
+            match (
+                rows.slice(first, 0, cap),
+                rows.slice(first, cap, n.saturating_sub(cap)),
+            ) {
+                (Some(head), Some(rest)) => {
+                    batch.records.push(head);
+                    tail[0] = rest;
                 }
                 // Not sliceable after all: the item goes whole (clamped to the capacity).
-                _ => head.push(item),
+                _ => batch.records.push(tail.remove(0)),
             }
         }
-        tail.extend(rest);
-        batch.records = head;
-        tail
-    };
-    tail_records.shrink_to_fit();
+    }
     let tail = Batch {
-        records: tail_records,
+        records: tail,
         created: batch.created,
         acks: batch.acks.clone(),
     };
@@ -275,14 +270,7 @@ fn cut<T>(rows: Rows<T>, mut batch: Batch<T>, cap: usize) -> (Batch<T>, Batch<T>
 }
 
 /// `batch` followed by `rest`, as one batch (an offer that ends early hands back the whole).
-fn rejoin<T>(batch: Batch<T>, rest: Option<Batch<T>>) -> Batch<T> {
-    match rest {
-        None => batch,
-        Some(r) => rejoin_opt(batch, Some(r)),
-    }
-}
-
-fn rejoin_opt<T>(mut batch: Batch<T>, rest: Option<Batch<T>>) -> Batch<T> {
+fn rejoin<T>(mut batch: Batch<T>, rest: Option<Batch<T>>) -> Batch<T> {
     if let Some(mut r) = rest {
         if batch.records.is_empty() {
             return r;
@@ -388,7 +376,7 @@ impl<T> Sender<T> {
                 if self.rows.all(&batch.records) > cap {
                     let (head, tail) = cut(self.rows, batch, cap);
                     batch = head;
-                    rest = Some(rejoin_opt(tail, rest.take()));
+                    rest = Some(rejoin(tail, rest.take()));
                     classes = None;
                 }
             }
