@@ -21,7 +21,7 @@ use sluice_operators::columnar::arrow::datatypes::{
     DataType, Field, Schema, SchemaRef, UInt64Type,
 };
 use sluice_operators::columnar::arrow::error::ArrowError;
-use sluice_operators::columnar::{BatchStreamExt, FailedBatch, KeyedBatchStreamExt};
+use sluice_operators::columnar::{owned_values, BatchStreamExt, FailedBatch, KeyedBatchStreamExt};
 use sluice_operators::SinkExt;
 
 use crate::w1::{Config, Outcome};
@@ -34,8 +34,8 @@ pub struct ColumnarConfig {
     pub base: Config,
     /// Run the per-row kernels of large batches on rayon's pool.
     pub rayon: bool,
-    /// Compute the map, the filter and the key in one pass over the columns (one
-    /// `map_batches`), instead of one kernel per operator.
+    /// Compute the map, the filter and the key in one pass over the columns, in place (one
+    /// `map_batches_owned`), instead of one kernel per operator.
     pub fused: bool,
 }
 
@@ -176,30 +176,66 @@ fn keyed_schema() -> SchemaRef {
 
 /// `rotate`, `keep` and `with_key` in one pass, as a query engine compiles an expression
 /// pipeline: each row's new value, its verdict and its key are computed together and
-/// written at a cursor that moves only past kept rows (no mask, no gather). It also prunes
-/// the columns nothing downstream reads, as a planner would: the output is `key` and
+/// written at a cursor that moves only past kept rows (no mask, no gather). The batch comes
+/// by value and the pass runs in place: the keys overwrite the `id` column's buffer and the
+/// values the `value` column's (the cursor never passes the row it reads), so no column is
+/// allocated or zeroed, and the memory written is the memory the source just wrote. It also
+/// prunes the columns nothing downstream reads, as a planner would: the output is `key` and
 /// `value` only (the running sum reads both, the sink reads `value`).
-fn fused(b: &RecordBatch, schema: &SchemaRef) -> Result<RecordBatch, ArrowError> {
-    let (ids, values) = (u64s(b, "id")?, u64s(b, "value")?);
-    let n = b.num_rows().min(ids.len()).min(values.len());
-    // One spare slot: every row is written, the cursor advances only for kept rows.
-    let (mut okey, mut oval) = (vec![0u64; n + 1], vec![0u64; n + 1]);
+fn fused(b: RecordBatch, schema: &SchemaRef) -> Result<RecordBatch, FailedBatch> {
+    let u64_column = |name: &str| {
+        b.schema()
+            .column_with_name(name)
+            .map(|(i, _)| i)
+            .filter(|i| b.column(*i).data_type() == &DataType::UInt64)
+            .filter(|i| b.column(*i).null_count() == 0)
+    };
+    let (Some(ii), Some(vi)) = (u64_column("id"), u64_column("value")) else {
+        let e = ArrowError::InvalidArgumentError("no u64 columns `id` and `value`".into());
+        return Err(FailedBatch {
+            batch: b,
+            error: Arc::new(e),
+        });
+    };
+    let (_, mut cols, _) = b.into_parts();
+    // The higher index first: removing it cannot move the lower one.
+    let (hi, lo) = (ii.max(vi), ii.min(vi));
+    let (h, l) = (cols.swap_remove(hi), cols.swap_remove(lo));
+    drop(cols);
+    let (id_col, value_col) = if ii > vi { (h, l) } else { (l, h) };
+    // Checked above: both are u64 without nulls, so both are `Some`.
+    let (Some(mut keys), Some(mut values)) = (
+        owned_values::<UInt64Type>(id_col),
+        owned_values::<UInt64Type>(value_col),
+    ) else {
+        let e = ArrowError::InvalidArgumentError("`id` or `value` is not u64".into());
+        return Err(FailedBatch {
+            batch: RecordBatch::new_empty(schema.clone()),
+            error: Arc::new(e),
+        });
+    };
+    let n = keys.len().min(values.len());
     let mut w = 0usize;
-    for (&id, &v) in ids[..n].iter().zip(&values[..n]) {
+    for i in 0..n {
+        let (id, v) = (keys[i], values[i]);
         let v = v.rotate_left(5) ^ id;
-        if let (Some(k), Some(o)) = (okey.get_mut(w), oval.get_mut(w)) {
+        // `w <= i`: the row at the cursor was read already.
+        if let (Some(k), Some(o)) = (keys.get_mut(w), values.get_mut(w)) {
             *k = id % 1024;
             *o = v;
         }
         w += usize::from(v % 10 < 7);
     }
-    okey.truncate(w);
-    oval.truncate(w);
+    keys.truncate(w);
+    values.truncate(w);
     let cols: Vec<ArrayRef> = vec![
-        Arc::new(UInt64Array::from(okey)),
-        Arc::new(UInt64Array::from(oval)),
+        Arc::new(UInt64Array::from(keys)),
+        Arc::new(UInt64Array::from(values)),
     ];
-    RecordBatch::try_new(schema.clone(), cols)
+    RecordBatch::try_new(schema.clone(), cols).map_err(|e| FailedBatch {
+        batch: RecordBatch::new_empty(schema.clone()),
+        error: Arc::new(e),
+    })
 }
 
 /// W1 on record batches; returns the sink's handle (rows, XOR of values per instance).
@@ -228,7 +264,7 @@ pub fn build(
     });
     let keyed = if cfg.fused {
         let out = keyed_schema();
-        source.map_batches(
+        source.map_batches_owned(
             "rotate, keep, key",
             move |b| fused(b, &out),
             to_failed(&failed),

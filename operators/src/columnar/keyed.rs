@@ -3,14 +3,14 @@
 
 use std::sync::Arc;
 
-use arrow::array::{Array, ArrayRef, AsArray, PrimitiveArray, RecordBatch, UInt32Array};
+use arrow::array::{Array, ArrayRef, AsArray, NullArray, PrimitiveArray, RecordBatch, UInt32Array};
 use arrow::buffer::NullBuffer;
 use arrow::compute::{cast, take_record_batch};
 use arrow::datatypes::{DataType, Field, Int64Type, Schema, UInt64Type};
 use arrow::error::ArrowError;
 use sluice_engine::{partition_of, Stream};
 
-use super::types::{each_batch, DeadLetterFn, FailedBatch};
+use super::types::{each_owned_batch, DeadLetterFn, FailedBatch};
 use crate::{StreamExt, DENSE_KEYS};
 
 /// A batch tagged with the instance its rows hash to (between a columnar `key_by`'s split
@@ -361,7 +361,7 @@ impl sluice_engine::Operator<RecordBatch, RecordBatch> for RunningSum {
     fn process(&mut self, input: Vec<RecordBatch>) -> Vec<RecordBatch> {
         let mut dead = 0;
         let dead_letter = self.dead_letter.clone();
-        let out = each_batch(input, &mut dead, &dead_letter, |b| self.apply(b));
+        let out = each_owned_batch(input, &mut dead, &dead_letter, |b| self.apply(b));
         self.dead += dead;
         out
     }
@@ -395,34 +395,48 @@ fn words(col: &ArrayRef) -> Result<std::borrow::Cow<'_, [u64]>, ArrowError> {
 }
 
 impl RunningSum {
-    fn apply(&mut self, b: &RecordBatch) -> Result<RecordBatch, ArrowError> {
-        let column = |name: &str| {
-            b.column_by_name(name)
-                .ok_or_else(|| ArrowError::InvalidArgumentError(format!("no column `{name}`")))
+    /// The running aggregate of `b`'s rows. When `b` already has a column `out` of the
+    /// output's type that nothing else holds (W1's `value`, summed into itself), the
+    /// aggregates are written into its buffer: no new column is allocated or zeroed. The
+    /// state is updated only once nothing can fail, and a failed batch comes back as it came.
+    fn apply(&mut self, b: RecordBatch) -> Result<RecordBatch, FailedBatch> {
+        let fail = |b: RecordBatch, msg: String| FailedBatch {
+            batch: b,
+            error: Arc::new(ArrowError::InvalidArgumentError(msg)),
         };
-        let kc = column(&self.key)?;
-        let vc = if self.agg == Agg::Count {
+        let schema = b.schema();
+        let Some((ki, _)) = schema.column_with_name(&self.key) else {
+            let msg = format!("no column `{}`", self.key);
+            return Err(fail(b, msg));
+        };
+        let vi = if self.agg == Agg::Count {
             None
         } else {
-            Some(column(&self.value)?)
+            match schema.column_with_name(&self.value) {
+                Some((i, _)) => Some(i),
+                None => {
+                    let msg = format!("no column `{}`", self.value);
+                    return Err(fail(b, msg));
+                }
+            }
         };
-        if kc.null_count() > 0 || vc.is_some_and(|v| v.null_count() > 0) {
-            return Err(ArrowError::InvalidArgumentError(
-                "a running aggregate needs key and value columns without nulls".into(),
-            ));
+        let integer = |i: usize| b.column(i).data_type().is_integer();
+        if !integer(ki) || vi.is_some_and(|v| !integer(v)) {
+            let msg = "a running aggregate needs integer key and value columns".to_string();
+            return Err(fail(b, msg));
         }
-        let signed = vc.is_some_and(|v| v.data_type().is_signed_integer());
-        if vc.is_some() && *self.signed.get_or_insert(signed) != signed {
-            return Err(ArrowError::InvalidArgumentError(format!(
+        if b.column(ki).null_count() > 0 || vi.is_some_and(|v| b.column(v).null_count() > 0) {
+            let msg = "a running aggregate needs key and value columns without nulls".to_string();
+            return Err(fail(b, msg));
+        }
+        let signed = vi.is_some_and(|v| b.column(v).data_type().is_signed_integer());
+        if vi.is_some() && *self.signed.get_or_insert(signed) != signed {
+            let msg = format!(
                 "column `{}` changed between signed and unsigned integers",
                 self.value
-            )));
+            );
+            return Err(fail(b, msg));
         }
-        let keys = words(kc)?;
-        let values = match vc {
-            Some(v) => words(v)?,
-            None => std::borrow::Cow::Borrowed(&[][..]),
-        };
         let (identity, out_type) = match (self.agg, signed) {
             (Agg::Sum | Agg::Count, _) => (0, DataType::UInt64),
             (Agg::Min, true) => (i64::MAX as u64, DataType::Int64),
@@ -430,53 +444,124 @@ impl RunningSum {
             (Agg::Max, true) => (i64::MIN as u64, DataType::Int64),
             (Agg::Max, false) => (0, DataType::UInt64),
         };
-        let out = match (self.agg, signed) {
-            (Agg::Sum, _) => self.fold(&keys, &values, identity, u64::wrapping_add),
-            (Agg::Count, _) => self.fold(&keys, &[], identity, |s, _| s.wrapping_add(1)),
-            (Agg::Min, true) => self.fold(&keys, &values, identity, |s, v| {
-                ((s as i64).min(v as i64)) as u64
-            }),
-            (Agg::Min, false) => self.fold(&keys, &values, identity, u64::min),
-            (Agg::Max, true) => self.fold(&keys, &values, identity, |s, v| {
-                ((s as i64).max(v as i64)) as u64
-            }),
-            (Agg::Max, false) => self.fold(&keys, &values, identity, u64::max),
-        };
-        let out: ArrayRef = if out_type == DataType::Int64 {
-            let signed: Vec<i64> = out.into_iter().map(|v| v as i64).collect();
-            Arc::new(PrimitiveArray::<Int64Type>::from(signed))
-        } else {
-            Arc::new(PrimitiveArray::<UInt64Type>::from(out))
-        };
-        let schema = b.schema();
-        let mut fields: Vec<Arc<Field>> = schema.fields().iter().cloned().collect();
-        let mut cols: Vec<ArrayRef> = b.columns().to_vec();
-        let field = Arc::new(Field::new(&self.out, out_type, false));
-        match fields.iter().position(|f| f.name() == &self.out) {
-            Some(i) => {
-                fields[i] = field;
-                cols[i] = out;
+        // The output goes into the existing `out` column when it has the output's type
+        // (and is not the key, which is read throughout).
+        let reuse = schema
+            .column_with_name(&self.out)
+            .filter(|(i, f)| *i != ki && f.data_type() == &out_type)
+            .map(|(i, _)| i);
+        let rows = b.num_rows();
+        let (schema, mut cols, _) = b.into_parts();
+        let mut dst: Vec<u64> = match reuse {
+            Some(o) => {
+                let col = std::mem::replace(&mut cols[o], Arc::new(NullArray::new(0)));
+                owned_words(col).unwrap_or_else(|| vec![0; rows])
             }
-            None => {
-                fields.push(field);
-                cols.push(out);
+            None => vec![0; rows],
+        };
+        let keys = match words(&cols[ki]) {
+            Ok(k) if k.len() == rows => k,
+            Ok(_) => {
+                let e = format!("column `{}` is shorter than the batch", self.key);
+                return Err(self.rebuilt(schema, cols, reuse, dst, e));
+            }
+            Err(e) => return Err(self.rebuilt(schema, cols, reuse, dst, e.to_string())),
+        };
+        // Values from another column than `out`: copied into the output, to fold in place.
+        let reads_dst = reuse.is_some() && vi == reuse;
+        if let Some(v) = vi.filter(|_| !reads_dst) {
+            let copied = match words(&cols[v]) {
+                Ok(w) if w.len() == rows => {
+                    dst.copy_from_slice(&w);
+                    Ok(())
+                }
+                Ok(w) => Err(format!(
+                    "column `{}` has {} rows of {rows}",
+                    self.value,
+                    w.len()
+                )),
+                Err(e) => Err(e.to_string()),
+            };
+            if let Err(e) = copied {
+                drop(keys);
+                return Err(self.rebuilt(schema, cols, reuse, dst, e));
             }
         }
-        RecordBatch::try_new(Arc::new(Schema::new(fields)), cols)
+        match (self.agg, signed) {
+            (Agg::Sum, _) => self.fold(&keys, &mut dst, identity, u64::wrapping_add),
+            (Agg::Count, _) => self.fold(&keys, &mut dst, identity, |s, _| s.wrapping_add(1)),
+            (Agg::Min, true) => self.fold(&keys, &mut dst, identity, |s, v| {
+                ((s as i64).min(v as i64)) as u64
+            }),
+            (Agg::Min, false) => self.fold(&keys, &mut dst, identity, u64::min),
+            (Agg::Max, true) => self.fold(&keys, &mut dst, identity, |s, v| {
+                ((s as i64).max(v as i64)) as u64
+            }),
+            (Agg::Max, false) => self.fold(&keys, &mut dst, identity, u64::max),
+        }
+        drop(keys);
+        let out = output_array(dst, &out_type);
+        let (schema, cols) = match reuse {
+            // Same name, same type: the schema does not change.
+            Some(o) => {
+                cols[o] = out;
+                (schema, cols)
+            }
+            // Another type, or the key column: replaced by name, or appended.
+            None => {
+                let mut fields: Vec<Arc<Field>> = schema.fields().iter().cloned().collect();
+                let field = Arc::new(Field::new(&self.out, out_type, false));
+                match schema.column_with_name(&self.out) {
+                    Some((i, _)) => {
+                        fields[i] = field;
+                        cols[i] = out;
+                    }
+                    None => {
+                        fields.push(field);
+                        cols.push(out);
+                    }
+                }
+                (Arc::new(Schema::new(fields)), cols)
+            }
+        };
+        RecordBatch::try_new(schema, cols).map_err(|e| FailedBatch {
+            // Unreachable: the columns are the input's, and the output is of its field's
+            // type and length. Its rows still count as dead-lettered.
+            batch: rows_only(rows),
+            error: Arc::new(e),
+        })
     }
 
-    /// Folds each row's value (`values` empty: none is read) into its key's state with `f`,
-    /// starting from `identity`; returns the state after each row.
+    /// A failed batch put back together after its output column was taken out to be
+    /// reused: nothing was written to it yet, and the state is unchanged.
+    fn rebuilt(
+        &self,
+        schema: arrow::datatypes::SchemaRef,
+        mut cols: Vec<ArrayRef>,
+        reuse: Option<usize>,
+        dst: Vec<u64>,
+        error: String,
+    ) -> FailedBatch {
+        let rows = dst.len();
+        if let Some(o) = reuse {
+            let ty = schema.field(o).data_type().clone();
+            cols[o] = output_array(dst, &ty);
+        }
+        let error = Arc::new(ArrowError::InvalidArgumentError(error));
+        match RecordBatch::try_new(schema, cols) {
+            Ok(batch) => FailedBatch { batch, error },
+            Err(_) => FailedBatch {
+                batch: rows_only(rows),
+                error,
+            },
+        }
+    }
+
+    /// Folds each row's value (the row's word in `dst`, ignored by [`Agg::Count`]) into
+    /// its key's state with `f`, starting from `identity`, and writes the state after the
+    /// row over it.
     #[inline]
-    fn fold<F: Fn(u64, u64) -> u64>(
-        &mut self,
-        keys: &[u64],
-        values: &[u64],
-        identity: u64,
-        f: F,
-    ) -> Vec<u64> {
-        let value = |i: usize| values.get(i).copied().unwrap_or(0);
-        let mut out = Vec::with_capacity(keys.len());
+    fn fold<F: Fn(u64, u64) -> u64>(&mut self, keys: &[u64], dst: &mut [u64], identity: u64, f: F) {
         // Small keys index a vector: one load and one store per row, no hashing.
         let top = keys.iter().copied().max().unwrap_or(0);
         if top < DENSE_KEYS as u64 {
@@ -484,22 +569,15 @@ impl RunningSum {
                 self.dense.resize(top as usize + 1, identity);
             }
             let dense = &mut self.dense;
-            if values.len() == keys.len() {
-                out.extend(keys.iter().zip(values.iter()).map(|(k, v)| {
-                    let s = &mut dense[*k as usize];
-                    *s = f(*s, *v);
-                    *s
-                }));
-            } else {
-                out.extend(keys.iter().map(|k| {
-                    let s = &mut dense[*k as usize];
-                    *s = f(*s, 0);
-                    *s
-                }));
+            for (k, d) in keys.iter().zip(dst.iter_mut()) {
+                if let Some(s) = dense.get_mut(*k as usize) {
+                    *s = f(*s, *d);
+                    *d = *s;
+                }
             }
-            return out;
+            return;
         }
-        for (i, k) in keys.iter().enumerate() {
+        for (k, d) in keys.iter().zip(dst.iter_mut()) {
             let s = if *k < DENSE_KEYS as u64 {
                 if *k as usize >= self.dense.len() {
                     self.dense.resize(*k as usize + 1, identity);
@@ -508,11 +586,51 @@ impl RunningSum {
             } else {
                 self.sparse.entry(*k).or_insert(identity)
             };
-            *s = f(*s, value(i));
-            out.push(*s);
+            *s = f(*s, *d);
+            *d = *s;
         }
-        out
     }
+}
+
+/// A `UInt64` or `Int64` column without nulls as words, on its own memory when `col` is
+/// its only holder (copied otherwise).
+fn owned_words(col: ArrayRef) -> Option<Vec<u64>> {
+    if col.data_type() == &DataType::Int64 {
+        let v = super::owned_values::<Int64Type>(col)?;
+        // Same size and alignment: the vector is reinterpreted, not copied.
+        let b = arrow::buffer::Buffer::from_vec(v);
+        return Some(
+            b.into_vec::<u64>()
+                .unwrap_or_else(|b| b.typed_data::<u64>().to_vec()),
+        );
+    }
+    super::owned_values::<UInt64Type>(col)
+}
+
+/// Aggregates as a column of `ty` (`UInt64`, or `Int64` for the two's complement words of
+/// signed ones), on the vector's memory.
+fn output_array(words: Vec<u64>, ty: &DataType) -> ArrayRef {
+    let n = words.len();
+    let buffer = arrow::buffer::Buffer::from_vec(words);
+    if ty == &DataType::Int64 {
+        Arc::new(PrimitiveArray::<Int64Type>::new(
+            arrow::buffer::ScalarBuffer::new(buffer, 0, n),
+            None,
+        ))
+    } else {
+        Arc::new(PrimitiveArray::<UInt64Type>::new(
+            arrow::buffer::ScalarBuffer::new(buffer, 0, n),
+            None,
+        ))
+    }
+}
+
+/// A batch of `rows` rows and no columns: what is dead-lettered when a batch's columns
+/// could not be put back together, so its rows still count.
+fn rows_only(rows: usize) -> RecordBatch {
+    let options = arrow::array::RecordBatchOptions::new().with_row_count(Some(rows));
+    RecordBatch::try_new_with_options(Arc::new(Schema::empty()), Vec::new(), &options)
+        .unwrap_or_else(|_| RecordBatch::new_empty(Arc::new(Schema::empty())))
 }
 
 #[cfg(test)]
@@ -570,13 +688,13 @@ mod tests {
             dead_letter: Arc::new(|_| {}),
             dead: 0,
         };
-        let out = op.apply(&b(vec![1, 2, 1, 1], vec!["a"; 4])).unwrap();
+        let out = op.apply(b(vec![1, 2, 1, 1], vec!["a"; 4])).unwrap();
         let s = out
             .column_by_name("sum")
             .unwrap()
             .as_primitive::<UInt64Type>();
         assert_eq!(s.values().as_ref(), &[1, 2, 2, 3]);
-        let out = op.apply(&b(vec![2, -1], vec!["a"; 2])).unwrap();
+        let out = op.apply(b(vec![2, -1], vec!["a"; 2])).unwrap();
         let s = out
             .column_by_name("sum")
             .unwrap()
@@ -607,7 +725,7 @@ mod tests {
         let keys = || vec![1, 2, 1, big, big];
         let run = |agg| {
             let mut o = op(agg);
-            let out = o.apply(&batch(keys(), signed())).unwrap();
+            let out = o.apply(batch(keys(), signed())).unwrap();
             out.column_by_name("agg").unwrap().clone()
         };
         let ints = |a: ArrayRef| a.as_primitive::<Int64Type>().values().to_vec();
@@ -617,10 +735,105 @@ mod tests {
         assert_eq!(ints(run(Agg::Max)), vec![5, -3, 7, -9, 1]);
         let mut max = op(Agg::Max);
         let unsigned: ArrayRef = Arc::new(arrow::array::UInt64Array::from(vec![1, u64::MAX]));
-        let out = max.apply(&batch(vec![3, 3], unsigned)).unwrap();
+        let out = max.apply(batch(vec![3, 3], unsigned)).unwrap();
         assert_eq!(uints(out.column(2).clone()), vec![1, u64::MAX]);
         // The state compares by the first batch's signedness: a change is refused.
-        assert!(max.apply(&batch(vec![3], signed().slice(0, 1))).is_err());
+        assert!(max.apply(batch(vec![3], signed().slice(0, 1))).is_err());
+    }
+
+    fn sum_op(key: &str, value: &str, out: &str, agg: Agg) -> RunningSum {
+        RunningSum {
+            key: key.into(),
+            value: value.into(),
+            out: out.into(),
+            agg,
+            signed: None,
+            dense: Vec::new(),
+            sparse: Default::default(),
+            dead_letter: Arc::new(|_| {}),
+            dead: 0,
+        }
+    }
+
+    fn kv(keys: Vec<u64>, values: Vec<u64>) -> RecordBatch {
+        let k: ArrayRef = Arc::new(arrow::array::UInt64Array::from(keys));
+        let v: ArrayRef = Arc::new(arrow::array::UInt64Array::from(values));
+        RecordBatch::try_from_iter([("k", k), ("v", v)]).unwrap()
+    }
+
+    fn values_of(b: &RecordBatch, name: &str) -> (Vec<u64>, *const u8) {
+        let c = b.column_by_name(name).unwrap();
+        let v = c.as_primitive::<UInt64Type>().values();
+        (v.to_vec(), v.inner().as_ptr())
+    }
+
+    #[test]
+    fn a_sum_into_its_own_unshared_column_reuses_the_buffer() {
+        let mut op = sum_op("k", "v", "v", Agg::Sum);
+        let b = kv(vec![1, 2, 1, 1], vec![10, 20, 30, 40]);
+        let (_, before) = values_of(&b, "v");
+        let out = op.apply(b).unwrap();
+        let (sums, after) = values_of(&out, "v");
+        assert_eq!(sums, [10, 20, 40, 80]);
+        assert_eq!(before, after, "written in place");
+        assert_eq!(out.schema().fields().len(), 2);
+    }
+
+    #[test]
+    fn a_shared_column_is_copied_and_left_as_it_was() {
+        let mut op = sum_op("k", "v", "v", Agg::Sum);
+        let b = kv(vec![1, 2, 1, 1], vec![10, 20, 30, 40]);
+        let kept = b.clone();
+        let out = op.apply(b).unwrap();
+        assert_eq!(values_of(&out, "v").0, [10, 20, 40, 80]);
+        assert_eq!(
+            values_of(&kept, "v").0,
+            [10, 20, 30, 40],
+            "the other holder's rows"
+        );
+        assert_ne!(values_of(&kept, "v").1, values_of(&out, "v").1);
+        // A slice shares its buffer too.
+        let whole = kv(vec![1, 1, 1], vec![1, 2, 3]);
+        let out = op.apply(whole.slice(1, 2)).unwrap();
+        assert_eq!(values_of(&out, "v").0, [82, 85]);
+        assert_eq!(values_of(&whole, "v").0, [1, 2, 3]);
+    }
+
+    #[test]
+    fn an_existing_output_column_is_overwritten_with_the_aggregate() {
+        let mut count = sum_op("k", "v", "v", Agg::Count);
+        let out = count.apply(kv(vec![7, 7, 8], vec![5, 5, 5])).unwrap();
+        assert_eq!(values_of(&out, "v").0, [1, 2, 1]);
+        // Into another column than the values: its buffer is reused, the values are kept.
+        let mut into_s = sum_op("k", "v", "s", Agg::Sum);
+        let s: ArrayRef = Arc::new(arrow::array::UInt64Array::from(vec![0, 0, 0]));
+        let k: ArrayRef = Arc::new(arrow::array::UInt64Array::from(vec![1, 1, 2]));
+        let v: ArrayRef = Arc::new(arrow::array::UInt64Array::from(vec![4, 5, 6]));
+        let b = RecordBatch::try_from_iter([("k", k), ("v", v), ("s", s)]).unwrap();
+        let at = values_of(&b, "s").1;
+        let out = into_s.apply(b).unwrap();
+        assert_eq!(values_of(&out, "s"), (vec![4, 9, 6], at));
+        assert_eq!(values_of(&out, "v").0, [4, 5, 6]);
+        // Into the key column: it is read throughout, so it is replaced, not reused.
+        let mut onto_key = sum_op("k", "v", "k", Agg::Sum);
+        let e = onto_key.apply(kv(vec![1, 1], vec![2, 3])).unwrap();
+        assert_eq!(values_of(&e, "k").0, [2, 5]);
+        assert_eq!(e.num_columns(), 2, "the key column was replaced by name");
+    }
+
+    #[test]
+    fn a_failed_batch_comes_back_as_it_came() {
+        let mut op = sum_op("k", "nope", "v", Agg::Sum);
+        let e = op.apply(kv(vec![1, 2], vec![3, 4])).unwrap_err();
+        assert_eq!(values_of(&e.batch, "v").0, [3, 4]);
+        assert!(e.error.to_string().contains("nope"));
+        let mut op = sum_op("k", "v", "v", Agg::Sum);
+        let floats: ArrayRef = Arc::new(arrow::array::Float64Array::from(vec![1.0]));
+        let k: ArrayRef = Arc::new(arrow::array::UInt64Array::from(vec![1]));
+        let b = RecordBatch::try_from_iter([("k", k), ("v", floats)]).unwrap();
+        let e = op.apply(b).unwrap_err();
+        assert_eq!(e.batch.num_rows(), 1);
+        assert!(e.error.to_string().contains("integer"));
     }
 
     #[test]

@@ -57,7 +57,7 @@ mod types;
 
 pub use arrow;
 pub use keyed::{Agg, KeyedBatchStreamExt};
-pub use types::{FailedBatch, FailedRow};
+pub use types::{owned_values, FailedBatch, FailedRow};
 
 use std::sync::Arc;
 
@@ -70,7 +70,7 @@ use sluice_engine::{Priority, Stream};
 use crate::{Failed, StreamExt};
 use classes::{class_of_first_row, split_by_class};
 use convert::{ToBatches, ToRows};
-use types::BatchOp;
+use types::{BatchOp, OwnedBatchOp};
 
 /// Operators on a stream of Arrow record batches. Each runs in its upstream's thread; each
 /// that can fail takes a `dead_letter` function for what it cannot process.
@@ -89,6 +89,17 @@ pub trait BatchStreamExt: Sized {
     fn map_batches<F, D>(self, name: &str, f: F, dead_letter: D) -> Stream<RecordBatch>
     where
         F: Fn(&RecordBatch) -> Result<RecordBatch, ArrowError> + Send + Sync + 'static,
+        D: Fn(FailedBatch) + Send + Sync + 'static;
+
+    /// [`BatchStreamExt::map_batches`] with the batch given by value, so `f` can compute in
+    /// place in the buffers nothing else holds ([`owned_values`], arrow's `unary_mut`)
+    /// instead of allocating new columns: for long chains of cheap kernels, allocating and
+    /// zeroing a fresh column per kernel costs more than the kernel. A batch `f` fails on
+    /// comes back inside the [`FailedBatch`] and goes to `dead_letter`; `f` must check
+    /// before it changes anything, so that what is dead-lettered is the batch as it came.
+    fn map_batches_owned<F, D>(self, name: &str, f: F, dead_letter: D) -> Stream<RecordBatch>
+    where
+        F: Fn(RecordBatch) -> Result<RecordBatch, FailedBatch> + Send + Sync + 'static,
         D: Fn(FailedBatch) + Send + Sync + 'static;
 
     /// Splits each batch into one batch per class of `column` (rows keep their order within
@@ -146,6 +157,20 @@ impl BatchStreamExt for Stream<RecordBatch> {
         let f = Arc::new(f);
         let dead_letter: types::DeadLetterFn<FailedBatch> = Arc::new(dead_letter);
         self.operator(name, move |_| BatchOp {
+            f: f.clone(),
+            dead_letter: dead_letter.clone(),
+            dead: 0,
+        })
+    }
+
+    fn map_batches_owned<F, D>(self, name: &str, f: F, dead_letter: D) -> Stream<RecordBatch>
+    where
+        F: Fn(RecordBatch) -> Result<RecordBatch, FailedBatch> + Send + Sync + 'static,
+        D: Fn(FailedBatch) + Send + Sync + 'static,
+    {
+        let f = Arc::new(f);
+        let dead_letter: types::DeadLetterFn<FailedBatch> = Arc::new(dead_letter);
+        self.operator(name, move |_| OwnedBatchOp {
             f: f.clone(),
             dead_letter: dead_letter.clone(),
             dead: 0,
