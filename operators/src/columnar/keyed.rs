@@ -132,6 +132,85 @@ fn rows_of(targets: &[u32], t: u32) -> Vec<u32> {
     out
 }
 
+/// The instance each row of `b` goes to: the hash of its `columns`, mapped onto `0..p`.
+fn targets_of(b: &RecordBatch, columns: &[String], p: usize) -> Result<Vec<u32>, ArrowError> {
+    let column = |c: &String| {
+        b.column_by_name(c)
+            .ok_or_else(|| ArrowError::InvalidArgumentError(format!("no key column `{c}`")))
+    };
+    // One 64-bit integer column without nulls (the common key): hashed and mapped in one
+    // pass, the same hash as the general path's.
+    if let [c] = columns {
+        let col = column(c)?;
+        let target = |k: u64| partition_of(mix(0, k), p) as u32;
+        if col.null_count() == 0 {
+            match col.data_type() {
+                DataType::UInt64 => {
+                    let keys = col.as_primitive::<UInt64Type>().values();
+                    return Ok(keys.iter().map(|k| target(*k)).collect());
+                }
+                DataType::Int64 => {
+                    let keys = col.as_primitive::<Int64Type>().values();
+                    return Ok(keys.iter().map(|k| target(*k as u64)).collect());
+                }
+                _ => {}
+            }
+        }
+    }
+    // One hash per row over every key column.
+    let mut h = vec![0u64; b.num_rows()];
+    for c in columns {
+        hash_column(column(c)?, &mut h)?;
+    }
+    Ok(h.iter().map(|hv| partition_of(*hv, p) as u32).collect())
+}
+
+/// The positions of the rows of each instance `0..p`, in order. For two instances, one
+/// pass without branches per instance; for more, a counting sort (one histogram pass,
+/// one scatter pass), whose cost does not grow with `p`.
+fn rows_per_target(targets: &[u32], p: usize) -> Vec<UInt32Array> {
+    if p <= 2 {
+        return (0..p as u32)
+            .map(|t| UInt32Array::from(rows_of(targets, t)))
+            .collect();
+    }
+    // Four interleaved histograms: consecutive rows of one instance do not wait on each
+    // other's increment.
+    let mut hist = vec![0usize; 4 * p];
+    let mut quads = targets.chunks_exact(4);
+    for q in &mut quads {
+        for (j, t) in q.iter().enumerate() {
+            if let Some(h) = hist.get_mut(j * p + *t as usize) {
+                *h += 1;
+            }
+        }
+    }
+    for t in quads.remainder() {
+        if let Some(h) = hist.get_mut(*t as usize) {
+            *h += 1;
+        }
+    }
+    let mut start = vec![0usize; p + 1];
+    for t in 0..p {
+        let count: usize = (0..4).map(|j| hist[j * p + t]).sum();
+        start[t + 1] = start[t] + count;
+    }
+    let mut next = start.clone();
+    let mut idx = vec![0u32; targets.len()];
+    for (i, t) in targets.iter().enumerate() {
+        if let Some(w) = next.get_mut(*t as usize) {
+            if let Some(slot) = idx.get_mut(*w) {
+                *slot = i as u32;
+            }
+            *w += 1;
+        }
+    }
+    let all = UInt32Array::from(idx);
+    (0..p)
+        .map(|t| all.slice(start[t], start[t + 1] - start[t]))
+        .collect()
+}
+
 /// `b`'s rows split by the hash of `columns` into `p` parts, tagged with their instance.
 fn partition(b: RecordBatch, columns: &[String], p: usize) -> Result<Vec<Routed>, FailedBatch> {
     let fail = |b: RecordBatch, e: ArrowError| FailedBatch {
@@ -144,35 +223,23 @@ fn partition(b: RecordBatch, columns: &[String], p: usize) -> Result<Vec<Routed>
             batch: b,
         }]);
     }
-    // One hash per row over every key column.
-    let mut h = vec![0u64; b.num_rows()];
-    for c in columns {
-        let Some(col) = b.column_by_name(c) else {
-            let e = ArrowError::InvalidArgumentError(format!("no key column `{c}`"));
-            return Err(fail(b, e));
-        };
-        if let Err(e) = hash_column(col, &mut h) {
-            return Err(fail(b, e));
-        }
-    }
-    let targets: Vec<u32> = h.iter().map(|hv| partition_of(*hv, p) as u32).collect();
-    let mut counts = vec![0usize; p];
-    for t in &targets {
-        counts[*t as usize] += 1;
-    }
-    let present = counts.iter().filter(|c| **c > 0).count();
+    let targets = match targets_of(&b, columns, p) {
+        Ok(t) => t,
+        Err(e) => return Err(fail(b, e)),
+    };
+    let rows = rows_per_target(&targets, p);
+    let present = rows.iter().filter(|r| !r.is_empty()).count();
     if present == 1 {
         // Every row to one instance: the batch moves whole.
-        let target = counts.iter().position(|c| *c > 0).unwrap_or(0);
+        let target = rows.iter().position(|r| !r.is_empty()).unwrap_or(0);
         return Ok(vec![Routed { target, batch: b }]);
     }
-    let rows: Vec<Vec<u32>> = (0..p as u32).map(|t| rows_of(&targets, t)).collect();
     let mut out = Vec::with_capacity(present);
-    for (target, idx) in rows.into_iter().enumerate() {
+    for (target, idx) in rows.iter().enumerate() {
         if idx.is_empty() {
             continue;
         }
-        match take_record_batch(&b, &UInt32Array::from(idx)) {
+        match take_record_batch(&b, idx) {
             Ok(batch) => out.push(Routed { target, batch }),
             Err(e) => return Err(fail(b, e)),
         }
@@ -666,6 +733,41 @@ mod tests {
             }
         }
         assert!(parts.len() > 1, "37 x 3 keys spread over 4 instances");
+    }
+
+    #[test]
+    fn one_wide_integer_key_takes_the_one_pass_path_to_the_same_instances() {
+        let keys: Vec<u64> = (0..3000).map(|i| (i * 7919) % 1000).collect();
+        let wide: ArrayRef = Arc::new(arrow::array::UInt64Array::from(keys.clone()));
+        let narrow: ArrayRef = Arc::new(arrow::array::UInt32Array::from(
+            keys.iter().map(|k| *k as u32).collect::<Vec<_>>(),
+        ));
+        let w = RecordBatch::try_from_iter([("k", wide)]).unwrap();
+        let n = RecordBatch::try_from_iter([("k", narrow)]).unwrap();
+        for p in 2..=5 {
+            // UInt32 goes through the general path (cast, then hash): the same targets.
+            let fast = targets_of(&w, &["k".into()], p).unwrap();
+            assert_eq!(fast, targets_of(&n, &["k".into()], p).unwrap());
+            // Each instance gets its rows, in order, by both index builders.
+            let parts = partition(w.clone(), &["k".into()], p).unwrap();
+            let mut seen = 0;
+            for r in &parts {
+                let got = r.batch.column(0).as_primitive::<UInt64Type>().values();
+                let want: Vec<u64> = (0..keys.len())
+                    .filter(|i| fast[*i] as usize == r.target)
+                    .map(|i| keys[i])
+                    .collect();
+                assert_eq!(
+                    got.as_ref(),
+                    want.as_slice(),
+                    "p={p}, instance {}",
+                    r.target
+                );
+                seen += got.len();
+            }
+            assert_eq!(seen, keys.len());
+            assert_eq!(parts.len(), p, "1,000 keys reach every instance");
+        }
     }
 
     #[test]
