@@ -119,39 +119,31 @@ fn hash_column(col: &ArrayRef, h: &mut [u64]) -> Result<(), ArrowError> {
     }
 }
 
-/// The positions of `t` in `targets`, in order: a pass without branches (every position is
-/// written, the cursor advances only on a match; one spare slot for the last write).
-fn rows_of(targets: &[u32], t: u32) -> Vec<u32> {
-    let mut out = vec![0u32; targets.len() + 1];
-    let mut w = 0usize;
-    for (i, &x) in targets.iter().enumerate() {
-        out[w] = i as u32;
-        w += usize::from(x == t);
-    }
-    out.truncate(w);
-    out
-}
-
-/// The instance each row of `b` goes to: the hash of its `columns`, mapped onto `0..p`.
-fn targets_of(b: &RecordBatch, columns: &[String], p: usize) -> Result<Vec<u32>, ArrowError> {
+/// The positions of the rows of `b` that go to each instance `0..p`, in order: the hash of
+/// the row's `columns`, mapped onto `0..p`.
+fn rows_by_instance(
+    b: &RecordBatch,
+    columns: &[String],
+    p: usize,
+) -> Result<Vec<UInt32Array>, ArrowError> {
     let column = |c: &String| {
         b.column_by_name(c)
             .ok_or_else(|| ArrowError::InvalidArgumentError(format!("no key column `{c}`")))
     };
     // One 64-bit integer column without nulls (the common key): hashed and mapped in one
-    // pass, the same hash as the general path's.
+    // pass, to the same instances as the general path.
     if let [c] = columns {
         let col = column(c)?;
-        let target = |k: u64| partition_of(mix(0, k), p) as u32;
         if col.null_count() == 0 {
             match col.data_type() {
                 DataType::UInt64 => {
                     let keys = col.as_primitive::<UInt64Type>().values();
-                    return Ok(keys.iter().map(|k| target(*k)).collect());
+                    return Ok(split_hashed(keys.iter().map(|k| mix(0, *k)), keys.len(), p));
                 }
                 DataType::Int64 => {
                     let keys = col.as_primitive::<Int64Type>().values();
-                    return Ok(keys.iter().map(|k| target(*k as u64)).collect());
+                    let hashes = keys.iter().map(|k| mix(0, *k as u64));
+                    return Ok(split_hashed(hashes, keys.len(), p));
                 }
                 _ => {}
             }
@@ -162,18 +154,36 @@ fn targets_of(b: &RecordBatch, columns: &[String], p: usize) -> Result<Vec<u32>,
     for c in columns {
         hash_column(column(c)?, &mut h)?;
     }
-    Ok(h.iter().map(|hv| partition_of(*hv, p) as u32).collect())
+    Ok(split_hashed(h.iter().copied(), h.len(), p))
 }
 
-/// The positions of the rows of each instance `0..p`, in order. For two instances, one
-/// pass without branches per instance; for more, a counting sort (one histogram pass,
-/// one scatter pass), whose cost does not grow with `p`.
-fn rows_per_target(targets: &[u32], p: usize) -> Vec<UInt32Array> {
-    if p <= 2 {
-        return (0..p as u32)
-            .map(|t| UInt32Array::from(rows_of(targets, t)))
-            .collect();
+/// The positions of `n` rows by the instance their hashes map to. Two instances take one
+/// pass without branches: each position is written to both lists, and only its instance's
+/// cursor moves on (one spare slot each for the last writes).
+fn split_hashed(hashes: impl Iterator<Item = u64>, n: usize, p: usize) -> Vec<UInt32Array> {
+    if p == 2 {
+        let (mut a, mut b) = (vec![0u32; n + 1], vec![0u32; n + 1]);
+        let (mut wa, mut wb) = (0usize, 0usize);
+        for (i, h) in hashes.enumerate() {
+            let t = partition_of(h, 2);
+            if let (Some(x), Some(y)) = (a.get_mut(wa), b.get_mut(wb)) {
+                *x = i as u32;
+                *y = i as u32;
+            }
+            wa += 1 - t;
+            wb += t;
+        }
+        a.truncate(wa);
+        b.truncate(wb);
+        return vec![UInt32Array::from(a), UInt32Array::from(b)];
     }
+    let targets: Vec<u32> = hashes.map(|h| partition_of(h, p) as u32).collect();
+    rows_per_target(&targets, p)
+}
+
+/// The positions of the rows of each instance `0..p` (more than two), in order: a counting
+/// sort (one histogram pass, one scatter pass), whose cost does not grow with `p`.
+fn rows_per_target(targets: &[u32], p: usize) -> Vec<UInt32Array> {
     // Four interleaved histograms: consecutive rows of one instance do not wait on each
     // other's increment.
     let mut hist = vec![0usize; 4 * p];
@@ -223,11 +233,10 @@ fn partition(b: RecordBatch, columns: &[String], p: usize) -> Result<Vec<Routed>
             batch: b,
         }]);
     }
-    let targets = match targets_of(&b, columns, p) {
-        Ok(t) => t,
+    let rows = match rows_by_instance(&b, columns, p) {
+        Ok(r) => r,
         Err(e) => return Err(fail(b, e)),
     };
-    let rows = rows_per_target(&targets, p);
     let present = rows.iter().filter(|r| !r.is_empty()).count();
     if present == 1 {
         // Every row to one instance: the batch moves whole.
@@ -745,16 +754,21 @@ mod tests {
         let w = RecordBatch::try_from_iter([("k", wide)]).unwrap();
         let n = RecordBatch::try_from_iter([("k", narrow)]).unwrap();
         for p in 2..=5 {
-            // UInt32 goes through the general path (cast, then hash): the same targets.
-            let fast = targets_of(&w, &["k".into()], p).unwrap();
-            assert_eq!(fast, targets_of(&n, &["k".into()], p).unwrap());
+            // UInt32 goes through the general path (cast, then hash): the same rows.
+            let rows = rows_by_instance(&w, &["k".into()], p).unwrap();
+            assert_eq!(rows, rows_by_instance(&n, &["k".into()], p).unwrap());
+            let mut fast = vec![usize::MAX; keys.len()];
+            for (t, r) in rows.iter().enumerate() {
+                r.values().iter().for_each(|i| fast[*i as usize] = t);
+            }
+            assert!(fast.iter().all(|t| *t < p), "every row in exactly one list");
             // Each instance gets its rows, in order, by both index builders.
             let parts = partition(w.clone(), &["k".into()], p).unwrap();
             let mut seen = 0;
             for r in &parts {
                 let got = r.batch.column(0).as_primitive::<UInt64Type>().values();
                 let want: Vec<u64> = (0..keys.len())
-                    .filter(|i| fast[*i] as usize == r.target)
+                    .filter(|i| fast[*i] == r.target)
                     .map(|i| keys[i])
                     .collect();
                 assert_eq!(
