@@ -136,6 +136,44 @@ fn built_pipelines_describe_their_topology() {
 }
 
 #[test]
+fn an_edge_setting_that_no_edge_follows_is_a_build_error() {
+    // The trap: settings after `new_chain()` are for the next edge, and a chained sink
+    // makes none. They used to be dropped without a word.
+    let p = Pipeline::new("e");
+    p.source("src", 1, range(10))
+        .new_chain()
+        .edge_capacity(64)
+        .sink("sink", |_| SlowSink(std::time::Duration::ZERO));
+    match p.run() {
+        Err(e @ BuildError::EdgeSettingUnused { .. }) => {
+            let msg = e.to_string();
+            assert!(
+                msg.contains("edge_capacity") && msg.contains("`sink`"),
+                "{msg}"
+            );
+            assert!(msg.contains("before the `.new_chain()`"), "{msg}");
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+    let p = Pipeline::new("e");
+    p.source("src", 1, range(10))
+        .edge_budget(std::time::Duration::from_millis(5))
+        .sink("sink", |_| SlowSink(std::time::Duration::ZERO));
+    assert!(matches!(
+        p.run(),
+        Err(BuildError::EdgeSettingUnused { setting, .. }) if setting == "edge_budget"
+    ));
+    // Set before `new_chain()`, the same setting sizes the edge, and the job runs.
+    let p = Pipeline::new("e");
+    p.source("src", 1, range(10))
+        .edge_capacity(64)
+        .new_chain()
+        .sink("sink", |_| SlowSink(std::time::Duration::ZERO));
+    assert_eq!(p.topology().edges[0].capacity, 64);
+    assert_eq!(p.run().unwrap().wait().unwrap().ledger.delivered, 10);
+}
+
+#[test]
 fn an_edge_id_must_name_an_edge_and_addresses_it_in_a_running_job() {
     // Taken from a stream whose next operator chains into the same thread: no edge.
     let p = Pipeline::new("e");

@@ -126,7 +126,7 @@ pub fn run(
             .defer_to(dir, 1 << 30, JsonCodec::<Vec<u8>>::new())
             .new_chain()
             .map("work", work),
-        None => input.map("work", work).edge_capacity(512),
+        None => input.map("work", work),
     };
     output.kafka_sink(
         "output",

@@ -199,18 +199,16 @@ pub fn build(p: &Pipeline, cfg: &Config) -> sluice_operators::FoldSinkHandle<(u6
                 r
             },
         )
-        .edge_policy(policy);
-    classify(summed)
-        .new_chain()
-        .edge_capacity(cfg.capacity)
-        .fold_sink(
-            "checksum",
-            || (0u64, 0u64),
-            |acc, r: Record| {
-                acc.0 += 1;
-                acc.1 ^= r.value;
-            },
-        )
+        .edge_policy(policy)
+        .edge_capacity(cfg.capacity);
+    classify(summed).new_chain().fold_sink(
+        "checksum",
+        || (0u64, 0u64),
+        |acc, r: Record| {
+            acc.0 += 1;
+            acc.1 ^= r.value;
+        },
+    )
 }
 
 /// Runs W1 on Sluice.

@@ -279,8 +279,8 @@ pub fn build(
         .edge_capacity(capacity)
         .key_by_columns("key_by", &["key"], c.parallelism, to_failed(&failed))
         .running_sum("running sum", "key", "value", "value", to_failed(&failed))
-        .new_chain()
         .edge_capacity(capacity)
+        .new_chain()
         .fold_sink(
             "checksum",
             || (0u64, 0u64),

@@ -74,6 +74,16 @@ pub enum BuildError {
         /// The id.
         edge: String,
     },
+    /// An edge setting (capacity, policy, budget, byte bound, defer log, service order) was
+    /// made on a stream that ends in a sink chained into the same thread: no edge follows,
+    /// so it would do nothing.
+    #[error("`{setting}` is set on the stream that ends in sink `{sink}`, but no edge follows it (the sink runs in the same thread): set it before the `.new_chain()` that makes the edge")]
+    EdgeSettingUnused {
+        /// The sink.
+        sink: String,
+        /// The setting, as the method that makes it (`edge_capacity`, ...).
+        setting: String,
+    },
     /// The graph has no source.
     #[error("the pipeline has no source")]
     NoSource,

@@ -64,7 +64,7 @@ pub(crate) struct Builder {
 }
 
 impl Builder {
-    fn error(&mut self, e: BuildError) {
+    pub(super) fn error(&mut self, e: BuildError) {
         self.errors.push(e);
     }
 

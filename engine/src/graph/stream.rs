@@ -25,6 +25,7 @@ use crate::runtime::task::OpLink;
 use crate::runtime::task::SinkLink;
 use crate::topology::ExchangeKind;
 use crate::topology::OpKind;
+use crate::BuildError;
 use std::cell::RefCell;
 use std::rc::Rc;
 use std::sync::Arc;
@@ -271,8 +272,22 @@ impl<T: Send + 'static> Stream<T> {
         S: Sink<T>,
         F: Fn(&InstanceInfo) -> S + 'static,
     {
+        let unused = [
+            ("edge_capacity", self.capacity.is_some()),
+            ("edge_policy", self.policy != EdgePolicy::Block),
+            ("edge_budget", self.budget.is_some()),
+            ("edge_bytes", self.max_bytes.is_some()),
+            ("defer_to", self.spill.is_some()),
+            ("service_order", self.service.is_some()),
+        ];
         let (op, stats) = {
             let mut bm = self.b.borrow_mut();
+            if let Some((setting, _)) = unused.iter().find(|(_, set)| *set) {
+                bm.error(BuildError::EdgeSettingUnused {
+                    sink: name.to_string(),
+                    setting: setting.to_string(),
+                });
+            }
             let op = bm.new_op(name, OpKind::Sink, self.stage);
             let stats = Arc::new(SinkStats::default());
             bm.plan.ops[op].sink = Some(stats.clone());
