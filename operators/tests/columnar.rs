@@ -13,7 +13,7 @@ use sluice_operators::columnar::arrow::array::{
 };
 use sluice_operators::columnar::arrow::datatypes::{DataType, Field, Int64Type, Schema};
 use sluice_operators::columnar::arrow::error::ArrowError;
-use sluice_operators::columnar::{BatchStreamExt, RowStreamExt};
+use sluice_operators::columnar::{owned_values, BatchStreamExt, FailedBatch, RowStreamExt};
 use sluice_operators::{SinkExt, StreamExt};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -138,6 +138,74 @@ fn a_failing_kernel_dead_letters_the_batch_as_its_rows() {
     let report = p.run().unwrap().wait().unwrap();
     assert_eq!(rows.get(), 90);
     assert_eq!(*errors.lock(), ["Compute error: id 50 is cursed"]);
+    let l = report.ledger;
+    assert!(l.balanced, "{}", l.explain());
+    assert_eq!((l.emitted, l.delivered, l.dead_lettered), (100, 90, 10));
+}
+
+#[test]
+fn an_owned_kernel_computes_in_place_and_hands_back_what_it_fails_on() {
+    let p = Pipeline::new("owned");
+    let failed = Arc::new(parking_lot::Mutex::new(Vec::new()));
+    let f2 = failed.clone();
+    // Where each batch's `id` values were when the source made them, and where the kernel
+    // found them.
+    let made = Arc::new(parking_lot::Mutex::new(Vec::new()));
+    let (m2, m3) = (made.clone(), made.clone());
+    let ids = p
+        .iter_source("batches", 1, move |_| {
+            let made = m2.clone();
+            (0..10).map(move |b| {
+                let batch = level_batch(b * 10, 10);
+                let at = batch
+                    .column(0)
+                    .as_primitive::<Int64Type>()
+                    .values()
+                    .as_ptr();
+                made.lock().push(at as usize);
+                batch
+            })
+        })
+        .map_batches_owned(
+            "times ten",
+            move |b| {
+                let first = b.column(0).as_primitive::<Int64Type>().value(0);
+                if first == 50 {
+                    let e = ArrowError::ComputeError("id 50 is cursed".into());
+                    return Err(FailedBatch {
+                        batch: b,
+                        error: Arc::new(e),
+                    });
+                }
+                let (schema, mut cols, _) = b.into_parts();
+                let id = std::mem::replace(&mut cols[0], Arc::new(Int64Array::from(vec![0])));
+                let mut v = owned_values::<Int64Type>(id).unwrap();
+                let same = m3.lock().contains(&(v.as_ptr() as usize));
+                assert!(same, "the source's buffer, not a copy");
+                v.iter_mut().for_each(|x| *x *= 10);
+                cols[0] = Arc::new(Int64Array::from(v));
+                Ok(RecordBatch::try_new(schema, cols).unwrap())
+            },
+            move |f| f2.lock().push(f),
+        )
+        .flat_map("ids", |b: RecordBatch| {
+            b.column(0).as_primitive::<Int64Type>().values().to_vec()
+        })
+        .collect("ids");
+    let report = p.run().unwrap().wait().unwrap();
+    let want: Vec<i64> = (0..100)
+        .filter(|i| !(50..60).contains(i))
+        .map(|i| i * 10)
+        .collect();
+    assert_eq!(ids.take(), want);
+    // The failed batch is the one that came in, unchanged.
+    let failed = failed.lock();
+    assert_eq!(failed.len(), 1);
+    let ids = failed[0].batch.column(0).as_primitive::<Int64Type>();
+    assert_eq!(
+        ids.values().as_ref(),
+        (50..60).collect::<Vec<i64>>().as_slice()
+    );
     let l = report.ledger;
     assert!(l.balanced, "{}", l.explain());
     assert_eq!((l.emitted, l.delivered, l.dead_lettered), (100, 90, 10));
