@@ -10,6 +10,7 @@ use arrow::datatypes::{DataType, Field, Int64Type, Schema, UInt64Type};
 use arrow::error::ArrowError;
 use sluice_engine::{partition_of, Stream};
 
+use super::inplace::rows_only;
 use super::types::{each_owned_batch, DeadLetterFn, FailedBatch};
 use crate::{StreamExt, DENSE_KEYS};
 
@@ -699,14 +700,6 @@ fn output_array(words: Vec<u64>, ty: &DataType) -> ArrayRef {
             None,
         ))
     }
-}
-
-/// A batch of `rows` rows and no columns: what is dead-lettered when a batch's columns
-/// could not be put back together, so its rows still count.
-fn rows_only(rows: usize) -> RecordBatch {
-    let options = arrow::array::RecordBatchOptions::new().with_row_count(Some(rows));
-    RecordBatch::try_new_with_options(Arc::new(Schema::empty()), Vec::new(), &options)
-        .unwrap_or_else(|_| RecordBatch::new_empty(Arc::new(Schema::empty())))
 }
 
 #[cfg(test)]

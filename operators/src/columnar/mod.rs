@@ -52,12 +52,14 @@
 
 mod classes;
 mod convert;
+mod inplace;
 mod keyed;
 mod types;
 
 pub use arrow;
+pub use inplace::owned_values;
 pub use keyed::{Agg, KeyedBatchStreamExt};
-pub use types::{owned_values, FailedBatch, FailedRow};
+pub use types::{FailedBatch, FailedRow};
 
 use std::sync::Arc;
 
