@@ -109,6 +109,8 @@ pub fn bench(a: &BenchArgs) -> Result<(), CliError> {
     let mut one = Vec::new();
     // Columnar rates per variant of COLUMNAR.
     let mut col: Vec<Vec<f64>> = vec![Vec::new(); COLUMNAR.len()];
+    // Their CPU nanoseconds per record.
+    let mut colc: Vec<Vec<f64>> = vec![Vec::new(); COLUMNAR.len()];
     let cpu = |o: &w1::Outcome| {
         o.cpu_ns_per_record(cfg.records)
             .map_or_else(|| "    ? ns".to_string(), |c| format!("{c:>5.1} ns"))
@@ -169,6 +171,7 @@ pub fn bench(a: &BenchArgs) -> Result<(), CliError> {
                     ));
                 }
                 col[k].push(o.rate(cfg.records));
+                colc[k].extend(o.cpu_ns_per_record(cfg.records));
                 line.push_str(&format!(
                     " {}k{}:{:.1}",
                     rows / 1024,
@@ -210,14 +213,24 @@ pub fn bench(a: &BenchArgs) -> Result<(), CliError> {
     }
     if a.columnar {
         outln!("columnar W1 (Arrow record batches) against the row form (batches of 1024 records), medians:");
+        let row_cpu = (!sc.is_empty()).then(|| median(&sc));
         for (k, &(rows, rayon, fused)) in COLUMNAR.iter().enumerate() {
             let m = median(&col[k]);
+            // CPU per record next to the row form's: the work, whatever the threads' overlap.
+            let cpu = match (colc[k].is_empty(), row_cpu) {
+                (false, Some(r)) => {
+                    let c = median(&colc[k]);
+                    format!("   {c:>5.2} ns CPU/rec ({:.2}x the row form's)", c / r)
+                }
+                _ => String::new(),
+            };
             outln!(
-                "  {:>6} rows per batch{:<7} {:>6.1} M rec/s   {:.2}x the row form",
+                "  {:>6} rows per batch{:<7} {:>6.1} M rec/s   {:.2}x the row form{}",
                 rows,
                 variant(rayon, fused),
                 m / 1e6,
-                m / ms
+                m / ms,
+                cpu
             );
         }
     }

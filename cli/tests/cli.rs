@@ -74,6 +74,15 @@ fn bench_pipeline_reports_rates_and_cpu_per_record_of_all_three() {
     ] {
         assert!(stdout.contains(want), "{want}: {stdout}");
     }
+    // Each columnar variant reports its CPU per record against the row form's.
+    let fused = stdout
+        .lines()
+        .find(|l| l.contains("8192 rows per batch fused"))
+        .unwrap();
+    assert!(
+        fused.contains("ns CPU/rec (") && fused.contains("x the row form's)"),
+        "{fused}"
+    );
     // Each round's CPU time per record is a measured number (not `?`) for both pipelines.
     let line = stdout.lines().find(|l| l.starts_with("round 1:")).unwrap();
     assert_eq!(line.matches(" ns CPU/rec").count(), 2, "{line}");
