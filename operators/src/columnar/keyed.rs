@@ -528,41 +528,45 @@ impl RunningSum {
             .filter(|(i, f)| *i != ki && f.data_type() == &out_type)
             .map(|(i, _)| i);
         let rows = b.num_rows();
+        // What is read is read before the batch is taken apart, so that a failure hands it
+        // back whole: the keys, and the values when they are not in the output column.
+        // (Their columns stay in the batch too; only the output column is written.)
+        let key_col = b.column(ki).clone();
+        let keys = match words(&key_col) {
+            Ok(k) => k,
+            Err(e) => return Err(fail(b, e.to_string())),
+        };
+        let reads_dst = reuse.is_some() && vi == reuse;
+        let value_col = vi.filter(|_| !reads_dst).map(|v| b.column(v).clone());
+        let values = match value_col.as_ref().map(words).transpose() {
+            Ok(v) => v,
+            Err(e) => return Err(fail(b, e.to_string())),
+        };
         let (schema, mut cols, _) = b.into_parts();
         let mut dst: Vec<u64> = match reuse {
             Some(o) => {
                 let col = std::mem::replace(&mut cols[o], Arc::new(NullArray::new(0)));
-                owned_words(col).unwrap_or_else(|| vec![0; rows])
+                match owned_words(col) {
+                    Some(w) => w,
+                    // Checked above: a value column of the output's type has no nulls.
+                    None if reads_dst => {
+                        let e = ArrowError::InvalidArgumentError(format!(
+                            "column `{}` could not be read as integers",
+                            self.value
+                        ));
+                        return Err(FailedBatch {
+                            batch: rows_only(rows),
+                            error: Arc::new(e),
+                        });
+                    }
+                    // Its old values are not read (nulls included): overwritten.
+                    None => vec![0; rows],
+                }
             }
             None => vec![0; rows],
         };
-        let keys = match words(&cols[ki]) {
-            Ok(k) if k.len() == rows => k,
-            Ok(_) => {
-                let e = format!("column `{}` is shorter than the batch", self.key);
-                return Err(self.rebuilt(schema, cols, reuse, dst, e));
-            }
-            Err(e) => return Err(self.rebuilt(schema, cols, reuse, dst, e.to_string())),
-        };
-        // Values from another column than `out`: copied into the output, to fold in place.
-        let reads_dst = reuse.is_some() && vi == reuse;
-        if let Some(v) = vi.filter(|_| !reads_dst) {
-            let copied = match words(&cols[v]) {
-                Ok(w) if w.len() == rows => {
-                    dst.copy_from_slice(&w);
-                    Ok(())
-                }
-                Ok(w) => Err(format!(
-                    "column `{}` has {} rows of {rows}",
-                    self.value,
-                    w.len()
-                )),
-                Err(e) => Err(e.to_string()),
-            };
-            if let Err(e) = copied {
-                drop(keys);
-                return Err(self.rebuilt(schema, cols, reuse, dst, e));
-            }
+        if let Some(values) = &values {
+            dst.iter_mut().zip(values.iter()).for_each(|(d, v)| *d = *v);
         }
         match (self.agg, signed) {
             (Agg::Sum, _) => self.fold(&keys, &mut dst, identity, u64::wrapping_add),
@@ -607,31 +611,6 @@ impl RunningSum {
             batch: rows_only(rows),
             error: Arc::new(e),
         })
-    }
-
-    /// A failed batch put back together after its output column was taken out to be
-    /// reused: nothing was written to it yet, and the state is unchanged.
-    fn rebuilt(
-        &self,
-        schema: arrow::datatypes::SchemaRef,
-        mut cols: Vec<ArrayRef>,
-        reuse: Option<usize>,
-        dst: Vec<u64>,
-        error: String,
-    ) -> FailedBatch {
-        let rows = dst.len();
-        if let Some(o) = reuse {
-            let ty = schema.field(o).data_type().clone();
-            cols[o] = output_array(dst, &ty);
-        }
-        let error = Arc::new(ArrowError::InvalidArgumentError(error));
-        match RecordBatch::try_new(schema, cols) {
-            Ok(batch) => FailedBatch { batch, error },
-            Err(_) => FailedBatch {
-                batch: rows_only(rows),
-                error,
-            },
-        }
     }
 
     /// Folds each row's value (the row's word in `dst`, ignored by [`Agg::Count`]) into
