@@ -197,6 +197,7 @@ fn fused(b: RecordBatch, schema: &SchemaRef) -> Result<RecordBatch, FailedBatch>
             error: Arc::new(e),
         });
     };
+    let rows = b.num_rows();
     let (_, mut cols, _) = b.into_parts();
     // The higher index first: removing it cannot move the lower one.
     let (hi, lo) = (ii.max(vi), ii.min(vi));
@@ -209,10 +210,7 @@ fn fused(b: RecordBatch, schema: &SchemaRef) -> Result<RecordBatch, FailedBatch>
         owned_values::<UInt64Type>(value_col),
     ) else {
         let e = ArrowError::InvalidArgumentError("`id` or `value` is not u64".into());
-        return Err(FailedBatch {
-            batch: RecordBatch::new_empty(schema.clone()),
-            error: Arc::new(e),
-        });
+        return Err(FailedBatch::lost(rows, e));
     };
     let n = keys.len().min(values.len());
     let mut w = 0usize;
@@ -232,10 +230,7 @@ fn fused(b: RecordBatch, schema: &SchemaRef) -> Result<RecordBatch, FailedBatch>
         Arc::new(UInt64Array::from(keys)),
         Arc::new(UInt64Array::from(values)),
     ];
-    RecordBatch::try_new(schema.clone(), cols).map_err(|e| FailedBatch {
-        batch: RecordBatch::new_empty(schema.clone()),
-        error: Arc::new(e),
-    })
+    RecordBatch::try_new(schema.clone(), cols).map_err(|e| FailedBatch::lost(w, e))
 }
 
 /// W1 on record batches; returns the sink's handle (rows, XOR of values per instance).

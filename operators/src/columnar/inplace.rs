@@ -6,13 +6,8 @@
 //! cache, and nothing is allocated or freed. A buffer that anything else holds (another
 //! batch, a slice of it, a tap) is never written: it is copied.
 
-use std::sync::Arc;
-
-use arrow::array::{
-    Array, ArrayRef, ArrowPrimitiveType, AsArray, PrimitiveArray, RecordBatch, RecordBatchOptions,
-};
+use arrow::array::{Array, ArrayRef, ArrowPrimitiveType, AsArray, PrimitiveArray};
 use arrow::buffer::ScalarBuffer;
-use arrow::datatypes::Schema;
 
 /// The values of a primitive column of type `T` without nulls, as a vector to compute in
 /// place: the column's own buffer when `col` is its only holder (no copy, no allocation),
@@ -45,13 +40,4 @@ pub fn owned_values<T: ArrowPrimitiveType>(col: ArrayRef) -> Option<Vec<T::Nativ
         Ok(v) => Some(v),
         Err(shared) => Some(ScalarBuffer::<T::Native>::from(shared).to_vec()),
     }
-}
-
-/// A batch of `rows` rows and no columns: what is dead-lettered when a batch's columns were
-/// already rewritten in place, so that its rows still count.
-pub(super) fn rows_only(rows: usize) -> RecordBatch {
-    let options = RecordBatchOptions::new().with_row_count(Some(rows));
-    // A batch without columns and with its row count given is always valid.
-    RecordBatch::try_new_with_options(Arc::new(Schema::empty()), Vec::new(), &options)
-        .unwrap_or_else(|_| RecordBatch::new_empty(Arc::new(Schema::empty())))
 }

@@ -10,7 +10,6 @@ use arrow::datatypes::{DataType, Field, Int64Type, Schema, UInt64Type};
 use arrow::error::ArrowError;
 use sluice_engine::{partition_of, Stream};
 
-use super::inplace::rows_only;
 use super::types::{each_owned_batch, DeadLetterFn, FailedBatch};
 use crate::{StreamExt, DENSE_KEYS};
 
@@ -554,10 +553,7 @@ impl RunningSum {
                             "column `{}` could not be read as integers",
                             self.value
                         ));
-                        return Err(FailedBatch {
-                            batch: rows_only(rows),
-                            error: Arc::new(e),
-                        });
+                        return Err(FailedBatch::lost(rows, e));
                     }
                     // Its old values are not read (nulls included): overwritten.
                     None => vec![0; rows],
@@ -605,12 +601,9 @@ impl RunningSum {
                 (Arc::new(Schema::new(fields)), cols)
             }
         };
-        RecordBatch::try_new(schema, cols).map_err(|e| FailedBatch {
-            // Unreachable: the columns are the input's, and the output is of its field's
-            // type and length. Its rows still count as dead-lettered.
-            batch: rows_only(rows),
-            error: Arc::new(e),
-        })
+        // Cannot fail: the columns are the input's, and the output is of its field's type
+        // and length. If it did, the rows still count as dead-lettered.
+        RecordBatch::try_new(schema, cols).map_err(|e| FailedBatch::lost(rows, e))
     }
 
     /// Folds each row's value (the row's word in `dst`, ignored by [`Agg::Count`]) into

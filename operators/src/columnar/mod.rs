@@ -98,7 +98,9 @@ pub trait BatchStreamExt: Sized {
     /// instead of allocating new columns: for long chains of cheap kernels, allocating and
     /// zeroing a fresh column per kernel costs more than the kernel. A batch `f` fails on
     /// comes back inside the [`FailedBatch`] and goes to `dead_letter`; `f` must check
-    /// before it changes anything, so that what is dead-lettered is the batch as it came.
+    /// before it changes anything, so that what is dead-lettered is the batch as it came
+    /// (failing after it started writing, it returns [`FailedBatch::lost`] with the number
+    /// of rows, which still count).
     fn map_batches_owned<F, D>(self, name: &str, f: F, dead_letter: D) -> Stream<RecordBatch>
     where
         F: Fn(RecordBatch) -> Result<RecordBatch, FailedBatch> + Send + Sync + 'static,

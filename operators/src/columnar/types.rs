@@ -2,7 +2,8 @@
 
 use std::sync::Arc;
 
-use arrow::array::RecordBatch;
+use arrow::array::{RecordBatch, RecordBatchOptions};
+use arrow::datatypes::Schema;
 use arrow::error::ArrowError;
 use sluice_engine::Operator;
 
@@ -13,6 +14,32 @@ pub struct FailedBatch {
     pub batch: RecordBatch,
     /// What the kernel said.
     pub error: Arc<ArrowError>,
+}
+
+impl FailedBatch {
+    /// `rows` rows whose columns are gone: a kernel that computes in place
+    /// ([`BatchStreamExt::map_batches_owned`](super::BatchStreamExt::map_batches_owned))
+    /// and fails after it has started writing. The batch has the rows and no columns, so
+    /// they still count as dead-lettered.
+    ///
+    /// ```
+    /// use sluice_operators::columnar::arrow::error::ArrowError;
+    /// use sluice_operators::columnar::FailedBatch;
+    ///
+    /// let f = FailedBatch::lost(7, ArrowError::ComputeError("overflow".into()));
+    /// assert_eq!((f.batch.num_rows(), f.batch.num_columns()), (7, 0));
+    /// ```
+    pub fn lost(rows: usize, error: ArrowError) -> FailedBatch {
+        let options = RecordBatchOptions::new().with_row_count(Some(rows));
+        // A batch without columns and with its row count given is always valid.
+        let batch =
+            RecordBatch::try_new_with_options(Arc::new(Schema::empty()), Vec::new(), &options)
+                .unwrap_or_else(|_| RecordBatch::new_empty(Arc::new(Schema::empty())));
+        FailedBatch {
+            batch,
+            error: Arc::new(error),
+        }
+    }
 }
 
 /// A row that did not convert between a typed record and a batch.
