@@ -758,17 +758,7 @@ mod tests {
 
     #[test]
     fn running_sums_follow_each_key() {
-        let mut op = RunningSum {
-            key: "k".into(),
-            value: "k".into(),
-            out: "sum".into(),
-            agg: Agg::Sum,
-            signed: None,
-            dense: Vec::new(),
-            sparse: Default::default(),
-            dead_letter: Arc::new(|_| {}),
-            dead: 0,
-        };
+        let mut op = sum_op("k", "k", "sum", Agg::Sum);
         let out = op.apply(b(vec![1, 2, 1, 1], vec!["a"; 4])).unwrap();
         let s = out
             .column_by_name("sum")
@@ -785,17 +775,7 @@ mod tests {
 
     #[test]
     fn count_min_and_max_follow_each_key_signed_or_not() {
-        let op = |agg| RunningSum {
-            key: "k".into(),
-            value: "v".into(),
-            out: "agg".into(),
-            agg,
-            signed: None,
-            dense: Vec::new(),
-            sparse: Default::default(),
-            dead_letter: Arc::new(|_| {}),
-            dead: 0,
-        };
+        let op = |agg| sum_op("k", "v", "agg", agg);
         let batch = |keys: Vec<u64>, v: ArrayRef| {
             let k: ArrayRef = Arc::new(arrow::array::UInt64Array::from(keys));
             RecordBatch::try_from_iter([("k", k), ("v", v)]).unwrap()
