@@ -10,7 +10,7 @@ use arrow::datatypes::{DataType, Field, Int64Type, Schema, UInt64Type};
 use arrow::error::ArrowError;
 use sluice_engine::{partition_of, Stream};
 
-use super::types::{each_owned_batch, DeadLetterFn, FailedBatch};
+use super::types::{each_batch, DeadLetterFn, FailedBatch};
 use crate::{StreamExt, DENSE_KEYS};
 
 /// A batch tagged with the instance its rows hash to (between a columnar `key_by`'s split
@@ -437,7 +437,7 @@ impl sluice_engine::Operator<RecordBatch, RecordBatch> for RunningSum {
     fn process(&mut self, input: Vec<RecordBatch>) -> Vec<RecordBatch> {
         let mut dead = 0;
         let dead_letter = self.dead_letter.clone();
-        let out = each_owned_batch(input, &mut dead, &dead_letter, |b| self.apply(b));
+        let out = each_batch(input, &mut dead, &dead_letter, |b| self.apply(b));
         self.dead += dead;
         out
     }

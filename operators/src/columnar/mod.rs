@@ -72,7 +72,7 @@ use sluice_engine::{Priority, Stream};
 use crate::{Failed, StreamExt};
 use classes::{class_of_first_row, split_by_class};
 use convert::{ToBatches, ToRows};
-use types::{BatchOp, OwnedBatchOp};
+use types::OwnedBatchOp;
 
 /// Operators on a stream of Arrow record batches. Each runs in its upstream's thread; each
 /// that can fail takes a `dead_letter` function for what it cannot process.
@@ -158,13 +158,17 @@ impl BatchStreamExt for Stream<RecordBatch> {
         F: Fn(&RecordBatch) -> Result<RecordBatch, ArrowError> + Send + Sync + 'static,
         D: Fn(FailedBatch) + Send + Sync + 'static,
     {
-        let f = Arc::new(f);
-        let dead_letter: types::DeadLetterFn<FailedBatch> = Arc::new(dead_letter);
-        self.operator(name, move |_| BatchOp {
-            f: f.clone(),
-            dead_letter: dead_letter.clone(),
-            dead: 0,
-        })
+        // A kernel that reads the batch: the batch it fails on is handed back as it came.
+        self.map_batches_owned(
+            name,
+            move |b| {
+                f(&b).map_err(|e| FailedBatch {
+                    batch: b,
+                    error: Arc::new(e),
+                })
+            },
+            dead_letter,
+        )
     }
 
     fn map_batches_owned<F, D>(self, name: &str, f: F, dead_letter: D) -> Stream<RecordBatch>

@@ -55,58 +55,11 @@ pub struct FailedRow {
 /// (or row); what it is given counts as dead-lettered once it returns.
 pub(super) type DeadLetterFn<X> = Arc<dyn Fn(X) + Send + Sync>;
 
-/// Applies `f` to each batch of `input`. A batch it fails on goes to `dead_letter` and
-/// counts its rows in `dead`; a result without rows carries nothing on (its rows were
-/// filtered) and is left out.
+/// Applies `f` to each batch of `input`, by value (a kernel may reuse the buffers the batch
+/// alone holds). A batch `f` hands back as failed goes to `dead_letter` and counts its rows
+/// in `dead`; a result without rows carries nothing on (its rows were filtered) and is left
+/// out.
 pub(super) fn each_batch(
-    input: Vec<RecordBatch>,
-    dead: &mut u64,
-    dead_letter: &DeadLetterFn<FailedBatch>,
-    mut f: impl FnMut(&RecordBatch) -> Result<RecordBatch, ArrowError>,
-) -> Vec<RecordBatch> {
-    let mut out = Vec::with_capacity(input.len());
-    for b in input {
-        match f(&b) {
-            Ok(o) if o.num_rows() == 0 => {}
-            Ok(o) => out.push(o),
-            Err(e) => {
-                *dead += b.num_rows() as u64;
-                dead_letter(FailedBatch {
-                    batch: b,
-                    error: Arc::new(e),
-                });
-            }
-        }
-    }
-    out
-}
-
-/// A batch-at-a-time operator on record batches that hands failed batches to a dead-letter
-/// function in the chain (no extra thread or edge) and reports their rows to the ledger.
-pub(super) struct BatchOp<F> {
-    pub f: Arc<F>,
-    pub dead_letter: DeadLetterFn<FailedBatch>,
-    pub dead: u64,
-}
-
-impl<F> Operator<RecordBatch, RecordBatch> for BatchOp<F>
-where
-    F: Fn(&RecordBatch) -> Result<RecordBatch, ArrowError> + Send + Sync + 'static,
-{
-    fn process(&mut self, input: Vec<RecordBatch>) -> Vec<RecordBatch> {
-        let f = &self.f;
-        each_batch(input, &mut self.dead, &self.dead_letter, |b| f(b))
-    }
-
-    fn take_dead_lettered(&mut self) -> u64 {
-        std::mem::take(&mut self.dead)
-    }
-}
-
-/// Applies `f` to each batch of `input`, by value ([`each_batch`] for kernels that reuse
-/// their input's buffers). A batch `f` hands back as failed goes to `dead_letter` and counts
-/// its rows in `dead`; a result without rows is left out.
-pub(super) fn each_owned_batch(
     input: Vec<RecordBatch>,
     dead: &mut u64,
     dead_letter: &DeadLetterFn<FailedBatch>,
@@ -126,7 +79,9 @@ pub(super) fn each_owned_batch(
     out
 }
 
-/// [`BatchOp`] for a transform that takes each batch by value.
+/// A batch-at-a-time operator on record batches, each given by value, that hands failed
+/// batches to a dead-letter function in the chain (no extra thread or edge) and reports
+/// their rows to the ledger.
 pub(super) struct OwnedBatchOp<F> {
     pub f: Arc<F>,
     pub dead_letter: DeadLetterFn<FailedBatch>,
@@ -139,7 +94,7 @@ where
 {
     fn process(&mut self, input: Vec<RecordBatch>) -> Vec<RecordBatch> {
         let f = &self.f;
-        each_owned_batch(input, &mut self.dead, &self.dead_letter, |b| f(b))
+        each_batch(input, &mut self.dead, &self.dead_letter, |b| f(b))
     }
 
     fn take_dead_lettered(&mut self) -> u64 {
